@@ -1,0 +1,121 @@
+"""Shared pieces of the MCMC mutation kernels.
+
+A kernel moves a whole population of particles at once. Its pieces are pure:
+
+* ``init(position) -> params``: the adapted parameters at the start of a run
+  (for example the proposal scale), carried from iteration to iteration in
+  the SMC state;
+* ``fit(params, position) -> params``: refit the population-level proposal
+  (mean, covariance, ...) to the current particles, keeping the adapted scale;
+* ``step(key, state, log_density_fn, params) -> (state, info)``: one
+  Metropolis–Hastings sweep over every particle;
+* ``adapt(params, acceptance) -> params``: move the scale toward the target
+  acceptance rate after a sweep.
+
+``log_density_fn(position) -> (log_density, aux)`` is batched over the
+leading axis; ``aux`` is any pytree of per-particle arrays (the cached
+log-prior, log-likelihood and flow density) that is carried along with the
+accepted positions.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .._types import Array, ArrayLike
+
+__all__ = [
+    "KernelState",
+    "KernelInfo",
+    "MCMCKernel",
+    "weighted_mean_cov",
+    "safe_cholesky",
+    "mh_accept",
+    "adapt_log_scale",
+]
+
+
+class KernelState(NamedTuple):
+    """Population state seen by a kernel.
+
+    ``position`` has shape ``(n, d)``; ``log_density`` ``(n,)``; ``aux`` is a
+    pytree of ``(n, ...)`` arrays; ``grad`` is the gradient of the log density
+    at ``position`` for gradient kernels and ``None`` otherwise.
+    """
+
+    position: Array
+    log_density: Array
+    aux: Any
+    grad: Any = None
+
+
+class KernelInfo(NamedTuple):
+    """Per-sweep diagnostics: mean acceptance probability over particles."""
+
+    acceptance: Array
+
+
+class MCMCKernel(NamedTuple):
+    """The four pure functions that make up a population kernel."""
+
+    name: str
+    init: Callable
+    fit: Callable
+    step: Callable
+    adapt: Callable
+    uses_grad: bool = False
+
+
+def weighted_mean_cov(position: ArrayLike, weights: ArrayLike | None = None,
+                      jitter: float = 1e-6) -> tuple[Array, Array]:
+    """Weighted mean ``(d,)`` and covariance ``(d, d)`` of ``position``.
+
+    A relative ``jitter`` times the mean variance is added to the diagonal so
+    the covariance stays positive definite when particles are duplicated.
+    """
+    position = jnp.asarray(position)
+    n = position.shape[0]
+    if weights is None:
+        weights = jnp.full((n,), 1.0 / n, position.dtype)
+    mean = weights @ position
+    centred = position - mean
+    cov = (centred * weights[:, None]).T @ centred
+    scale = jnp.maximum(jnp.trace(cov) / cov.shape[0], 1e-30)
+    cov = cov + jitter * scale * jnp.eye(cov.shape[0], dtype=cov.dtype)
+    return mean, cov
+
+
+def safe_cholesky(cov: ArrayLike) -> Array:
+    """Cholesky factor, falling back to the diagonal if the factor has NaNs."""
+    cov = jnp.asarray(cov)
+    chol = jnp.linalg.cholesky(cov)
+    diag = jnp.diag(jnp.sqrt(jnp.maximum(jnp.diag(cov), 1e-30)))
+    return jnp.where(jnp.all(jnp.isfinite(chol)), chol, diag)
+
+
+def mh_accept(key: jax.Array, log_alpha: ArrayLike, proposal: KernelState,
+              current: KernelState) -> tuple[KernelState, Array]:
+    """Accept each particle's proposal with probability ``min(1, e^log_alpha)``.
+
+    Non-finite ``log_alpha`` (NaN from an ill-defined density) rejects.
+    """
+    log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
+    log_u = jnp.log(jax.random.uniform(key, log_alpha.shape, log_alpha.dtype))
+    accept = log_u < log_alpha
+
+    def pick(new, old):
+        mask = accept.reshape(accept.shape + (1,) * (new.ndim - 1))
+        return jnp.where(mask, new, old)
+
+    state = jax.tree_util.tree_map(pick, proposal, current)
+    prob = jnp.exp(jnp.minimum(log_alpha, 0.0))
+    return state, prob
+
+
+def adapt_log_scale(log_scale: ArrayLike, acceptance: ArrayLike,
+                    target: float, rate: float = 1.0,
+                    bounds: tuple[float, float] = (-12.0, 3.0)) -> Array:
+    """One Robbins–Monro move of a log-scale toward the target acceptance."""
+    new = log_scale + rate * (acceptance - target)
+    return jnp.clip(new, *bounds)

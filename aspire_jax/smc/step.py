@@ -1,0 +1,391 @@
+"""The adaptive-tempered SMC engine: ``init``, ``step`` and two drivers.
+
+Build once, call many times::
+
+    smc = build_smc(config, log_likelihood_fn, log_prior_fn, flow)
+    state = smc.init(key, flow_params)
+    state, info = smc.step(state, flow_params)
+
+``log_likelihood_fn`` and ``log_prior_fn`` are batched, ``(n, d) -> (n,)``, and
+are closed over, so ``step`` is an ordinary pure function that can be jitted,
+vmapped over independent runs or called inside a user's ``lax`` loops.
+
+One iteration (beta -> beta') is, in order:
+
+1. reweight with ``exp((beta' - beta) r)``, ``r = log pi + log L - log q``,
+   choosing beta' by bisection on the conditional ESS;
+2. accumulate log Z += log sum_i W_i w_i and its delta-method variance;
+3. resample (every iteration, or when ESS / N drops below a threshold);
+4. mutate with MCMC moves that leave p_beta' invariant, in the chosen
+   preconditioning space.
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from .._types import Array, PRNGKey
+from ..kernels import KernelState, build_kernel
+from .resampling import get_resampler
+from .state import SMCConfig, SMCInfo, SMCState, Status, tree_index
+from .tempering import incremental_log_weights, next_beta_step, safe_scale
+
+__all__ = [
+    "SMCAlgorithm",
+    "build_smc",
+    "make_init",
+    "make_step",
+    "run_device",
+    "run_host",
+    "target_efficiency_at",
+    "tempered_log_density",
+    "evaluate_densities",
+]
+
+
+class SMCAlgorithm(NamedTuple):
+    """The pure functions of one configured SMC sampler."""
+
+    init: Callable
+    init_from_particles: Callable
+    step: Callable
+    config: SMCConfig
+
+
+class _Aux(NamedTuple):
+    x: Array
+    log_prior: Array
+    log_likelihood: Array
+    log_q: Array
+
+
+def _sanitise(v: Array) -> Array:
+    """Map NaN and +inf to -inf: an undefined density is an impossible point."""
+    return jnp.where(jnp.isnan(v) | (v == jnp.inf), -jnp.inf, v)
+
+
+def evaluate_densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x):
+    """Log-prior, log-likelihood and flow log-density of ``x``, sanitised.
+
+    The likelihood is only evaluated where the prior is finite; elsewhere it
+    is set to ``-inf`` (points outside the prior support are impossible).
+    """
+    lp = _sanitise(log_prior_fn(x))
+    ll = _sanitise(log_likelihood_fn(x))
+    ll = jnp.where(jnp.isfinite(lp), ll, -jnp.inf)
+    lq = _sanitise(flow.log_prob(flow_params, x))
+    return lp, ll, lq
+
+
+def tempered_log_density(beta, log_prior, log_likelihood, log_q):
+    """``(1 - beta) log q + beta (log pi + log L)`` with ``0 * inf = 0``."""
+    return safe_scale(1.0 - beta, log_q) + safe_scale(beta, log_prior + log_likelihood)
+
+
+def target_efficiency_at(config: SMCConfig, beta: Array) -> Array:
+    """Target CESS / N at inverse temperature ``beta``."""
+    te = config.target_efficiency
+    if isinstance(te, tuple):
+        lo, hi = te
+        return lo + (hi - lo) * jnp.power(beta, config.target_efficiency_rate)
+    return jnp.asarray(te, beta.dtype)
+
+
+def _spaces(config: SMCConfig, flow):
+    """Maps native -> move space and back, each returning (value, log|J|)."""
+    if config.preconditioning == "flow":
+        return flow.to_latent, flow.from_latent
+    if config.preconditioning == "standard":
+        return flow.to_unbounded, flow.from_unbounded
+
+    def identity(params, x):
+        del params
+        return x, jnp.zeros(x.shape[:1], x.dtype)
+
+    return identity, identity
+
+
+def _check_batched(fn, name):
+    """Wrap a batched user function so a wrong output shape fails at trace time."""
+
+    def wrapped(x):
+        out = jnp.asarray(fn(x))
+        if out.shape != x.shape[:1]:
+            from ..errors import ValidationError
+
+            raise ValidationError(
+                f"{name} must map a batch of shape (n, d) to shape (n,); for input "
+                f"{tuple(x.shape)} it returned {tuple(out.shape)}")
+        return out.astype(x.dtype)
+
+    return wrapped
+
+
+def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
+    """Build ``init(key, flow_params)`` and ``init_from_particles``."""
+    log_likelihood_fn = _check_batched(log_likelihood_fn, "log_likelihood")
+    log_prior_fn = _check_batched(log_prior_fn, "log_prior")
+    kernel = build_kernel(config.kernel, config.kernel_settings)
+    to_space, _ = _spaces(config, flow)
+    n = config.n_particles
+
+    def init_from_particles(key: PRNGKey, x: Array, flow_params) -> SMCState:
+        lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
+                                        flow_params, x)
+        u, _ = to_space(flow_params, x)
+        dtype = x.dtype
+        return SMCState(
+            x=x, log_likelihood=ll, log_prior=lp, log_q=lq,
+            log_weights=jnp.full((x.shape[0],), -jnp.log(x.shape[0]), dtype),
+            beta=jnp.zeros((), dtype), iteration=jnp.zeros((), jnp.int32),
+            log_evidence=jnp.zeros((), dtype), log_evidence_var=jnp.zeros((), dtype),
+            key=key, kernel_params=kernel.init(u),
+            n_evaluations=jnp.asarray(x.shape[0], jnp.int32),
+            status=jnp.asarray(Status.RUNNING, jnp.int32))
+
+    def init(key: PRNGKey, flow_params) -> SMCState:
+        key, key_sample = jax.random.split(key)
+        x, _ = flow.sample_and_log_prob(flow_params, key_sample, n)
+        return init_from_particles(key, x, flow_params)
+
+    return init, init_from_particles
+
+
+def _choose_step(config: SMCConfig, state: SMCState, log_ratio: Array):
+    """Next step in beta, the efficiency it gives, and the search flag."""
+    beta = state.beta
+    room = 1.0 - beta
+    target = target_efficiency_at(config, beta)
+    min_step = jnp.asarray(config.min_beta_step or 0.0, beta.dtype)
+    if config.max_n_steps is not None:
+        left = jnp.maximum(config.max_n_steps - state.iteration, 1).astype(beta.dtype)
+        min_step = jnp.maximum(min_step, room / left)
+    max_step = jnp.asarray(config.max_beta_step or 1.0, beta.dtype)
+    if config.adaptive:
+        search = next_beta_step(state.log_weights, log_ratio, beta, target,
+                                min_step=min_step, max_step=max_step,
+                                tolerance=config.beta_tolerance)
+        delta, failed = search.delta, search.hit_min
+    else:
+        delta = jnp.clip(jnp.asarray(1.0 / config.n_steps, beta.dtype),
+                         min_step, max_step)
+        failed = jnp.asarray(False)
+    # Snap to 1 when the remaining gap is within round-off of the step.
+    finish = delta >= room - 4 * jnp.finfo(beta.dtype).eps
+    new_beta = jnp.where(finish, jnp.ones_like(beta), beta + delta)
+    return new_beta, target, failed
+
+
+def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
+    """Build the pure ``step(state, flow_params) -> (state, info)``.
+
+    Parameters
+    ----------
+    config
+        Static settings.
+    log_likelihood_fn, log_prior_fn
+        Batched log-densities ``(n, d) -> (n,)``, JAX-traceable.
+    flow
+        An object with ``log_prob(params, x)`` and the maps of the chosen
+        preconditioning (``to_unbounded``/``from_unbounded`` or
+        ``to_latent``/``from_latent``), e.g. :class:`aspire_jax.flows.Flow`.
+
+    Returns
+    -------
+    Callable
+        ``step(state, flow_params) -> (state, info)``. A state with beta = 1
+        is returned unchanged apart from its status.
+    """
+    log_likelihood_fn = _check_batched(log_likelihood_fn, "log_likelihood")
+    log_prior_fn = _check_batched(log_prior_fn, "log_prior")
+    kernel = build_kernel(config.kernel, config.kernel_settings)
+    resample_fn = get_resampler(config.resampling)
+    to_space, from_space = _spaces(config, flow)
+    n = config.n_particles
+
+    def mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params):
+        u, _ = to_space(flow_params, x)
+
+        def log_density_fn(u):
+            x, log_det = from_space(flow_params, u)
+            lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
+                                            flow_params, x)
+            logp = _sanitise(tempered_log_density(beta, lp, ll, lq) + log_det)
+            return logp, _Aux(x, lp, ll, lq)
+
+        _, log_det0 = from_space(flow_params, u)
+        logp0 = _sanitise(tempered_log_density(beta, lp, ll, lq) + log_det0)
+        kstate = KernelState(u, logp0, _Aux(x, lp, ll, lq), None)
+        extra_evals = 0
+        if kernel.uses_grad:
+            kstate = kernel.prepare(kstate, log_density_fn)
+            extra_evals = 1
+        kernel_params = kernel.fit(kernel_params, u)
+        u0 = u - jnp.mean(u, axis=0)
+        sd0 = jnp.std(u, axis=0)
+
+        def decorrelation(pos):
+            c = pos - jnp.mean(pos, axis=0)
+            corr = jnp.mean(u0 * c, axis=0) / (sd0 * jnp.std(pos, axis=0) + 1e-30)
+            return jnp.mean(corr)
+
+        def cond(carry):
+            i, _, _, _, _, corr = carry
+            if config.n_mcmc_steps is not None:
+                return i < config.n_mcmc_steps
+            return (i < config.max_mcmc_steps) & (
+                (i < config.min_mcmc_steps) | (corr > config.decorrelation_threshold))
+
+        def body(carry):
+            i, key, kstate, kparams, acc_sum, _ = carry
+            key, key_step = jax.random.split(key)
+            kstate, kinfo = kernel.step(key_step, kstate, log_density_fn, kparams)
+            kparams = kernel.adapt(kparams, kinfo.acceptance)
+            return (i + 1, key, kstate, kparams, acc_sum + kinfo.acceptance,
+                    decorrelation(kstate.position))
+
+        init = (jnp.int32(0), key, kstate, kernel_params, jnp.zeros((), x.dtype),
+                jnp.ones((), x.dtype))
+        n_sweeps, _, kstate, kernel_params, acc_sum, corr = jax.lax.while_loop(
+            cond, body, init)
+        acceptance = acc_sum / jnp.maximum(n_sweeps, 1)
+        n_evals = (n_sweeps + extra_evals) * n
+        return kstate.aux, kernel_params, acceptance, n_sweeps, corr, n_evals
+
+    def step(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
+        key, key_resample, key_mutate = jax.random.split(state.key, 3)
+
+        log_ratio = state.log_prior + state.log_likelihood - state.log_q
+        log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
+        new_beta, target, failed = _choose_step(config, state, log_ratio)
+        delta = new_beta - state.beta
+        lw = state.log_weights + incremental_log_weights(delta, log_ratio)
+        log_inc = logsumexp(lw)
+        w_rel = jnp.exp(incremental_log_weights(delta, log_ratio) - log_inc)
+        var_inc = jnp.sum(jnp.exp(2 * state.log_weights) * (w_rel - 1.0) ** 2)
+        log_weights = lw - log_inc
+        ess = 1.0 / jnp.sum(jnp.exp(2 * log_weights))
+        efficiency = jnp.exp(2 * log_inc - logsumexp(
+            state.log_weights + 2 * incremental_log_weights(delta, log_ratio)))
+
+        if config.resample_threshold is None:
+            resampled = jnp.asarray(True)
+        else:
+            resampled = ess < config.resample_threshold * n
+        ancestors = resample_fn(key_resample, jnp.exp(log_weights), n)
+        idx = jnp.where(resampled, ancestors, jnp.arange(n, dtype=ancestors.dtype))
+        x, lp, ll, lq = tree_index(
+            (state.x, state.log_prior, state.log_likelihood, state.log_q), idx)
+        log_weights = jnp.where(resampled, jnp.full_like(log_weights, -jnp.log(n)),
+                                log_weights)
+
+        aux, kparams, acceptance, n_sweeps, corr, n_evals = mutate(
+            key_mutate, x, lp, ll, lq, new_beta, state.kernel_params, flow_params)
+
+        log_evidence = state.log_evidence + log_inc
+        log_evidence_var = state.log_evidence_var + var_inc
+        status = jnp.where(new_beta >= 1.0, Status.CONVERGED,
+                           jnp.where(delta <= 0, Status.STALLED, Status.RUNNING))
+        new_state = SMCState(
+            x=aux.x, log_likelihood=aux.log_likelihood, log_prior=aux.log_prior,
+            log_q=aux.log_q, log_weights=log_weights, beta=new_beta,
+            iteration=state.iteration + 1, log_evidence=log_evidence,
+            log_evidence_var=log_evidence_var, key=key, kernel_params=kparams,
+            n_evaluations=state.n_evaluations + n_evals.astype(jnp.int32),
+            status=status.astype(jnp.int32))
+        info = SMCInfo(
+            beta=new_beta, delta_beta=delta, efficiency=efficiency,
+            target_efficiency=target, ess=ess, log_evidence_increment=log_inc,
+            log_evidence_increment_var=var_inc, log_evidence=log_evidence,
+            log_evidence_var=log_evidence_var, resampled=resampled,
+            acceptance=acceptance, step_size=_step_size(kparams),
+            n_mcmc_steps=n_sweeps, decorrelation=corr,
+            n_evaluations=n_evals.astype(jnp.int32), beta_search_failed=failed)
+
+        # A finished run is a fixed point: stepping it again changes nothing.
+        done = state.beta >= 1.0
+        new_state = jax.tree_util.tree_map(
+            lambda old, new: jnp.where(done, old, new), state, new_state)
+        info = jax.tree_util.tree_map(
+            lambda v: jnp.where(done, jnp.zeros_like(v), v), info)
+        return new_state, info
+
+    return step
+
+
+def _step_size(kernel_params) -> Array:
+    return jnp.asarray(getattr(kernel_params, "step_size", 0.0))
+
+
+def build_smc(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow) -> SMCAlgorithm:
+    """Build the ``init`` and ``step`` functions of one configured sampler."""
+    init, init_from_particles = make_init(config, log_likelihood_fn, log_prior_fn,
+                                          flow)
+    step = make_step(config, log_likelihood_fn, log_prior_fn, flow)
+    return SMCAlgorithm(init=init, init_from_particles=init_from_particles,
+                        step=step, config=config)
+
+
+def _empty_history(info_shape: SMCInfo, length: int) -> SMCInfo:
+    return jax.tree_util.tree_map(
+        lambda s: jnp.zeros((length,) + s.shape, s.dtype), info_shape)
+
+
+def run_device(step: Callable, state: SMCState, flow_params, max_iterations: int):
+    """Run ``step`` in a ``lax.while_loop`` until beta = 1 or the cap.
+
+    Returns
+    -------
+    state, history, n_steps
+        The final state, the :class:`SMCInfo` of each iteration stacked in
+        buffers padded to ``max_iterations`` (rows past ``n_steps`` are zero),
+        and the number of iterations taken in this call.
+
+    Notes
+    -----
+    No host round trip happens inside; the whole run is one XLA program.
+    A run that hits the cap has ``status == Status.ITERATION_LIMIT``.
+    """
+    info_shape = jax.eval_shape(step, state, flow_params)[1]
+    history = _empty_history(info_shape, max_iterations)
+
+    def cond(carry):
+        state, _, i = carry
+        return (state.beta < 1.0) & (i < max_iterations) & (
+            state.status != Status.STALLED)
+
+    def body(carry):
+        state, history, i = carry
+        state, info = step(state, flow_params)
+        history = jax.tree_util.tree_map(lambda h, v: h.at[i].set(v), history, info)
+        return state, history, i + 1
+
+    state, history, n_steps = jax.lax.while_loop(
+        cond, body, (state, history, jnp.int32(0)))
+    status = jnp.where((state.beta < 1.0) & (state.status == Status.RUNNING),
+                       Status.ITERATION_LIMIT, state.status)
+    return state.replace(status=status.astype(jnp.int32)), history, n_steps
+
+
+def run_host(step: Callable, state: SMCState, flow_params, max_iterations: int,
+             callback: Callable[[SMCState, Any], Any] | None = None):
+    """Run a (jitted) ``step`` from Python, one iteration per call.
+
+    ``callback(state, info)`` is called on the host after each iteration (for
+    checkpoints, logging and progress); the returned history is a list of
+    :class:`SMCInfo` moved to the host.
+    """
+    history = []
+    for _ in range(max_iterations):
+        if bool(state.beta >= 1.0) or int(state.status) == Status.STALLED:
+            break
+        state, info = step(state, flow_params)
+        info = jax.device_get(info)
+        history.append(info)
+        if callback is not None:
+            callback(state, info)
+    if float(state.beta) < 1.0 and int(state.status) == Status.RUNNING:
+        state = state.replace(status=jnp.asarray(Status.ITERATION_LIMIT, jnp.int32))
+    return state, history
