@@ -113,7 +113,7 @@ class SMCConfig:
     n_mcmc_steps: int | None = None
     min_mcmc_steps: int = 2
     max_mcmc_steps: int = 50
-    decorrelation_threshold: float = 0.3
+    decorrelation_threshold: float = 0.1
     preconditioning: str = "standard"
 
     def __post_init__(self):
