@@ -37,6 +37,7 @@ __all__ = [
     "build_smc",
     "make_init",
     "make_step",
+    "make_mutation",
     "run_device",
     "run_host",
     "target_efficiency_at",
@@ -178,32 +179,16 @@ def _choose_step(config: SMCConfig, state: SMCState, log_ratio: Array):
     return new_beta, target, failed
 
 
-def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
-    """Build the pure ``step(state, flow_params) -> (state, info)``.
+def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
+    """Build ``mutate``: the MCMC phase of an iteration at a fixed beta.
 
-    Parameters
-    ----------
-    config
-        Static settings.
-    log_likelihood_fn, log_prior_fn
-        Batched log-densities ``(n, d) -> (n,)``, JAX-traceable.
-    flow
-        An object with ``log_prob(params, x)`` and the maps of the chosen
-        preconditioning (``to_unbounded``/``from_unbounded`` or
-        ``to_latent``/``from_latent``), e.g. :class:`aspire_jax.flows.Flow`.
-
-    Returns
-    -------
-    Callable
-        ``step(state, flow_params) -> (state, info)``. A state with beta = 1
-        is returned unchanged apart from its status.
+    ``mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params)`` returns
+    ``(aux, kernel_params, acceptance, n_sweeps, decorrelation, n_evals)``
+    where ``aux`` holds the moved particles and their cached densities.
+    The user functions must already be wrapped by :func:`_check_batched`.
     """
-    log_likelihood_fn = _check_batched(log_likelihood_fn, "log_likelihood")
-    log_prior_fn = _check_batched(log_prior_fn, "log_prior")
     kernel = build_kernel(config.kernel, config.kernel_settings)
-    resample_fn = get_resampler(config.resampling)
     to_space, from_space = _spaces(config, flow)
-    n = config.n_particles
 
     def mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params):
         u, _ = to_space(flow_params, x)
@@ -251,8 +236,37 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         n_sweeps, _, kstate, kernel_params, acc_sum, corr = jax.lax.while_loop(
             cond, body, init)
         acceptance = acc_sum / jnp.maximum(n_sweeps, 1)
-        n_evals = (n_sweeps + extra_evals) * n
+        n_evals = (n_sweeps + extra_evals) * x.shape[0]
         return kstate.aux, kernel_params, acceptance, n_sweeps, corr, n_evals
+
+    return mutate
+
+
+def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
+    """Build the pure ``step(state, flow_params) -> (state, info)``.
+
+    Parameters
+    ----------
+    config
+        Static settings.
+    log_likelihood_fn, log_prior_fn
+        Batched log-densities ``(n, d) -> (n,)``, JAX-traceable.
+    flow
+        An object with ``log_prob(params, x)`` and the maps of the chosen
+        preconditioning (``to_unbounded``/``from_unbounded`` or
+        ``to_latent``/``from_latent``), e.g. :class:`aspire_jax.flows.Flow`.
+
+    Returns
+    -------
+    Callable
+        ``step(state, flow_params) -> (state, info)``. A state with beta = 1
+        is returned unchanged apart from its status.
+    """
+    log_likelihood_fn = _check_batched(log_likelihood_fn, "log_likelihood")
+    log_prior_fn = _check_batched(log_prior_fn, "log_prior")
+    resample_fn = get_resampler(config.resampling)
+    mutate = make_mutation(config, log_likelihood_fn, log_prior_fn, flow)
+    n = config.n_particles
 
     def step(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
         key, key_resample, key_mutate = jax.random.split(state.key, 3)

@@ -1,0 +1,1047 @@
+"""The facade users meet first: :class:`Aspire`.
+
+It validates input, turns seeds into keys, builds the pure engine once,
+drives it from the host (checkpoints, logging, progress) and packs results
+into :class:`~aspire_jax.samples.Samples` and :class:`~aspire_jax.history.History`.
+Everything numerical happens in the layers below.
+"""
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import secrets
+import sys
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import __version__
+from .errors import CheckpointError, TemperingError, ValidationError
+from .flows import Flow, FlowConfig, fit as fit_flow
+from .history import History
+from .io import (AspireFile, history_from_group, history_to_group,
+                 read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
+                 state_from_bytes, state_from_state_dict, state_to_bytes,
+                 write_checkpoint_file, write_json_group)
+from .samples import Samples
+from .smc.importance import make_importance_sampler
+from .smc.mcmc import make_mcmc_sampler
+from .smc.state import SMCConfig, SMCInfo, SMCState, Status
+from .smc.step import build_smc, make_mutation, run_device, _check_batched
+from .spaces import PeriodicSpace
+
+__all__ = ["Aspire", "SAMPLERS"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLERS = ("smc", "importance", "mcmc")
+_ALIASES = {"minipcn_smc": "smc", "minipcn": "mcmc"}
+_SMC_OPTIONS = tuple(f.name for f in dataclasses.fields(SMCConfig)
+                     if f.name != "n_particles") + ("n_final_samples", "driver")
+_MCMC_OPTIONS = ("kernel", "kernel_settings", "n_steps", "n_burnin",
+                 "preconditioning")
+_TORCH_BACKENDS = ("zuko", "flowjax", "torch", "pytorch", "nflows")
+_CONFIG_VERSION = 1
+
+
+def _as_key(key, what="key") -> tuple[jax.Array, int | None]:
+    """A typed key from a key, a legacy uint32 key, an int seed or None.
+
+    Returns the key and the seed it was made from (None for a given key).
+    """
+    if key is None:
+        seed = secrets.randbelow(2**31)
+        return jax.random.key(seed), seed
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key)), int(key)
+    if isinstance(key, jax.Array):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            if key.shape != ():
+                raise ValidationError(f"{what} must be a single key; got shape "
+                                      f"{key.shape}")
+            return key, None
+        if key.dtype == jnp.uint32 and key.shape == (2,):
+            return jax.random.wrap_key_data(key), None
+    raise ValidationError(
+        f"{what} must be a typed key from jax.random.key, a legacy PRNGKey, an int "
+        f"seed or None; got {type(key).__name__}")
+
+
+def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndarray:
+    bounds = np.tile(np.array([-np.inf, np.inf]), (dims, 1))
+    if prior_bounds is None:
+        return bounds
+    if isinstance(prior_bounds, Mapping):
+        unknown = set(prior_bounds) - set(parameters)
+        if unknown:
+            raise ValidationError(
+                f"prior_bounds names unknown parameters {sorted(unknown)}; the "
+                f"parameters are {list(parameters)}")
+        for name, (lo, hi) in prior_bounds.items():
+            bounds[list(parameters).index(name)] = (float(lo), float(hi))
+    else:
+        arr = np.asarray(prior_bounds, dtype=float)
+        if arr.shape != (dims, 2):
+            raise ValidationError(
+                f"prior_bounds must be a dict {{name: (low, high)}} or an array of "
+                f"shape ({dims}, 2); got shape {arr.shape}")
+        bounds = arr.copy()
+    bad = ~(bounds[:, 0] < bounds[:, 1])
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise ValidationError(
+            f"prior_bounds for {parameters[i]!r} must satisfy low < high; got "
+            f"{tuple(bounds[i])}")
+    return bounds
+
+
+def _function_id(fn) -> str:
+    mod = getattr(fn, "__module__", None) or "?"
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{mod}:{name}"
+
+
+class Aspire:
+    """Reuse earlier posterior samples to sample a new posterior.
+
+    Parameters
+    ----------
+    log_likelihood, log_prior
+        Batched log-densities of the NEW analysis, ``(n, dims) -> (n,)``,
+        written in JAX (wrap a NumPy function with
+        :func:`aspire_jax.wrap_numpy_likelihood`). The prior must be
+        normalised for the evidence to be the marginal likelihood.
+    dims
+        Number of parameters.
+    parameters
+        Parameter names; ``x_0 ... x_{dims-1}`` by default, or taken from the
+        training :class:`Samples` if those carry names.
+    prior_bounds
+        ``{name: (low, high)}`` or an array ``(dims, 2)``; ``±inf`` for open
+        sides. Needed for bounded and periodic parameters.
+    periodic_parameters
+        Names of parameters periodic on their bounds.
+    bounded_to_unbounded
+        Map bounded parameters to the real line before the flow.
+    bounded_transform
+        ``"logit"`` or ``"probit"``.
+    affine_transform
+        Whiten the training samples before the flow.
+    eps
+        Clamp of the bounded transforms.
+    flow_backend
+        Only ``"jax"`` (flax + distrax) exists.
+    flow_kind
+        ``"spline"`` (rational-quadratic couplings) or ``"affine"``.
+    n_layers, hidden_sizes, n_bins, spline_range
+        Flow architecture.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, numpy as np
+    >>> def log_prior(x):
+    ...     return jnp.sum(-0.5 * x**2 - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+    >>> def log_likelihood(x):
+    ...     return jnp.sum(-0.5 * (x - 1.0) ** 2 / 0.25, axis=-1)
+    >>> aspire = Aspire(log_likelihood=log_likelihood, log_prior=log_prior, dims=2,
+    ...                 n_layers=2, hidden_sizes=(16,))
+    >>> old = np.random.default_rng(0).normal(0.8, 0.5, size=(1000, 2))
+    >>> _ = aspire.fit(old, n_epochs=5, key=0)
+    >>> post = aspire.sample_posterior(500, sampler="importance", key=1)
+    >>> post.x.shape
+    (500, 2)
+    """
+
+    def __init__(self, *, log_likelihood: Callable, log_prior: Callable, dims: int,
+                 parameters: Sequence[str] | None = None, prior_bounds=None,
+                 periodic_parameters: Sequence[str] | None = None,
+                 bounded_to_unbounded: bool = True, bounded_transform: str = "logit",
+                 affine_transform: bool = True, eps: float = 1e-6,
+                 flow_backend: str = "jax", flow_matching: bool = False,
+                 flow_kind: str = "spline", n_layers: int = 4,
+                 hidden_sizes: Sequence[int] = (64, 64), n_bins: int = 8,
+                 spline_range: float = 5.0):
+        if not callable(log_likelihood) or not callable(log_prior):
+            raise ValidationError("log_likelihood and log_prior must be callables "
+                                  "mapping (n, dims) arrays to (n,) arrays")
+        if not isinstance(dims, (int, np.integer)) or dims < 1:
+            raise ValidationError(f"dims must be a positive integer; got {dims!r}")
+        if str(flow_backend).lower() in _TORCH_BACKENDS:
+            raise ValidationError(
+                f"flow_backend={flow_backend!r} is a PyTorch/other-framework backend; "
+                "aspire_jax has the JAX backend only: use flow_backend='jax'")
+        if flow_backend != "jax":
+            raise ValidationError(f"unknown flow_backend {flow_backend!r}; use 'jax'")
+        if flow_matching:
+            raise NotImplementedError(
+                "flow matching (continuous flows) is not implemented in aspire_jax; "
+                "use the default coupling flow (flow_matching=False)")
+        self.log_likelihood = log_likelihood
+        self.log_prior = log_prior
+        self.dims = int(dims)
+        self._parameters = None if parameters is None else tuple(parameters)
+        if self._parameters is not None and len(self._parameters) != self.dims:
+            raise ValidationError(
+                f"parameters has {len(self._parameters)} names but dims={dims}")
+        self._prior_bounds_arg = prior_bounds
+        self.periodic_parameters = tuple(periodic_parameters or ())
+        self.bounded_to_unbounded = bool(bounded_to_unbounded)
+        self.flow_config = FlowConfig(
+            n_dims=self.dims, kind=flow_kind, n_layers=n_layers,
+            hidden_sizes=tuple(hidden_sizes), n_bins=n_bins,
+            spline_range=spline_range, bounded_transform=bounded_transform,
+            affine=affine_transform, eps=eps)
+        self.flow = Flow(self.flow_config)
+        self.flow_params = None
+        self.flow_history = None
+        self._auto: dict | None = None
+        self._resume: dict | None = None
+        self._last_sampler_config: dict | None = None
+        self._check_parameters()
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        if self._parameters is None:
+            return tuple(f"x_{i}" for i in range(self.dims))
+        return self._parameters
+
+    @property
+    def prior_bounds(self) -> np.ndarray:
+        """Bounds as an array ``(dims, 2)``."""
+        return _parse_bounds(self._prior_bounds_arg, self.parameters, self.dims)
+
+    @property
+    def periodic(self) -> tuple[bool, ...]:
+        return tuple(p in self.periodic_parameters for p in self.parameters)
+
+    def _check_parameters(self):
+        if len(set(self.parameters)) != self.dims:
+            raise ValidationError(f"parameter names must be unique; got "
+                                  f"{list(self.parameters)}")
+        unknown = set(self.periodic_parameters) - set(self.parameters)
+        if unknown:
+            raise ValidationError(
+                f"periodic_parameters names unknown parameters {sorted(unknown)}; "
+                f"the parameters are {list(self.parameters)}")
+        bounds = self.prior_bounds
+        for name, per, (lo, hi) in zip(self.parameters, self.periodic, bounds):
+            if per and not (np.isfinite(lo) and np.isfinite(hi)):
+                raise ValidationError(
+                    f"periodic parameter {name!r} needs finite prior_bounds; got "
+                    f"({lo}, {hi})")
+
+    def _flow_bounds(self):
+        return self.prior_bounds if self.bounded_to_unbounded else None
+
+    def _as_array(self, samples, what="samples") -> np.ndarray:
+        if isinstance(samples, Samples):
+            if self._parameters is None and samples.parameters:
+                if len(samples.parameters) == self.dims:
+                    self._parameters = tuple(samples.parameters)
+                    self._check_parameters()
+            elif tuple(samples.parameters) != self.parameters:
+                raise ValidationError(
+                    f"{what} carry parameters {list(samples.parameters)} but this "
+                    f"Aspire has {list(self.parameters)}")
+            x = np.asarray(samples.x)
+        elif isinstance(samples, Mapping):
+            missing = [p for p in self.parameters if p not in samples]
+            if missing:
+                raise ValidationError(f"{what} dict lacks parameters {missing}")
+            x = np.column_stack([np.asarray(samples[p]) for p in self.parameters])
+        else:
+            x = np.asarray(samples)
+        if x.ndim != 2 or x.shape[1] != self.dims:
+            raise ValidationError(
+                f"{what} must have shape (n, {self.dims}); got {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float32)
+        if x.shape[0] < 2:
+            raise ValidationError(f"{what} need at least 2 rows; got {x.shape[0]}")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ValidationError(
+                f"{what} contain {int(bad.sum())} non-finite values (first: row {r}, "
+                f"parameter {self.parameters[c]!r} = {x[r, c]}); drop or fix those "
+                "rows before fitting")
+        bounds = self.prior_bounds
+        outside = (x < bounds[:, 0]) | (x > bounds[:, 1])
+        if outside.any():
+            r, c = np.argwhere(outside)[0]
+            raise ValidationError(
+                f"{what}: {int(outside.any(axis=1).sum())} rows lie outside "
+                f"prior_bounds (first: row {r}, {self.parameters[c]!r} = {x[r, c]} "
+                f"not in {tuple(bounds[c])}); widen prior_bounds or drop those rows")
+        return x
+
+    def _check_user_functions(self, x: np.ndarray):
+        """Evaluate the user's functions on a few points, eagerly, with clear errors."""
+        probe = jnp.asarray(x[: min(4, len(x))], jnp.float32)
+        for name, fn in (("log_prior", self.log_prior),
+                         ("log_likelihood", self.log_likelihood)):
+            try:
+                out = jnp.asarray(fn(probe))
+            except Exception as exc:  # the user's code: re-raise with context
+                raise ValidationError(
+                    f"{name} failed on a batch of shape {tuple(probe.shape)}: "
+                    f"{type(exc).__name__}: {exc}. It must take an (n, {self.dims}) "
+                    "array and return an (n,) array") from exc
+            if out.shape != (probe.shape[0],):
+                raise ValidationError(
+                    f"{name} must map a batch of shape (n, {self.dims}) to shape (n,); "
+                    f"for input {tuple(probe.shape)} it returned {tuple(out.shape)}")
+
+    # -------------------------------------------------------------------- fit
+    def fit(self, samples, *, key=None, n_epochs: int = 200,
+            learning_rate: float = 1e-3, batch_size: int = 256,
+            validation_fraction: float = 0.2, patience: int | None = 20,
+            clip_grad: float | None = None, weight_decay: float = 0.0,
+            checkpoint_path=None, checkpoint_save_config: bool = True,
+            overwrite: bool = False, progress: bool | None = None):
+        """Fit the flow to samples of the earlier analysis.
+
+        Parameters
+        ----------
+        samples
+            :class:`Samples`, an array ``(n, dims)`` or a dict of columns.
+        key
+            Typed key, int seed or None (a seed is drawn and recorded).
+        n_epochs, learning_rate, batch_size, validation_fraction, patience,
+        clip_grad, weight_decay
+            Training settings (optax Adam/AdamW, early stopping on the
+            validation loss with the best parameters restored).
+        checkpoint_path
+            HDF5 file to which the config and flow are written after fitting.
+        checkpoint_save_config
+            Also write ``/aspire_config``.
+        overwrite
+            Refit even if a flow was restored from a checkpoint.
+        progress
+            Show a progress bar (default: when attached to a terminal).
+
+        Returns
+        -------
+        FlowHistory
+            Training and validation loss per epoch.
+        """
+        if self.flow_params is not None and self._resume is not None and not overwrite:
+            logger.info("flow restored from a checkpoint; skipping fit "
+                        "(pass overwrite=True to refit)")
+            return self.flow_history
+        if checkpoint_path is None and self._auto is not None:
+            checkpoint_path = self._auto["path"]
+        x = self._as_array(samples, "training samples")
+        key, seed = _as_key(key)
+        key_init, key_fit = jax.random.split(key)
+        x = x.astype(np.float32)
+        params = self.flow.init(key_init, x, prior_bounds=self._flow_bounds())
+        callback, bar = self._fit_progress(n_epochs, progress)
+        try:
+            params, history = fit_flow(
+                self.flow, params, key_fit, x, n_epochs=n_epochs,
+                learning_rate=learning_rate, batch_size=batch_size,
+                validation_fraction=validation_fraction, patience=patience,
+                clip_grad=clip_grad, weight_decay=weight_decay, callback=callback)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.flow_params = params
+        self.flow_history = history
+        self._fit_seed = seed
+        logger.info("flow fitted: %d epochs, best validation loss %.4f at epoch %d",
+                    len(history.training_loss), float(np.min(history.validation_loss))
+                    if len(history.validation_loss) else float("nan"),
+                    history.best_epoch)
+        if checkpoint_path is not None:
+            save_cfg = checkpoint_save_config and (
+                self._auto is None or self._auto.get("save_config", True))
+            groups = {"flow": self._write_flow}
+            if save_cfg:
+                groups["aspire_config"] = self._write_config
+            write_checkpoint_file(checkpoint_path, state_bytes=None, groups=groups)
+        return history
+
+    def _fit_progress(self, n_epochs, progress):
+        bar = _make_bar(progress, total=n_epochs, desc="flow")
+        if bar is None:
+            return None, None
+
+        def callback(epoch, train_loss, val_loss):
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+
+        return callback, bar
+
+    def _require_flow(self):
+        if self.flow_params is None:
+            raise ValidationError("no flow yet: call fit(samples) first, or load one "
+                                  "with load_flow / Aspire.resume_from_file")
+
+    # ----------------------------------------------------------- flow samples
+    def sample_flow(self, n_samples: int, *, key=None) -> Samples:
+        """Draw ``n_samples`` from the fitted flow, with ``log_q``."""
+        self._require_flow()
+        _check_count(n_samples, "n_samples")
+        key, _ = _as_key(key)
+        x, log_q = jax.jit(self.flow.sample_and_log_prob, static_argnums=2)(
+            self.flow_params, key, int(n_samples))
+        return Samples.from_array(x, parameters=self.parameters, log_q=log_q)
+
+    # -------------------------------------------------------------- posterior
+    def sample_posterior(self, n_samples: int = 1000, sampler: str | None = None, *,
+                         key=None, return_history: bool = False,
+                         checkpoint_path=None, checkpoint_every: int | None = None,
+                         checkpoint_save_config: bool = True,
+                         checkpoint_save_flow: bool = True,
+                         checkpoint_callback: Callable | None = None,
+                         resume_from=None, progress: bool | None = None,
+                         log_every: int = 1, sampler_kwargs: Mapping | None = None,
+                         **options):
+        """Sample the new posterior, starting from the fitted flow.
+
+        Parameters
+        ----------
+        n_samples
+            Number of particles (SMC), draws (importance) or chains (MCMC).
+        sampler
+            ``"smc"`` (default), ``"importance"`` or ``"mcmc"``.
+        key
+            Typed key, int seed or None (a seed is drawn and recorded in the
+            checkpoint, so the run can be reproduced).
+        return_history
+            Also return the per-iteration :class:`History`.
+        checkpoint_path
+            HDF5 file (``.h5``/``.hdf5``) to write checkpoints to (SMC).
+        checkpoint_every
+            Iterations between checkpoints (default 1).
+        checkpoint_save_config, checkpoint_save_flow
+            Write ``/aspire_config`` and ``/flow`` beside the state.
+        checkpoint_callback
+            ``callback(checkpoint: dict)`` called every ``checkpoint_every``
+            iterations with ``state`` (bytes), ``history``, ``iteration``, ``beta``,
+            ``sampler`` and ``sampler_config``; the dict can be passed back as
+            ``resume_from``.
+        resume_from
+            Resume SMC from checkpoint bytes, a checkpoint dict or a file path.
+        progress
+            Show a progress bar (default: when attached to a terminal).
+        log_every
+            Log one INFO line every this many iterations.
+        sampler_kwargs
+            Kernel options in the spelling of the original aspire:
+            ``n_steps`` (MCMC sweeps per iteration), ``step_fn`` (``"tpcn"`` or
+            ``"pcn"``), ``target_acceptance_rate``.
+        **options
+            Sampler settings: for ``"smc"`` every field of
+            :class:`~aspire_jax.smc.SMCConfig` except ``n_particles``, plus
+            ``n_final_samples`` and ``driver`` (``"host"`` or ``"device"``); for
+            ``"mcmc"`` ``kernel``, ``kernel_settings``, ``n_steps``, ``n_burnin``,
+            ``preconditioning``. Unknown names raise at once.
+
+        Returns
+        -------
+        Samples or (Samples, History)
+        """
+        self._require_flow()
+        _check_count(n_samples, "n_samples")
+        resume = self._resolve_resume(resume_from)
+        if sampler is None:
+            sampler = (resume or {}).get("sampler") or "smc"
+        sampler = _ALIASES.get(sampler, sampler)
+        if sampler not in SAMPLERS:
+            raise ValidationError(f"unknown sampler {sampler!r}; choose one of "
+                                  f"{list(SAMPLERS)}")
+        if resume and resume.get("sampler_config"):
+            stored = dict(resume["sampler_config"].get("options", {}))
+            stored.update(options)
+            options = stored
+            if key is None and resume["sampler_config"].get("seed") is not None:
+                key = int(resume["sampler_config"]["seed"])
+            n_stored = resume["sampler_config"].get("n_samples")
+            if n_stored is not None and n_samples == 1000 and n_stored != n_samples:
+                n_samples = int(n_stored)
+        options = _translate_sampler_kwargs(sampler_kwargs, options)
+        if self._auto is not None:
+            if checkpoint_path is None:
+                checkpoint_path = self._auto["path"]
+            if checkpoint_every is None:
+                checkpoint_every = self._auto["every"]
+            checkpoint_save_config = self._auto.get("save_config", checkpoint_save_config)
+            checkpoint_save_flow = self._auto.get("save_flow", checkpoint_save_flow)
+        checkpoint_every = 1 if checkpoint_every is None else checkpoint_every
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValidationError(f"checkpoint_every must be a positive integer; got "
+                                  f"{checkpoint_every!r}")
+        if checkpoint_path is not None:
+            _check_h5_suffix(checkpoint_path)
+        key, seed = _as_key(key)
+        self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
+                                         seed=seed, options=_jsonable(options))
+        if sampler == "importance":
+            _reject_options(options, (), "importance")
+            out = self._run_importance(key, int(n_samples))
+        elif sampler == "mcmc":
+            _reject_options(options, _MCMC_OPTIONS, "mcmc")
+            out = self._run_mcmc(key, int(n_samples), options)
+        else:
+            _reject_options(options, _SMC_OPTIONS, "smc")
+            out = self._run_smc(
+                key, int(n_samples), options, resume=resume,
+                checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
+                save_config=checkpoint_save_config, save_flow=checkpoint_save_flow,
+                callback=checkpoint_callback, progress=progress, log_every=log_every)
+        samples, history = out
+        return (samples, history) if return_history else samples
+
+    # ------------------------------------------------------------ importance
+    def _run_importance(self, key, n):
+        self._probe()
+        sample = jax.jit(make_importance_sampler(self.log_likelihood, self.log_prior,
+                                                 self.flow, n))
+        r = jax.device_get(sample(key, self.flow_params))
+        err = float(np.sqrt(r.log_evidence_var))
+        logger.info("importance sampling: log Z = %.4f +- %.4f, ESS = %.1f (%.2f%%)",
+                    r.log_evidence, err, r.ess, 100 * r.ess / n)
+        if r.ess / n < 0.01:
+            logger.warning("importance efficiency is %.3f%%: the flow covers the "
+                           "posterior poorly; use sampler='smc'", 100 * r.ess / n)
+        samples = Samples.from_array(
+            r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
+            log_prior=r.log_prior, log_q=r.log_q, log_weights=r.log_weights,
+            log_evidence=r.log_evidence, log_evidence_error=err)
+        info = _single_info(1.0, r.ess / n, r.ess, r.log_evidence, r.log_evidence_var,
+                            int(r.n_evaluations))
+        return samples, History.from_infos("importance", [info])
+
+    def _probe(self):
+        x = np.asarray(self.flow.sample(self.flow_params, jax.random.key(0), 4))
+        self._check_user_functions(x)
+
+    # ------------------------------------------------------------------ mcmc
+    def _run_mcmc(self, key, n, options):
+        self._probe()
+        n_steps = int(options.pop("n_steps", 100))
+        n_burnin = int(options.pop("n_burnin", 50))
+        _check_count(n_steps, "n_steps")
+        if n_burnin < 0:
+            raise ValidationError(f"n_burnin must be >= 0; got {n_burnin}")
+        config = SMCConfig(n_particles=n, **{"kernel": "rwmh", **options})
+        space = self._space(config)
+        sample = jax.jit(make_mcmc_sampler(config, self.log_likelihood,
+                                           self.log_prior, space, n_steps, n_burnin))
+        r = jax.device_get(sample(key, self.flow_params))
+        logger.info("mcmc: %d chains x %d sweeps, final acceptance %.3f",
+                    n, n_burnin + n_steps, float(r.acceptance[-1]))
+        samples = Samples.from_array(r.x, parameters=self.parameters,
+                                     log_likelihood=r.log_likelihood,
+                                     log_prior=r.log_prior, log_q=r.log_q)
+        rows = []
+        for i, (acc, size) in enumerate(zip(r.acceptance, r.step_size)):
+            info = _single_info(1.0, 1.0, float(n), 0.0, 0.0,
+                                n if i else int(r.n_evaluations) - n * (len(r.acceptance) - 1))
+            rows.append(info._replace(acceptance=np.float32(acc),
+                                      step_size=np.float32(size)))
+        return samples, History.from_infos("mcmc", rows)
+
+    # ------------------------------------------------------------------- smc
+    def _space(self, config: SMCConfig):
+        if (config.preconditioning == "standard" and any(self.periodic)
+                and config.kernel in ("rwmh", "mala")):
+            bounds = self.prior_bounds
+            return PeriodicSpace(self.flow, self.periodic,
+                                 tuple(float(b) for b in bounds[:, 0]),
+                                 tuple(float(b) for b in bounds[:, 1]))
+        return self.flow
+
+    def _run_smc(self, key, n, options, *, resume, checkpoint_path, checkpoint_every,
+                 save_config, save_flow, callback, progress, log_every):
+        options = dict(options)
+        n_final = options.pop("n_final_samples", None)
+        driver = options.pop("driver", "host")
+        if driver not in ("host", "device"):
+            raise ValidationError(f"driver must be 'host' or 'device'; got {driver!r}")
+        if n_final is not None:
+            _check_count(n_final, "n_final_samples")
+        config = SMCConfig(n_particles=n, **options)
+        self._probe()
+        space = self._space(config)
+        smc = build_smc(config, self.log_likelihood, self.log_prior, space)
+        history = History.empty("smc")
+        if resume is not None:
+            state, history = self._restore_state(smc, key, resume)
+            logger.info("resuming SMC at iteration %d, beta = %.4g",
+                        int(state.iteration), float(state.beta))
+        else:
+            state = jax.jit(smc.init)(key, self.flow_params)
+        self._check_initial_state(state)
+        cap = config.iteration_cap
+        remaining = max(cap - int(state.iteration), 0)
+        writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
+                                   save_config, save_flow, callback)
+        bar = _make_bar(progress, total=None, desc="smc")
+        step = jax.jit(smc.step)
+        rows = list()
+
+        def on_step(state, info):
+            rows.append(info)
+            it = int(state.iteration)
+            if log_every and it % log_every == 0:
+                logger.info("it %d beta=%.4g eff=%.3f ess=%.1f acc=%.3f mcmc=%d "
+                            "logZ=%.4f+-%.4f", it, info.beta, info.efficiency, info.ess,
+                            info.acceptance, info.n_mcmc_steps, info.log_evidence,
+                            np.sqrt(max(float(info.log_evidence_var), 0.0)))
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(beta=f"{float(info.beta):.4f}",
+                                ess=f"{float(info.ess):.0f}",
+                                acc=f"{float(info.acceptance):.2f}")
+            writer.maybe_write(
+                state, lambda: history.extend(History.from_infos("smc", rows)))
+
+        try:
+            if driver == "device" and writer.inactive:
+                run = jax.jit(run_device, static_argnums=(0, 3))
+                state, padded, n_taken = run(smc.step, state, self.flow_params,
+                                             max(remaining, 1))
+                rows = list(_unpad(padded, int(n_taken)))
+            else:
+                for _ in range(remaining):
+                    if float(state.beta) >= 1.0 or int(state.status) == Status.STALLED:
+                        break
+                    state, info = step(state, self.flow_params)
+                    on_step(state, jax.device_get(info))
+        finally:
+            if bar is not None:
+                bar.close()
+        history = history.extend(History.from_infos("smc", rows))
+        if float(state.beta) < 1.0 and int(state.status) == Status.RUNNING:
+            state = state.replace(status=jnp.asarray(Status.ITERATION_LIMIT, jnp.int32))
+        writer.write(state, history, force=True)
+        self._last_state = state
+        if float(state.beta) < 1.0:
+            raise TemperingError(
+                f"SMC stopped at beta = {float(state.beta):.6g} after "
+                f"{int(state.iteration)} iterations (status "
+                f"{Status.name(int(state.status))}); these particles are not the "
+                "posterior. Raise max_iterations, set max_n_steps (forces a minimum "
+                "step) or min_beta_step, lower target_efficiency, or refit the flow."
+                + (f" The last state is saved in {checkpoint_path}."
+                   if checkpoint_path else ""))
+        samples = self._smc_samples(state, config, n_final, space)
+        return samples, history
+
+    def _check_initial_state(self, state):
+        lp = np.asarray(state.log_prior)
+        if not np.all(np.isfinite(lp)):
+            bad = int(np.sum(~np.isfinite(lp)))
+            raise ValidationError(
+                f"{bad} of {lp.size} initial particles have a non-finite log_prior; "
+                "the flow puts mass outside the prior support. Set prior_bounds for "
+                "bounded parameters (with bounded_to_unbounded=True)")
+        ll = np.asarray(state.log_likelihood)
+        if not np.any(np.isfinite(ll)):
+            raise ValidationError("log_likelihood is -inf or NaN at every initial "
+                                  "particle; check the likelihood and the flow")
+
+    def _smc_samples(self, state, config, n_final, space):
+        lw = state.log_weights
+        x, ll, lp, lq = state.x, state.log_likelihood, state.log_prior, state.log_q
+        if n_final is not None:
+            key_res, key_mut = jax.random.split(jax.random.fold_in(state.key, 7))
+            fconfig = dataclasses.replace(config, n_particles=int(n_final))
+            mutate = make_mutation(fconfig, _check_batched(self.log_likelihood,
+                                                           "log_likelihood"),
+                                   _check_batched(self.log_prior, "log_prior"), space)
+            from .smc.resampling import get_resampler
+
+            idx = get_resampler(config.resampling)(key_res, jnp.exp(lw), int(n_final))
+            aux, *_ = jax.jit(mutate)(key_mut, x[idx], lp[idx], ll[idx], lq[idx],
+                                      jnp.ones((), x.dtype), state.kernel_params,
+                                      self.flow_params)
+            x, ll, lp, lq = aux.x, aux.log_likelihood, aux.log_prior, aux.log_q
+            lw = jnp.full((int(n_final),), -jnp.log(int(n_final)), x.dtype)
+        uniform = bool(np.allclose(np.asarray(lw), -np.log(lw.shape[0])))
+        err = float(np.sqrt(max(float(state.log_evidence_var), 0.0)))
+        return Samples.from_array(
+            x, parameters=self.parameters, log_likelihood=ll, log_prior=lp, log_q=lq,
+            log_weights=None if uniform else lw,
+            log_evidence=float(state.log_evidence), log_evidence_error=err)
+
+    # --------------------------------------------------------------- resume
+    def _resolve_resume(self, resume_from):
+        if resume_from is None:
+            if self._resume is not None:
+                r, self._resume = self._resume, None
+                return r
+            if self._auto is not None and self._auto.get("resume"):
+                path = self._auto["path"]
+                if os.path.exists(path):
+                    return _resume_from_path(path)
+            return None
+        if isinstance(resume_from, (bytes, bytearray, memoryview)):
+            return dict(state=bytes(resume_from))
+        if isinstance(resume_from, (str, os.PathLike)):
+            return _resume_from_path(resume_from)
+        if isinstance(resume_from, Mapping):
+            d = dict(resume_from)
+            if "state" in d and isinstance(d["state"], (bytes, bytearray, memoryview)):
+                return dict(state=bytes(d["state"]), history=d.get("history"),
+                            sampler=d.get("sampler"),
+                            sampler_config=d.get("sampler_config"))
+            return dict(state_dict=d)
+        raise ValidationError(
+            "resume_from must be checkpoint bytes, a checkpoint dict, a state dict or "
+            f"an .h5/.hdf5 path; got {type(resume_from).__name__}")
+
+    def _restore_state(self, smc, key, resume):
+        if resume.get("state") is None and resume.get("state_dict") is None:
+            raise CheckpointError("the checkpoint holds no SMC state to resume from")
+        template = jax.eval_shape(smc.init, key, self.flow_params)
+        if resume.get("state") is not None:
+            state = state_from_bytes(template, resume["state"])
+        else:
+            state = state_from_state_dict(template, resume["state_dict"])
+        hist = resume.get("history")
+        history = History.from_dict(hist) if hist else History.empty("smc")
+        if len(history) > int(state.iteration):
+            history = History("smc", {k: v[: int(state.iteration)]
+                                      for k, v in history.data.items()})
+        return state, history
+
+    @classmethod
+    def resume_from_file(cls, path, *, log_likelihood: Callable, log_prior: Callable,
+                         sampler: str | None = None, checkpoint_path: str = "checkpoint",
+                         checkpoint_dset: str = "state", flow_path: str = "flow",
+                         config_path: str = "aspire_config",
+                         resume_kwargs: Mapping | None = None) -> "Aspire":
+        """Rebuild an :class:`Aspire` and its flow from a checkpoint file.
+
+        The next :meth:`sample_posterior` call resumes from the stored state (if
+        the file has one) with the stored sampler settings, which keyword
+        arguments at the call can still override.
+        """
+        _check_h5_suffix(path)
+        if not os.path.exists(path):
+            raise CheckpointError(f"no checkpoint file at {str(path)!r}")
+        with AspireFile(path, "r") as f:
+            if config_path not in f:
+                raise CheckpointError(
+                    f"{str(path)!r} has no /{config_path} group; it was not written by "
+                    "aspire_jax (or the config was not saved)")
+            cfg = read_json_group(f, config_path)
+        obj = cls._from_config(cfg, log_likelihood, log_prior)
+        with AspireFile(path, "r") as f:
+            if flow_path in f:
+                obj.load_flow(f, path=flow_path)
+        resume = _resume_from_path(path, f"{checkpoint_path}/{checkpoint_dset}")
+        if sampler is not None:
+            resume["sampler"] = sampler
+        if resume_kwargs:
+            sc = dict(resume.get("sampler_config") or {})
+            opts = dict(sc.get("options", {}))
+            opts.update(resume_kwargs)
+            sc["options"] = opts
+            resume["sampler_config"] = sc
+        if resume.get("state") is None:
+            logger.info("%s has no checkpoint yet; sampling will start afresh", path)
+        else:
+            obj._resume = resume
+        return obj
+
+    @classmethod
+    def _from_config(cls, cfg, log_likelihood, log_prior):
+        version = int(cfg.get("config_version", 0))
+        if version > _CONFIG_VERSION:
+            raise CheckpointError(
+                f"the file's aspire_config has version {version}, newer than this "
+                f"aspire_jax understands ({_CONFIG_VERSION}); upgrade aspire_jax")
+        try:
+            flow_cfg = FlowConfig.from_dict(cfg["flow_config"])
+            bounds = np.asarray(cfg["prior_bounds"], dtype=float)
+            return cls(log_likelihood=log_likelihood, log_prior=log_prior,
+                       dims=int(cfg["dims"]), parameters=cfg["parameters"],
+                       prior_bounds=bounds,
+                       periodic_parameters=cfg.get("periodic_parameters", []),
+                       bounded_to_unbounded=cfg.get("bounded_to_unbounded", True),
+                       bounded_transform=flow_cfg.bounded_transform,
+                       affine_transform=flow_cfg.affine, eps=flow_cfg.eps,
+                       flow_kind=flow_cfg.kind, n_layers=flow_cfg.n_layers,
+                       hidden_sizes=flow_cfg.hidden_sizes, n_bins=flow_cfg.n_bins,
+                       spline_range=flow_cfg.spline_range)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"the file's aspire_config is incomplete or invalid: "
+                                  f"{exc}") from exc
+
+    # ------------------------------------------------------ config and flow IO
+    def config_dict(self) -> dict:
+        """The settings of this instance as a JSON-able dict."""
+        bounds = self.prior_bounds
+        cfg = dict(
+            config_version=_CONFIG_VERSION, aspire_jax_version=__version__,
+            dims=self.dims, parameters=list(self.parameters),
+            prior_bounds=[[_json_float(a), _json_float(b)] for a, b in bounds],
+            periodic_parameters=list(self.periodic_parameters),
+            bounded_to_unbounded=self.bounded_to_unbounded,
+            flow_backend="jax", flow_config=self.flow_config.to_dict(),
+            log_likelihood=_function_id(self.log_likelihood),
+            log_prior=_function_id(self.log_prior))
+        if self._last_sampler_config is not None:
+            cfg["sampler_type"] = self._last_sampler_config["sampler"]
+            cfg["sampler_config"] = self._last_sampler_config
+        return cfg
+
+    def save_config(self, h5, path: str = "aspire_config"):
+        """Write :meth:`config_dict` to ``/path`` of an open HDF5 file."""
+        if path in h5:
+            del h5[path]
+        write_json_group(h5, path, self.config_dict())
+
+    def save_sampler_config(self, h5, path: str = "sampler_config"):
+        """Write the settings of the last ``sample_posterior`` call."""
+        if path in h5:
+            del h5[path]
+        write_json_group(h5, path, self._last_sampler_config or {})
+
+    def _write_config(self, group):
+        _fill_json_group(group, self.config_dict())
+
+    def _write_sampler_config(self, group):
+        _fill_json_group(group, self._last_sampler_config or {})
+
+    def _write_flow(self, group):
+        self._require_flow()
+        group.attrs["flow_config"] = json.dumps(self.flow_config.to_dict())
+        data = np.frombuffer(self.flow.params_to_bytes(self.flow_params), np.uint8)
+        group.create_dataset("params", data=data)
+        if self.flow_history is not None:
+            for k, v in self.flow_history.to_dict().items():
+                arr = np.asarray(v)
+                if arr.dtype.kind in "fiu":
+                    group.create_dataset(f"history/{k}", data=arr)
+
+    def save_flow(self, h5, path: str = "flow"):
+        """Write the flow's architecture and parameters to ``/path``."""
+        if path in h5:
+            del h5[path]
+        self._write_flow(h5.create_group(path))
+
+    def load_flow(self, h5, path: str = "flow"):
+        """Restore the flow written by :meth:`save_flow`.
+
+        Raises
+        ------
+        CheckpointError
+            If the group is missing or its architecture differs from this
+            instance's (dimension, layers, ...).
+        """
+        if path not in h5:
+            raise CheckpointError(f"no /{path} group in {h5.file.filename!r}")
+        g = h5[path]
+        try:
+            stored = FlowConfig.from_dict(json.loads(g.attrs["flow_config"]))
+        except Exception as exc:
+            raise CheckpointError(f"/{path} has no readable flow_config: {exc}") from exc
+        if stored != self.flow_config:
+            diff = {k: (v, getattr(self.flow_config, k))
+                    for k, v in dataclasses.asdict(stored).items()
+                    if getattr(self.flow_config, k) != v}
+            raise CheckpointError(
+                f"the stored flow's architecture differs from this Aspire's: "
+                f"{ {k: f'file {a!r} vs here {b!r}' for k, (a, b) in diff.items()} }; "
+                "build the Aspire with the same flow settings, or use resume_from_file")
+        data = g["params"][...].tobytes()
+        try:
+            self.flow_params = self.flow.params_from_bytes(data)
+        except Exception as exc:
+            raise CheckpointError(f"cannot restore the flow from /{path}: {exc}") from exc
+
+    # ------------------------------------------------------ auto checkpoint
+    @contextlib.contextmanager
+    def auto_checkpoint(self, path, every: int = 1, save_config: bool = True,
+                        save_flow: bool = True, resume: bool = False):
+        """Make every ``fit`` and ``sample_posterior`` inside checkpoint to ``path``.
+
+        With ``resume=True``, a checkpoint already in the file is resumed from
+        (and a stored flow is loaded, so ``fit`` is skipped).
+        """
+        _check_h5_suffix(path)
+        if not isinstance(every, int) or every < 1:
+            raise ValidationError(f"every must be a positive integer; got {every!r}")
+        previous = self._auto
+        self._auto = dict(path=os.fspath(path), every=every, save_config=save_config,
+                          save_flow=save_flow, resume=resume)
+        if resume and os.path.exists(path):
+            with AspireFile(path, "r") as f:
+                if "flow" in f and self.flow_params is None:
+                    self.load_flow(f)
+                    self._resume = _resume_from_path(path)
+                    if self._resume.get("state") is None:
+                        self._resume = None
+        try:
+            yield self
+        finally:
+            self._auto = previous
+
+
+# ---------------------------------------------------------------- helpers
+class _CheckpointWriter:
+    """Writes checkpoints every ``every`` iterations; never raises mid-run."""
+
+    def __init__(self, aspire, path, every, save_config, save_flow, callback):
+        self.aspire, self.path, self.every = aspire, path, every
+        self.save_config, self.save_flow, self.callback = save_config, save_flow, callback
+
+    @property
+    def inactive(self):
+        return self.path is None and self.callback is None
+
+    def maybe_write(self, state, make_history):
+        if not self.inactive and int(state.iteration) % self.every == 0:
+            self.write(state, make_history())
+
+    def write(self, state, history, force=False):
+        if self.inactive:
+            return
+        blob = state_to_bytes(state)
+        sc = self.aspire._last_sampler_config
+        if self.callback is not None and not force:
+            self.callback(dict(state=blob, history=history.to_dict(),
+                               iteration=int(state.iteration), beta=float(state.beta),
+                               sampler="smc", sampler_config=sc))
+        if self.path is None:
+            return
+        groups = {"sampler_config": self.aspire._write_sampler_config,
+                  "history": lambda g: _fill_history(g, history)}
+        if self.save_config:
+            groups["aspire_config"] = self.aspire._write_config
+        if self.save_flow:
+            groups["flow"] = self.aspire._write_flow
+        write_checkpoint_file(self.path, state_bytes=blob, groups=groups)
+        logger.debug("checkpoint written to %s at iteration %d", self.path,
+                     int(state.iteration))
+
+
+def _fill_history(group, history: History):
+    d = history.to_dict()
+    group.attrs["sampler"] = d.pop("sampler")
+    for k, v in d.items():
+        group.create_dataset(k, data=np.asarray(v))
+
+
+def _fill_json_group(group, mapping):
+    for k, v in mapping.items():
+        group.attrs[k] = json.dumps(v)
+
+
+def _resume_from_path(path, dset="checkpoint/state"):
+    _check_h5_suffix(path)
+    blob = read_checkpoint_bytes(path, dset)
+    out = dict(state=blob)
+    with AspireFile(path, "r") as f:
+        if "history" in f:
+            g = f["history"]
+            h = {k: np.asarray(g[k]) for k in g.keys()}
+            h["sampler"] = str(g.attrs.get("sampler", "smc"))
+            out["history"] = h
+        if "sampler_config" in f:
+            sc = read_json_group(f, "sampler_config")
+            out["sampler_config"] = sc
+            out["sampler"] = sc.get("sampler")
+    return out
+
+
+def _check_h5_suffix(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValidationError(f"checkpoint path must be a str or path; got "
+                              f"{type(path).__name__}")
+    if os.path.splitext(os.fspath(path))[1].lower() not in (".h5", ".hdf5"):
+        raise ValidationError(f"checkpoint files must be HDF5 with a .h5 or .hdf5 "
+                              f"suffix; got {os.fspath(path)!r}")
+
+
+def _check_count(n, name):
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
+        raise ValidationError(f"{name} must be an integer >= 2; got {n!r}")
+
+
+def _reject_options(options, allowed, sampler):
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValidationError(
+            f"unknown option(s) {unknown} for sampler={sampler!r}; allowed: "
+            f"{sorted(allowed) if allowed else 'none'}")
+
+
+def _translate_sampler_kwargs(sampler_kwargs, options):
+    options = dict(options)
+    if not sampler_kwargs:
+        return options
+    sk = dict(sampler_kwargs)
+    mapping = {"n_steps": "n_mcmc_steps", "step_fn": "kernel"}
+    for old, new in mapping.items():
+        if old in sk:
+            options.setdefault(new, sk.pop(old))
+    if "target_acceptance_rate" in sk:
+        from .kernels import PCNSettings
+
+        options.setdefault("kernel_settings", PCNSettings(
+            target_acceptance=float(sk.pop("target_acceptance_rate"))))
+    sk.pop("verbose", None)
+    if sk:
+        raise ValidationError(f"unknown sampler_kwargs {sorted(sk)}; known: "
+                              "n_steps, step_fn, target_acceptance_rate")
+    return options
+
+
+def _json_float(v):
+    v = float(v)
+    return v if np.isfinite(v) else ("inf" if v > 0 else "-inf")
+
+
+def _jsonable(options):
+    out = {}
+    for k, v in options.items():
+        if dataclasses.is_dataclass(v):
+            out[k] = {"__settings__": type(v).__name__, **dataclasses.asdict(v)}
+        elif isinstance(v, tuple):
+            out[k] = list(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _single_info(beta, eff, ess, log_z, log_z_var, n_evals) -> SMCInfo:
+    f = np.float32
+    return SMCInfo(
+        beta=f(beta), delta_beta=f(beta), efficiency=f(eff), target_efficiency=f(0),
+        ess=f(ess), log_evidence_increment=f(log_z),
+        log_evidence_increment_var=f(log_z_var), log_evidence=f(log_z),
+        log_evidence_var=f(log_z_var), resampled=np.bool_(False),
+        acceptance=f(0), step_size=f(0), n_mcmc_steps=np.int32(0),
+        decorrelation=f(0), n_evaluations=np.int32(n_evals),
+        beta_search_failed=np.bool_(False))
+
+
+def _unpad(padded, n):
+    padded = jax.device_get(padded)
+    for i in range(n):
+        yield SMCInfo(*[np.asarray(v)[i] for v in padded])
+
+
+def _make_bar(progress, total, desc):
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        logger.warning("progress bars need tqdm: pip install 'aspire-jax[progress]'")
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
