@@ -201,9 +201,22 @@ class Aspire:
         self._auto: dict | None = None
         self._resume: dict | None = None
         self._last_sampler_config: dict | None = None
+        self._compiled: dict = {}
         self._check_parameters()
 
     # ------------------------------------------------------------------ setup
+    def _cached(self, name, static, build):
+        """Jitted engine functions, built once per configuration.
+
+        Rebuilding the closures on every call would make ``jax.jit`` trace and
+        compile again; the cache keys on the static settings and the identity
+        of the user's functions.
+        """
+        key = (name, static, id(self.log_likelihood), id(self.log_prior))
+        if key not in self._compiled:
+            self._compiled[key] = build()
+        return self._compiled[key]
+
     @property
     def parameters(self) -> tuple[str, ...]:
         if self._parameters is None:
@@ -389,8 +402,9 @@ class Aspire:
         self._require_flow()
         _check_count(n_samples, "n_samples")
         key, _ = _as_key(key)
-        x, log_q = jax.jit(self.flow.sample_and_log_prob, static_argnums=2)(
-            self.flow_params, key, int(n_samples))
+        sample = self._cached("flow", None, lambda: jax.jit(
+            self.flow.sample_and_log_prob, static_argnums=2))
+        x, log_q = sample(self.flow_params, key, int(n_samples))
         return Samples.from_array(x, parameters=self.parameters, log_q=log_q)
 
     # -------------------------------------------------------------- posterior
@@ -502,8 +516,8 @@ class Aspire:
     # ------------------------------------------------------------ importance
     def _run_importance(self, key, n):
         self._probe()
-        sample = jax.jit(make_importance_sampler(self.log_likelihood, self.log_prior,
-                                                 self.flow, n))
+        sample = self._cached("importance", n, lambda: jax.jit(make_importance_sampler(
+            self.log_likelihood, self.log_prior, self.flow, n)))
         r = jax.device_get(sample(key, self.flow_params))
         err = float(np.sqrt(r.log_evidence_var))
         logger.info("importance sampling: log Z = %.4f +- %.4f, ESS = %.1f (%.2f%%)",
@@ -520,7 +534,10 @@ class Aspire:
         return samples, History.from_infos("importance", [info])
 
     def _probe(self):
-        x = np.asarray(self.flow.sample(self.flow_params, jax.random.key(0), 4))
+        """Check the user's functions eagerly on four flow draws, before any jit."""
+        sample = self._cached("probe", None, lambda: jax.jit(
+            self.flow.sample, static_argnums=2))
+        x = np.asarray(sample(self.flow_params, jax.random.key(0), 4))
         self._check_user_functions(x)
 
     # ------------------------------------------------------------------ mcmc
@@ -533,8 +550,10 @@ class Aspire:
             raise ValidationError(f"n_burnin must be >= 0; got {n_burnin}")
         config = SMCConfig(n_particles=n, **{"kernel": "rwmh", **options})
         space = self._space(config)
-        sample = jax.jit(make_mcmc_sampler(config, self.log_likelihood,
-                                           self.log_prior, space, n_steps, n_burnin))
+        sample = self._cached("mcmc", (config, space, n_steps, n_burnin),
+                              lambda: jax.jit(make_mcmc_sampler(
+                                  config, self.log_likelihood, self.log_prior, space,
+                                  n_steps, n_burnin)))
         r = jax.device_get(sample(key, self.flow_params))
         logger.info("mcmc: %d chains x %d sweeps, final acceptance %.3f",
                     n, n_burnin + n_steps, float(r.acceptance[-1]))
@@ -571,21 +590,21 @@ class Aspire:
         config = SMCConfig(n_particles=n, **options)
         self._probe()
         space = self._space(config)
-        smc = build_smc(config, self.log_likelihood, self.log_prior, space)
+        smc, step, init, run = self._cached("smc", (config, space),
+                                            lambda: self._build_smc(config, space))
         history = History.empty("smc")
         if resume is not None:
             state, history = self._restore_state(smc, key, resume)
             logger.info("resuming SMC at iteration %d, beta = %.4g",
                         int(state.iteration), float(state.beta))
         else:
-            state = jax.jit(smc.init)(key, self.flow_params)
+            state = init(key, self.flow_params)
         self._check_initial_state(state)
         cap = config.iteration_cap
         remaining = max(cap - int(state.iteration), 0)
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
                                    save_config, save_flow, callback)
         bar = _make_bar(progress, total=None, desc="smc")
-        step = jax.jit(smc.step)
         rows = list()
 
         def on_step(state, info):
@@ -606,7 +625,6 @@ class Aspire:
 
         try:
             if driver == "device" and writer.inactive:
-                run = jax.jit(run_device, static_argnums=(0, 3))
                 state, padded, n_taken = run(smc.step, state, self.flow_params,
                                              max(remaining, 1))
                 rows = list(_unpad(padded, int(n_taken)))
@@ -635,6 +653,11 @@ class Aspire:
                    if checkpoint_path else ""))
         samples = self._smc_samples(state, config, n_final, space)
         return samples, history
+
+    def _build_smc(self, config, space):
+        smc = build_smc(config, self.log_likelihood, self.log_prior, space)
+        return (smc, jax.jit(smc.step), jax.jit(smc.init),
+                jax.jit(run_device, static_argnums=(0, 3)))
 
     def _check_initial_state(self, state):
         lp = np.asarray(state.log_prior)

@@ -1,0 +1,208 @@
+"""The facade: the whole job end to end, and bad input caught at the boundary."""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+
+import problems
+from aspire_jax import Aspire, Samples, TemperingError, ValidationError
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    aspire = problems.make_aspire()
+    aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+    return aspire
+
+
+def _check_posterior(samples, n_eff):
+    # Each posterior coordinate is N(mean, sd^2); with n_eff effectively
+    # independent draws the sample mean has standard error sd / sqrt(n_eff),
+    # so 5 standard errors fail for a correct sampler with probability ~6e-7
+    # per coordinate.
+    mean, sd = problems.posterior_moments()
+    m = np.asarray(samples.mean())
+    assert np.all(np.abs(m - mean) < 5 * sd / np.sqrt(n_eff)), m
+    # The sample variance of n_eff Gaussian draws has relative sd sqrt(2/n_eff).
+    s = np.asarray(samples.std())
+    assert np.all(np.abs(s**2 / sd**2 - 1) < 5 * np.sqrt(2 / n_eff)), s
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_smc_end_to_end(fitted, seed):
+    post, history = fitted.sample_posterior(1000, key=seed, return_history=True)
+    assert history.beta[-1] == 1.0
+    assert np.all(np.diff(history.beta) > 0)
+    truth = problems.log_evidence()
+    # Reported error plus the float32 round-off of summing increments.
+    assert abs(post.log_evidence - truth) < 4 * post.log_evidence_error + 1e-3
+    # SMC particles are correlated after resampling; a quarter of N is a
+    # conservative effective count for the checks below.
+    _check_posterior(post, 1000 / 4)
+    assert post.parameters == ("x_0", "x_1", "x_2")
+
+
+def test_importance_end_to_end(fitted):
+    post, history = fitted.sample_posterior(4000, sampler="importance", key=5,
+                                            return_history=True)
+    truth = problems.log_evidence()
+    assert abs(post.log_evidence - truth) < 4 * post.log_evidence_error + 1e-3
+    _check_posterior(post, float(post.effective_sample_size))
+    assert len(history) == 1 and history.sampler == "importance"
+
+
+def test_mcmc_end_to_end(fitted):
+    post, history = fitted.sample_posterior(
+        1000, sampler="mcmc", key=6, return_history=True, n_steps=60, n_burnin=40)
+    assert post.log_evidence is None
+    _check_posterior(post, 1000 / 4)
+    assert len(history) == 100
+
+
+def test_device_driver_matches_host(fitted):
+    a = fitted.sample_posterior(500, key=9, driver="device")
+    b = fitted.sample_posterior(500, key=9, driver="host")
+    np.testing.assert_allclose(np.asarray(a.x), np.asarray(b.x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.log_evidence, b.log_evidence, rtol=1e-6)
+
+
+def test_n_final_samples(fitted):
+    post = fitted.sample_posterior(500, key=3, n_final_samples=1200)
+    assert post.x.shape == (1200, problems.DIMS)
+    _check_posterior(post, 500 / 4)
+
+
+def test_sample_flow(fitted):
+    s = fitted.sample_flow(300, key=0)
+    assert s.x.shape == (300, problems.DIMS)
+    assert np.all(np.isfinite(np.asarray(s.log_q)))
+
+
+def test_iteration_cap_raises_not_labelled_posterior(fitted):
+    with pytest.raises(TemperingError, match="beta"):
+        fitted.sample_posterior(300, key=0, target_efficiency=0.99, max_iterations=2)
+
+
+def test_max_n_steps_forces_completion(fitted):
+    _, history = fitted.sample_posterior(300, key=0, target_efficiency=0.99,
+                                         max_n_steps=3, return_history=True)
+    assert len(history) <= 3 and history.beta[-1] == 1.0
+
+
+def test_sampler_kwargs_in_upstream_spelling(fitted):
+    _, history = fitted.sample_posterior(
+        300, key=0, return_history=True,
+        sampler_kwargs=dict(n_steps=3, step_fn="pcn", target_acceptance_rate=0.3))
+    assert np.all(history.n_mcmc_steps == 3)
+
+
+# ----------------------------------------------------------------- bad input
+def test_nan_in_training_samples():
+    x = problems.earlier_samples()
+    x[17, 1] = np.nan
+    with pytest.raises(ValidationError, match="non-finite.*row 17"):
+        problems.make_aspire().fit(x, n_epochs=1)
+
+
+def test_wrong_shape_training_samples():
+    with pytest.raises(ValidationError, match=r"shape \(n, 3\)"):
+        problems.make_aspire().fit(np.zeros((100, 4)), n_epochs=1)
+
+
+def test_samples_outside_bounds():
+    aspire = problems.make_aspire(prior_bounds={"x_0": (0.0, 5.0)})
+    x = np.abs(problems.earlier_samples())
+    x[3, 0] = -1.0
+    with pytest.raises(ValidationError, match="outside prior_bounds"):
+        aspire.fit(x, n_epochs=1)
+
+
+def test_likelihood_wrong_shape(fitted):
+    bad = problems.make_aspire(log_likelihood=lambda x: jnp.sum(x))
+    bad.flow_params = fitted.flow_params
+    with pytest.raises(ValidationError, match=r"log_likelihood must map"):
+        bad.sample_posterior(100, key=0)
+
+
+def test_target_efficiency_out_of_range(fitted):
+    with pytest.raises(ValidationError, match=r"target_efficiency must be in \(0, 1\)"):
+        fitted.sample_posterior(100, key=0, target_efficiency=1.5)
+
+
+def test_unknown_sampler_and_option(fitted):
+    with pytest.raises(ValidationError, match="unknown sampler"):
+        fitted.sample_posterior(100, sampler="nessai")
+    with pytest.raises(ValidationError, match="unknown option"):
+        fitted.sample_posterior(100, target_efficency=0.5)
+
+
+def test_sample_before_fit():
+    with pytest.raises(ValidationError, match="fit"):
+        problems.make_aspire().sample_posterior(100)
+
+
+def test_torch_backend_names_jax():
+    with pytest.raises(ValidationError, match="flow_backend='jax'"):
+        problems.make_aspire(flow_backend="zuko")
+
+
+def test_periodic_needs_bounds():
+    with pytest.raises(ValidationError, match="finite prior_bounds"):
+        problems.make_aspire(periodic_parameters=["x_1"])
+
+
+def test_bad_key_type(fitted):
+    with pytest.raises(ValidationError, match="key"):
+        fitted.sample_posterior(100, key="seed")
+
+
+def test_inputs_left_untouched():
+    x = problems.earlier_samples(500)
+    copy = x.copy()
+    aspire = problems.make_aspire()
+    aspire.fit(x, n_epochs=2, key=0)
+    np.testing.assert_array_equal(x, copy)
+
+
+def test_parameters_taken_from_samples():
+    x = problems.earlier_samples(500)
+    aspire = problems.make_aspire()
+    aspire.fit(Samples.from_array(x, parameters=["a", "b", "c"]), n_epochs=2, key=0)
+    assert aspire.parameters == ("a", "b", "c")
+
+
+def test_bounded_and_periodic_parameters_end_to_end():
+    # x_0 is periodic on [0, 2 pi) with a von Mises-like likelihood centred
+    # near the seam; x_1 is bounded on (0, 1); both priors are uniform.
+    two_pi = 2 * np.pi
+
+    def log_prior(x):
+        return jnp.where((x[:, 1] > 0) & (x[:, 1] < 1) & (x[:, 0] >= 0)
+                         & (x[:, 0] < two_pi), -jnp.log(two_pi), -jnp.inf)
+
+    def log_likelihood(x):
+        return 4.0 * jnp.cos(x[:, 0] - 0.1) + 3 * jnp.log(x[:, 1]) + jnp.log(4.0)
+
+    rng = np.random.default_rng(0)
+    old = np.column_stack([rng.uniform(0, two_pi, 3000),
+                           rng.beta(2, 1, 3000)]).astype(np.float32)
+    aspire = Aspire(log_likelihood=log_likelihood, log_prior=log_prior, dims=2,
+                    prior_bounds={"x_0": (0, two_pi), "x_1": (0, 1)},
+                    periodic_parameters=["x_0"], **problems.FLOW_SETTINGS)
+    aspire.fit(old, n_epochs=20, key=1)
+    post = aspire.sample_posterior(1000, key=2, kernel="rwmh")
+    x = np.asarray(post.x)
+    assert np.all((x[:, 0] >= 0) & (x[:, 0] < two_pi))
+    assert np.all((x[:, 1] > 0) & (x[:, 1] < 1))
+    # Circular mean direction of a von Mises(0.1, 4): E[sin(x - 0.1)] = 0 and
+    # E[cos(x - 0.1)] = I1(4)/I0(4) = 0.8635; the sd of cos/sin under it is
+    # below 0.3, so 5 standard errors at n_eff = N/4 is 5 * 0.3 / sqrt(250).
+    tol = 5 * 0.3 / np.sqrt(250)
+    assert abs(np.mean(np.sin(x[:, 0] - 0.1))) < tol
+    assert abs(np.mean(np.cos(x[:, 0] - 0.1)) - 0.8635) < tol
+    # x_1 ~ Beta(4, 1): mean 0.8, sd 0.163.
+    assert abs(np.mean(x[:, 1]) - 0.8) < 5 * 0.163 / np.sqrt(250)
+    # Evidence: (1 / 2 pi) * 2 pi I0(4) e^0 ... = I0(4) * (1/4) * 4 = I0(4).
+    truth = np.log(11.301921952136329)
+    assert abs(post.log_evidence - truth) < 4 * post.log_evidence_error + 1e-3
