@@ -1,7 +1,9 @@
 """MCMC mutation kernels, one module each, sharing one pure signature."""
 
 from .base import KernelInfo, KernelState, MCMCKernel
+from .mala import MALAParams, MALASettings, mala
 from .pcn import PCNParams, PCNSettings, pcn, tpcn
+from .rwmh import RWMHParams, RWMHSettings, rwmh
 
 __all__ = [
     "KernelInfo",
@@ -11,6 +13,12 @@ __all__ = [
     "PCNSettings",
     "pcn",
     "tpcn",
+    "RWMHParams",
+    "RWMHSettings",
+    "rwmh",
+    "MALAParams",
+    "MALASettings",
+    "mala",
     "build_kernel",
 ]
 
@@ -24,14 +32,10 @@ def build_kernel(name: str, settings=None) -> MCMCKernel:
         _expect(settings, PCNSettings, name)
         return pcn(settings) if name == "pcn" else tpcn(settings)
     if name == "rwmh":
-        from .rwmh import RWMHSettings, rwmh
-
         settings = RWMHSettings() if settings is None else settings
         _expect(settings, RWMHSettings, name)
         return rwmh(settings)
     if name == "mala":
-        from .mala import MALASettings, mala
-
         settings = MALASettings() if settings is None else settings
         _expect(settings, MALASettings, name)
         return mala(settings)

@@ -57,7 +57,13 @@ class KernelInfo(NamedTuple):
 
 
 class MCMCKernel(NamedTuple):
-    """The four pure functions that make up a population kernel."""
+    """The pure functions that make up a population kernel.
+
+    Gradient kernels set ``uses_grad=True`` and provide
+    ``prepare(state, log_density_fn) -> state``, which fills ``state.grad`` at
+    the current positions before the first sweep; ``prepare`` is ``None``
+    otherwise.
+    """
 
     name: str
     init: Callable
@@ -65,6 +71,7 @@ class MCMCKernel(NamedTuple):
     step: Callable
     adapt: Callable
     uses_grad: bool = False
+    prepare: Callable | None = None
 
 
 def weighted_mean_cov(position: ArrayLike, weights: ArrayLike | None = None,

@@ -1,0 +1,11 @@
+"""Normalizing flows: coupling-layer flows over a fitted parameter transform.
+
+:class:`Flow` holds only its static :class:`FlowConfig`; its parameters are an
+explicit :class:`FlowParams` pytree and every density method is pure.
+:func:`fit` trains a flow by maximum likelihood with optax.
+"""
+
+from aspire_jax.flows.fit import FlowHistory, fit
+from aspire_jax.flows.flow import Flow, FlowConfig, FlowParams
+
+__all__ = ["Flow", "FlowConfig", "FlowParams", "FlowHistory", "fit"]

@@ -1,0 +1,357 @@
+"""Maximum-likelihood training of a :class:`~aspire_jax.flows.flow.Flow`.
+
+Training minimises the mean negative log density of the samples,
+
+    L(theta) = -(1/n) sum_i log q_theta(x_i),
+
+with optax over shuffled mini-batches. The parameter transform is fitted in
+``Flow.init`` and held fixed, so the samples are mapped to the real line once
+and only the coupling stack is trained. One epoch is a single jitted function
+(a ``lax.scan`` over a static number of batches), compiled once per data shape
+and optimiser setting and reused across epochs and across calls.
+"""
+
+import dataclasses
+import functools
+import math
+import warnings
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from aspire_jax._types import Array, ArrayLike, PRNGKey
+from aspire_jax.errors import FlowError, ValidationError
+from aspire_jax.flows.flow import Flow, FlowParams, _check_key, _std_normal_log_prob
+
+__all__ = ["FlowHistory", "fit"]
+
+_STOP_REASONS = ("max_epochs", "early_stopping", "non_finite_loss")
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowHistory:
+    """Per-epoch losses of a :func:`fit` call.
+
+    Attributes
+    ----------
+    training_loss
+        ``(n_epochs_run,)`` mean mini-batch loss of each epoch (mean negative
+        log density in native space).
+    validation_loss
+        ``(n_epochs_run,)`` loss on the validation set after each epoch; empty
+        when no validation set was used.
+    best_epoch
+        Index of the epoch whose parameters were returned.
+    stop_reason
+        ``"max_epochs"``, ``"early_stopping"`` or ``"non_finite_loss"``.
+    """
+
+    training_loss: np.ndarray
+    validation_loss: np.ndarray
+    best_epoch: int
+    stop_reason: str = "max_epochs"
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (losses as lists of floats)."""
+        return {
+            "training_loss": [float(v) for v in self.training_loss],
+            "validation_loss": [float(v) for v in self.validation_loss],
+            "best_epoch": int(self.best_epoch),
+            "stop_reason": self.stop_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FlowHistory":
+        """Rebuild from :meth:`to_dict` output (lists or arrays).
+
+        Parameters
+        ----------
+        data
+            Dict with keys ``training_loss``, ``validation_loss``, ``best_epoch``
+            and optionally ``stop_reason``.
+
+        Returns
+        -------
+        FlowHistory
+
+        Raises
+        ------
+        ValidationError
+            If keys are missing or unknown.
+        """
+        keys = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or not set(data) <= keys:
+            got = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValidationError(f"FlowHistory keys must be among {sorted(keys)}; got {got}.")
+        missing = sorted(keys - {"stop_reason"} - set(data))
+        if missing:
+            raise ValidationError(f"FlowHistory dict lacks {missing}.")
+        return cls(
+            training_loss=np.asarray(data["training_loss"], dtype=np.float64),
+            validation_loss=np.asarray(data["validation_loss"], dtype=np.float64),
+            best_epoch=int(data["best_epoch"]),
+            stop_reason=str(data.get("stop_reason", "max_epochs")),
+        )
+
+
+class _OptimizerSettings(NamedTuple):
+    learning_rate: float
+    weight_decay: float
+    clip_grad: float | None
+
+
+def _make_optimizer(settings: _OptimizerSettings) -> optax.GradientTransformation:
+    opt = optax.adamw(settings.learning_rate, weight_decay=settings.weight_decay)
+    if settings.clip_grad is not None:
+        opt = optax.chain(optax.clip_by_global_norm(settings.clip_grad), opt)
+    return opt
+
+
+def _loss(flow: Flow, net: dict, u: Array, logdet_t: Array) -> Array:
+    z, logdet_c = flow._net_to_latent(net, u)
+    return -jnp.mean(_std_normal_log_prob(z) + logdet_c + logdet_t)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("flow", "settings", "n_batches", "batch_size")
+)
+def _run_epoch(
+    net, opt_state, key, u_train, ld_train, u_val, ld_val, *, flow, settings,
+    n_batches, batch_size,
+):
+    optimizer = _make_optimizer(settings)
+    # Each epoch sees a fresh permutation; the n_train mod batch_size samples
+    # left over are different ones every epoch, so none is dropped for good.
+    order = jax.random.permutation(key, u_train.shape[0])
+    batches = order[: n_batches * batch_size].reshape(n_batches, batch_size)
+
+    def train_step(carry, idx):
+        net, opt_state = carry
+        loss, grads = jax.value_and_grad(functools.partial(_loss, flow))(
+            net, u_train[idx], ld_train[idx]
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, net)
+        return (optax.apply_updates(net, updates), opt_state), loss
+
+    (net, opt_state), losses = jax.lax.scan(train_step, (net, opt_state), batches)
+    if u_val.shape[0]:
+        val_loss = _loss(flow, net, u_val, ld_val)
+    else:
+        val_loss = jnp.asarray(jnp.nan, dtype=losses.dtype)
+    return net, opt_state, jnp.mean(losses), val_loss
+
+
+def _check_positive_int(name: str, value, *, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValidationError(f"{name} must be a positive int; got {value!r}.")
+
+
+def _check_float(name: str, value, low: float, *, strict: bool, allow_none=False):
+    if allow_none and value is None:
+        return None
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > low if strict else value >= low)
+    if not ok:
+        op = ">" if strict else ">="
+        raise ValidationError(f"{name} must be a finite float {op} {low}; got {value!r}.")
+    return float(value)
+
+
+def _validate(flow, params, key, x, n_epochs, batch_size, validation_fraction,
+              patience, callback) -> np.ndarray:
+    if not isinstance(flow, Flow):
+        raise ValidationError(f"flow must be a Flow; got {type(flow).__name__}.")
+    if not isinstance(params, FlowParams):
+        raise ValidationError(f"params must be FlowParams; got {type(params).__name__}.")
+    _check_key(key)
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != flow.n_dims:
+        raise ValidationError(
+            f"x must have shape (n_samples, {flow.n_dims}); got shape {x.shape}."
+        )
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValidationError(f"x must be a real-valued array; got dtype {x.dtype}.")
+    # Check in the dtype the flow computes in: rounding can land on a bound.
+    x = x.astype(np.asarray(params.transform.lower).dtype)
+    if not np.all(np.isfinite(x)):
+        i, j = np.argwhere(~np.isfinite(x))[0]
+        raise ValidationError(
+            f"x must be finite; x[{i}, {j}] = {float(x[i, j])}. Drop or repair it."
+        )
+    lo = np.asarray(params.transform.lower)
+    hi = np.asarray(params.transform.upper)
+    outside = ~((x > lo) & (x < hi))
+    if outside.any():
+        i, j = np.argwhere(outside)[0]
+        raise ValidationError(
+            f"x[{i}, {j}] = {float(x[i, j]):.9g} is not strictly inside the flow's "
+            f"prior bounds ({float(lo[j]):.9g}, {float(hi[j]):.9g}); drop it or "
+            "re-initialise the flow with wider bounds."
+        )
+    _check_positive_int("n_epochs", n_epochs)
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("patience", patience, allow_none=True)
+    ok = isinstance(validation_fraction, (int, float, np.floating))
+    if not (ok and 0.0 <= validation_fraction < 1.0):
+        raise ValidationError(
+            f"validation_fraction must be in [0, 1); got {validation_fraction!r}."
+        )
+    if callback is not None and not callable(callback):
+        raise ValidationError(f"callback must be callable or None; got {callback!r}.")
+    return x
+
+
+def _split(key: PRNGKey, n: int, validation_fraction: float):
+    n_val = int(round(validation_fraction * n))
+    if validation_fraction > 0:
+        n_val = max(n_val, 1)
+    if n - n_val < 1:
+        raise ValidationError(
+            f"validation_fraction={validation_fraction} leaves no training samples "
+            f"out of {n}; lower it or pass more samples."
+        )
+    order = jax.random.permutation(key, n)
+    return order[n_val:], order[:n_val]
+
+
+def fit(
+    flow: Flow,
+    params: FlowParams,
+    key: PRNGKey,
+    x: ArrayLike,
+    *,
+    n_epochs: int = 200,
+    learning_rate: float = 1e-3,
+    batch_size: int = 256,
+    validation_fraction: float = 0.2,
+    patience: int | None = 20,
+    clip_grad: float | None = None,
+    weight_decay: float = 0.0,
+    callback: Callable[[int, float, float], None] | None = None,
+) -> tuple[FlowParams, FlowHistory]:
+    """Train the flow by maximum likelihood on samples ``x``.
+
+    Parameters
+    ----------
+    flow
+        The flow.
+    params
+        Starting parameters, normally from ``flow.init``; their parameter
+        transform is kept as is.
+    key
+        Typed PRNG key for the validation split and the batch order.
+    x
+        ``(n_samples, n_dims)`` finite samples inside the prior bounds.
+    n_epochs
+        Maximum number of passes over the training set.
+    learning_rate
+        Adam(W) step size, > 0.
+    batch_size
+        Mini-batch size; capped at the number of training samples.
+    validation_fraction
+        Fraction in ``[0, 1)`` of samples held out for early stopping.
+    patience
+        Stop after this many epochs without a new best validation loss;
+        ``None`` never stops early.
+    clip_grad
+        If given, clip gradients to this global norm.
+    weight_decay
+        Decoupled weight decay (AdamW), >= 0.
+    callback
+        Called on the host as ``callback(epoch, train_loss, val_loss)`` after
+        every epoch (``val_loss`` is NaN without a validation set).
+
+    Returns
+    -------
+    params : FlowParams
+        The parameters with the lowest validation loss or, without a
+        validation set, those after the last epoch.
+    history : FlowHistory
+        Losses per epoch and the epoch returned.
+
+    Raises
+    ------
+    ValidationError
+        If an input is malformed or a setting out of range.
+    FlowError
+        If the very first epoch gives a non-finite loss.
+
+    Warns
+    -----
+    RuntimeWarning
+        If a later epoch gives a non-finite loss; training stops there and the
+        best parameters so far are returned.
+
+    Notes
+    -----
+    Each epoch uses ``floor(n_train / batch_size)`` full batches of a fresh
+    permutation, so the batch count is static and one compilation serves every
+    epoch. The leftover samples differ from epoch to epoch.
+    """
+    x = _validate(flow, params, key, x, n_epochs, batch_size, validation_fraction,
+                  patience, callback)
+    settings = _OptimizerSettings(
+        learning_rate=_check_float("learning_rate", learning_rate, 0.0, strict=True),
+        weight_decay=_check_float("weight_decay", weight_decay, 0.0, strict=False),
+        clip_grad=_check_float("clip_grad", clip_grad, 0.0, strict=True, allow_none=True),
+    )
+
+    key_split, key_epochs = jax.random.split(key)
+    u, logdet_t = flow.to_unbounded(params, jnp.asarray(x))
+    i_train, i_val = _split(key_split, x.shape[0], float(validation_fraction))
+    u_train, ld_train, u_val, ld_val = u[i_train], logdet_t[i_train], u[i_val], logdet_t[i_val]
+    batch = min(int(batch_size), u_train.shape[0])
+    n_batches = u_train.shape[0] // batch
+    use_val = u_val.shape[0] > 0
+
+    net, opt_state = params.net, _make_optimizer(settings).init(params.net)
+    best_net, best_epoch, best_val = net, 0, math.inf
+    train_hist, val_hist, stop_reason = [], [], "max_epochs"
+    for epoch, key_epoch in enumerate(jax.random.split(key_epochs, int(n_epochs))):
+        new_net, opt_state, train_loss, val_loss = _run_epoch(
+            net, opt_state, key_epoch, u_train, ld_train, u_val, ld_val,
+            flow=flow, settings=settings, n_batches=n_batches, batch_size=batch,
+        )
+        train_loss, val_loss = float(train_loss), float(val_loss)
+        monitored = val_loss if use_val else train_loss
+        if not math.isfinite(train_loss) or not math.isfinite(monitored):
+            if epoch == 0:
+                raise FlowError(
+                    f"flow training gave a non-finite loss ({train_loss}) in the first "
+                    "epoch; lower learning_rate, set clip_grad, or check the samples."
+                )
+            warnings.warn(
+                f"flow training stopped at epoch {epoch}: non-finite loss; returning "
+                f"the parameters of epoch {best_epoch}. Lower learning_rate or set "
+                "clip_grad.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            stop_reason = "non_finite_loss"
+            break
+        net = new_net
+        train_hist.append(train_loss)
+        if use_val:
+            val_hist.append(val_loss)
+        if callback is not None:
+            callback(epoch, train_loss, val_loss)
+        if not use_val:
+            best_net, best_epoch = net, epoch
+        elif val_loss < best_val:
+            best_net, best_epoch, best_val = net, epoch, val_loss
+        elif patience is not None and epoch - best_epoch >= patience:
+            stop_reason = "early_stopping"
+            break
+
+    history = FlowHistory(
+        training_loss=np.asarray(train_hist, dtype=np.float64),
+        validation_loss=np.asarray(val_hist, dtype=np.float64),
+        best_epoch=int(best_epoch),
+        stop_reason=stop_reason,
+    )
+    return params.replace(net=best_net), history

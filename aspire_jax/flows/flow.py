@@ -1,0 +1,580 @@
+"""The normalizing flow: configuration, parameters and pure density methods.
+
+The flow maps a native point ``x`` to a standard-normal latent ``z`` in two
+steps,
+
+    x --(parameter transform T)--> u --(coupling stack C)--> z,
+
+where ``T`` (bounded maps plus whitening, :mod:`aspire_jax.transforms`) is
+fitted once on the training samples and kept fixed, and ``C`` is the trained
+chain of coupling layers. The density in native space is
+
+    log q(x) = log N(z; 0, I) + log|det dz/du| + log|det du/dx|.
+"""
+
+import dataclasses
+import functools
+import math
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from aspire_jax import transforms
+from aspire_jax._types import Array, ArrayLike, PRNGKey
+from aspire_jax.errors import FlowError, ValidationError
+from aspire_jax.flows.bijectors import COUPLING_KINDS, CouplingStack
+
+__all__ = ["FlowConfig", "FlowParams", "Flow"]
+
+_FORMAT = "aspire_jax.flow_params"
+_FORMAT_VERSION = 1
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    """Static, hashable description of a flow architecture.
+
+    Parameters
+    ----------
+    n_dims
+        Number of parameters.
+    kind
+        Coupling type: ``"spline"`` (rational-quadratic) or ``"affine"``.
+    n_layers
+        Number of coupling layers.
+    hidden_sizes
+        Hidden-layer widths of every conditioner MLP.
+    n_bins
+        Bins per spline (ignored by ``"affine"``).
+    spline_range
+        Half-width ``B``: splines act on ``[-B, B]`` and are linear outside.
+    bounded_transform
+        ``"logit"`` or ``"probit"`` for parameters with two finite bounds.
+    affine
+        Whether the parameter transform whitens the training samples.
+    eps
+        Boundary clamp of the parameter transform, in ``[0, 0.5)``.
+
+    Raises
+    ------
+    ValidationError
+        If a field has the wrong type or is out of range.
+    """
+
+    n_dims: int
+    kind: str = "spline"
+    n_layers: int = 4
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    n_bins: int = 8
+    spline_range: float = 5.0
+    bounded_transform: str = "logit"
+    affine: bool = True
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        for name, low in (("n_dims", 1), ("n_layers", 1), ("n_bins", 2)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise ValidationError(f"{name} must be an int >= {low}; got {value!r}.")
+            object.__setattr__(self, name, int(value))
+        if self.kind not in COUPLING_KINDS:
+            raise ValidationError(f"kind must be one of {COUPLING_KINDS}; got {self.kind!r}.")
+        sizes = self.hidden_sizes
+        if not isinstance(sizes, (tuple, list)) or not all(
+            _is_int(w) and w >= 1 for w in sizes
+        ):
+            raise ValidationError(
+                f"hidden_sizes must be a tuple of positive ints; got {sizes!r}."
+            )
+        object.__setattr__(self, "hidden_sizes", tuple(int(w) for w in sizes))
+        r = self.spline_range
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not (
+            0 < r < math.inf
+        ):
+            raise ValidationError(f"spline_range must be a finite float > 0; got {r!r}.")
+        object.__setattr__(self, "spline_range", float(r))
+        if not isinstance(self.affine, (bool, np.bool_)):
+            raise ValidationError(f"affine must be True or False; got {self.affine!r}.")
+        object.__setattr__(self, "affine", bool(self.affine))
+        transforms._check_settings(self.bounded_transform, self.eps)
+        object.__setattr__(self, "eps", float(self.eps))
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of the fields (``hidden_sizes`` as a list)."""
+        out = dataclasses.asdict(self)
+        out["hidden_sizes"] = list(self.hidden_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FlowConfig":
+        """Rebuild a config from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        data
+            Dict of fields; omitted fields take their defaults.
+
+        Returns
+        -------
+        FlowConfig
+
+        Raises
+        ------
+        ValidationError
+            If ``data`` has unknown keys, lacks ``n_dims`` or holds bad values.
+        """
+        if not isinstance(data, dict):
+            raise ValidationError(f"expected a dict; got {type(data).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValidationError(
+                f"unknown FlowConfig keys {unknown}; known keys are {sorted(known)}."
+            )
+        if "n_dims" not in data:
+            raise ValidationError("FlowConfig needs 'n_dims'.")
+        data = dict(data)
+        if isinstance(data.get("hidden_sizes"), list):
+            data["hidden_sizes"] = tuple(data["hidden_sizes"])
+        return cls(**data)
+
+
+@struct.dataclass
+class FlowParams:
+    """Parameters of a :class:`Flow`.
+
+    Attributes
+    ----------
+    transform
+        Fitted parameter transform (held fixed during training).
+    net
+        flax variables dict of the coupling stack.
+    """
+
+    transform: transforms.TransformParams
+    net: dict
+
+
+def _check_key(key) -> None:
+    if not (
+        isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    ):
+        got = getattr(key, "dtype", type(key).__name__)
+        shape = getattr(key, "shape", "")
+        raise ValidationError(
+            f"key must be a typed PRNG key from jax.random.key(seed); got {got}{shape}. "
+            "Wrap a legacy uint32 key with jax.random.wrap_key_data."
+        )
+
+
+def _std_normal_log_prob(z: Array) -> Array:
+    d = z.shape[-1]
+    return -0.5 * jnp.sum(z**2, axis=-1) - 0.5 * d * math.log(2.0 * math.pi)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow:
+    """A normalizing flow from native parameter space to a standard normal.
+
+    The object only holds its :class:`FlowConfig`, so it is hashable and safe
+    to close over (or mark static) in ``jax.jit``. All parameters travel in an
+    explicit :class:`FlowParams` pytree; every method is pure and accepts
+    points of shape ``(..., n_dims)``, with ``(n, n_dims)`` the usual case.
+    The density and map methods are compiled with ``jax.jit`` (the flow being
+    a static argument), so eager calls are fast and calls inside the user's
+    own ``jit``, ``vmap`` or ``grad`` simply inline them.
+
+    Parameters
+    ----------
+    config
+        Architecture and transform settings.
+
+    Examples
+    --------
+    >>> import jax, numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(200, 2))
+    >>> flow = Flow(FlowConfig(n_dims=2, n_layers=2, hidden_sizes=(8,)))
+    >>> params = flow.init(jax.random.key(0), x)
+    >>> flow.log_prob(params, x[:3]).shape
+    (3,)
+    """
+
+    config: FlowConfig
+
+    def __post_init__(self):
+        if not isinstance(self.config, FlowConfig):
+            raise ValidationError(
+                f"config must be a FlowConfig; got {type(self.config).__name__}."
+            )
+
+    @property
+    def n_dims(self) -> int:
+        """Number of parameters."""
+        return self.config.n_dims
+
+    @property
+    def _net(self) -> CouplingStack:
+        c = self.config
+        return CouplingStack(
+            n_dims=c.n_dims,
+            kind=c.kind,
+            n_layers=c.n_layers,
+            hidden_sizes=c.hidden_sizes,
+            n_bins=c.n_bins,
+            spline_range=c.spline_range,
+        )
+
+    def _init_net(self, key: PRNGKey, dtype=jnp.float32) -> dict:
+        return self._net.init(key, jnp.zeros((1, self.n_dims), dtype=dtype))
+
+    def init(
+        self, key: PRNGKey, x_train: ArrayLike, *, prior_bounds: ArrayLike | None = None
+    ) -> FlowParams:
+        """Fit the parameter transform on ``x_train`` and initialise the net.
+
+        Parameters
+        ----------
+        key
+            Typed PRNG key for the network weights.
+        x_train
+            ``(n_samples, n_dims)`` finite training samples in native space.
+        prior_bounds
+            ``None`` or ``(n_dims, 2)`` bounds, ``-inf`` / ``inf`` for open sides.
+
+        Returns
+        -------
+        FlowParams
+            Parameters of a flow whose coupling layers start near the identity.
+
+        Raises
+        ------
+        ValidationError
+            If the key is not typed, ``x_train`` has the wrong width, is not
+            finite or leaves ``prior_bounds``.
+        """
+        _check_key(key)
+        x = np.asarray(x_train)
+        if x.ndim != 2 or x.shape[1] != self.n_dims:
+            raise ValidationError(
+                f"x_train must have shape (n_samples, {self.n_dims}); got {x.shape}."
+            )
+        c = self.config
+        transform = transforms.fit_transform(
+            x,
+            prior_bounds=prior_bounds,
+            bounded_transform=c.bounded_transform,
+            affine=c.affine,
+            eps=c.eps,
+        )
+        net = self._init_net(key, transform.lower.dtype)
+        return FlowParams(transform=transform, net=net)
+
+    def _check_points(self, x: ArrayLike, name: str) -> Array:
+        x = jnp.asarray(x)
+        if x.ndim < 1 or x.shape[-1] != self.n_dims:
+            raise ValidationError(
+                f"{name} must have shape (..., {self.n_dims}); got shape {x.shape}."
+            )
+        return x
+
+    def _net_to_latent(self, net: dict, u: Array) -> tuple[Array, Array]:
+        """Coupling stack on ``(m, n_dims)``: u -> z and ``log|det dz/du|``."""
+        return self._net.apply(net, u, method=CouplingStack.forward_and_log_det)
+
+    def _net_from_latent(self, net: dict, z: Array) -> tuple[Array, Array]:
+        return self._net.apply(net, z, method=CouplingStack.inverse_and_log_det)
+
+    def _batched(self, fn, x: Array) -> tuple[Array, Array]:
+        batch = x.shape[:-1]
+        y, logdet = fn(x.reshape(-1, self.n_dims))
+        return y.reshape(batch + (self.n_dims,)), logdet.reshape(batch)
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def to_unbounded(self, params: FlowParams, x: ArrayLike) -> tuple[Array, Array]:
+        """Parameter transform alone: native ``x`` -> real-line ``u``.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        x
+            ``(..., n_dims)`` native points.
+
+        Returns
+        -------
+        u : jax.Array
+            ``(..., n_dims)`` unbounded, whitened points.
+        logdet : jax.Array
+            ``(...)`` ``log|det du/dx|``.
+        """
+        return transforms.forward(params.transform, self._check_points(x, "x"))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def from_unbounded(self, params: FlowParams, u: ArrayLike) -> tuple[Array, Array]:
+        """Inverse parameter transform: real-line ``u`` -> native ``x``.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        u
+            ``(..., n_dims)`` unbounded points.
+
+        Returns
+        -------
+        x : jax.Array
+            ``(..., n_dims)`` native points inside the prior bounds.
+        logdet : jax.Array
+            ``(...)`` ``log|det dx/du|``.
+        """
+        return transforms.inverse(params.transform, self._check_points(u, "u"))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def to_latent(self, params: FlowParams, x: ArrayLike) -> tuple[Array, Array]:
+        """Whole map: native ``x`` -> standard-normal latent ``z``.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        x
+            ``(..., n_dims)`` native points.
+
+        Returns
+        -------
+        z : jax.Array
+            ``(..., n_dims)`` latent points.
+        logdet : jax.Array
+            ``(...)`` ``log|det dz/dx|``.
+        """
+        u, ld_t = self.to_unbounded(params, x)
+        z, ld_c = self._batched(lambda v: self._net_to_latent(params.net, v), u)
+        return z, ld_t + ld_c
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def from_latent(self, params: FlowParams, z: ArrayLike) -> tuple[Array, Array]:
+        """Whole map: latent ``z`` -> native ``x``.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        z
+            ``(..., n_dims)`` latent points.
+
+        Returns
+        -------
+        x : jax.Array
+            ``(..., n_dims)`` native points.
+        logdet : jax.Array
+            ``(...)`` ``log|det dx/dz|``.
+        """
+        z = self._check_points(z, "z")
+        u, ld_c = self._batched(lambda v: self._net_from_latent(params.net, v), z)
+        x, ld_t = self.from_unbounded(params, u)
+        return x, ld_t + ld_c
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def log_prob(self, params: FlowParams, x: ArrayLike) -> Array:
+        """Log density of the flow in native space.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        x
+            ``(..., n_dims)`` native points.
+
+        Returns
+        -------
+        jax.Array
+            ``(...)`` ``log q(x)``; ``-inf`` where ``x`` is not strictly inside
+            the prior bounds (NaN coordinates count as outside).
+        """
+        x = self._check_points(x, "x")
+        z, logdet = self.to_latent(params, x)
+        t = params.transform
+        inside = jnp.all((x > t.lower) & (x < t.upper), axis=-1)
+        return jnp.where(inside, _std_normal_log_prob(z) + logdet, -jnp.inf)
+
+    def sample_and_log_prob(
+        self, params: FlowParams, key: PRNGKey, n: int
+    ) -> tuple[Array, Array]:
+        """Draw ``n`` samples and their log densities.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        key
+            Typed PRNG key.
+        n
+            Number of samples (a Python int; static under ``jit``).
+
+        Returns
+        -------
+        x : jax.Array
+            ``(n, n_dims)`` samples in native space.
+        log_q : jax.Array
+            ``(n,)`` ``log q(x)``, computed along the sampling path.
+        """
+        _check_key(key)
+        if not _is_int(n) or n < 1:
+            raise ValidationError(f"n must be a positive int; got {n!r}.")
+        return self._sample_and_log_prob(params, key, int(n))
+
+    @functools.partial(jax.jit, static_argnums=(0, 3))
+    def _sample_and_log_prob(self, params: FlowParams, key: PRNGKey, n: int):
+        dtype = params.transform.lower.dtype
+        z = jax.random.normal(key, (n, self.n_dims), dtype=dtype)
+        x, logdet = self.from_latent(params, z)
+        return x, _std_normal_log_prob(z) - logdet
+
+    def sample(self, params: FlowParams, key: PRNGKey, n: int) -> Array:
+        """Draw ``n`` samples, shape ``(n, n_dims)``; see :meth:`sample_and_log_prob`.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        key
+            Typed PRNG key.
+        n
+            Number of samples.
+
+        Returns
+        -------
+        jax.Array
+            ``(n, n_dims)`` samples in native space.
+        """
+        return self.sample_and_log_prob(params, key, n)[0]
+
+    def params_to_bytes(self, params: FlowParams) -> bytes:
+        """Serialise parameters to msgpack bytes (no pickle).
+
+        Parameters
+        ----------
+        params
+            Flow parameters of this architecture.
+
+        Returns
+        -------
+        bytes
+            The architecture, the transform's static settings and every array.
+        """
+        t = transforms.transform_config(params.transform)
+        payload = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "transform": {
+                "kinds": t["kinds"],
+                "bounded_transform": t["bounded_transform"],
+                "eps": t["eps"],
+                "dtype": str(np.asarray(params.transform.lower).dtype),
+            },
+            "state": flax.serialization.to_state_dict(jax.device_get(params)),
+        }
+        return flax.serialization.msgpack_serialize(payload)
+
+    def params_from_bytes(self, data: bytes) -> FlowParams:
+        """Restore parameters written by :meth:`params_to_bytes`.
+
+        Parameters
+        ----------
+        data
+            Bytes from :meth:`params_to_bytes`.
+
+        Returns
+        -------
+        FlowParams
+            Arrays bit-identical to those serialised.
+
+        Raises
+        ------
+        FlowError
+            If the bytes are not flow parameters, were written by a different
+            architecture, or an array's path, shape or dtype differs from the
+            template built from this flow's config.
+        """
+        try:
+            payload = flax.serialization.msgpack_restore(bytes(data))
+        except Exception as err:  # msgpack raises several unrelated types
+            raise FlowError(f"could not decode flow parameters: {err}") from err
+        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+            raise FlowError("bytes are not aspire_jax flow parameters.")
+        if payload.get("version") != _FORMAT_VERSION:
+            raise FlowError(
+                f"flow parameter format version {payload.get('version')!r} is not "
+                f"supported (expected {_FORMAT_VERSION})."
+            )
+        _check_same_config(payload.get("config"), self.config)
+        template = self._template(payload.get("transform"))
+        state = payload.get("state")
+        _check_tree(flax.serialization.to_state_dict(template), state, "params")
+        restored = flax.serialization.from_state_dict(template, state)
+        return jax.tree.map(jnp.asarray, restored)
+
+    def _template(self, static: dict) -> FlowParams:
+        try:
+            kinds = tuple(static["kinds"])
+            name, eps = static["bounded_transform"], static["eps"]
+            dtype = np.dtype(static["dtype"])
+        except (TypeError, KeyError) as err:
+            raise FlowError(f"flow parameters lack transform settings: {err}") from err
+        if len(kinds) != self.n_dims or any(k not in transforms.KINDS for k in kinds):
+            raise FlowError(
+                f"stored transform kinds {kinds} do not fit a {self.n_dims}-dim flow."
+            )
+        vec = np.zeros(self.n_dims, dtype=dtype)
+        transform = transforms.TransformParams(
+            lower=vec, upper=vec, shift=vec, scale=vec,
+            kinds=kinds, bounded_transform=name, eps=eps,
+        )
+        net_shapes = jax.eval_shape(lambda: self._init_net(jax.random.key(0), dtype))
+        # The template is only compared and filled in, so numpy zeros suffice.
+        net = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), net_shapes)
+        return FlowParams(transform=transform, net=net)
+
+
+def _check_same_config(stored, config: FlowConfig) -> None:
+    mine = config.to_dict()
+    if not isinstance(stored, dict):
+        raise FlowError("flow parameters lack their architecture config.")
+    diffs = [
+        f"{k}: stored {stored.get(k)!r}, this flow {mine.get(k)!r}"
+        for k in sorted(set(stored) | set(mine))
+        if stored.get(k) != mine.get(k)
+    ]
+    if diffs:
+        raise FlowError(
+            "flow parameters were written by a different architecture ("
+            + "; ".join(diffs)
+            + "). Build the Flow from the stored config."
+        )
+
+
+def _check_tree(template, state, path: str) -> None:
+    if isinstance(template, dict):
+        if not isinstance(state, dict):
+            raise FlowError(f"{path}: expected a mapping, found {type(state).__name__}.")
+        missing = sorted(set(template) - set(state))
+        extra = sorted(set(state) - set(template))
+        if missing or extra:
+            raise FlowError(f"{path}: missing keys {missing}, unexpected keys {extra}.")
+        for k in template:
+            _check_tree(template[k], state[k], f"{path}/{k}")
+        return
+    t = np.asarray(template)
+    if not isinstance(state, np.ndarray) or state.shape != t.shape:
+        got = getattr(state, "shape", type(state).__name__)
+        raise FlowError(f"{path}: expected an array of shape {t.shape}, found {got}.")
+    if state.dtype != t.dtype:
+        raise FlowError(f"{path}: expected dtype {t.dtype}, found {state.dtype}.")

@@ -1,0 +1,765 @@
+"""Weighted posterior samples as a pytree, with numpy, dict, DataFrame and HDF5
+conversions.
+
+A :class:`Samples` holds ``n`` points ``x`` in ``d`` named parameters, the
+per-sample log-densities that produced them and optional unnormalised
+log-weights ``log w_i``. With normalised weights ``W_i = w_i / sum_j w_j``,
+weighted estimates are ``E[f] ~ sum_i W_i f(x_i)`` and the Kish effective
+sample size is ``ESS = 1 / sum_i W_i^2``.
+"""
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from aspire_jax._types import Array, ArrayLike, PRNGKey
+from aspire_jax.errors import CheckpointError, ValidationError
+
+__all__ = ["Samples"]
+
+_PER_SAMPLE = ("log_likelihood", "log_prior", "log_q", "log_weights")
+_SCALARS = ("log_evidence", "log_evidence_error")
+_RESERVED = ("x", "parameters") + _PER_SAMPLE + _SCALARS
+_METHODS = ("systematic", "multinomial")
+
+
+def _default_names(d: int) -> tuple[str, ...]:
+    return tuple(f"x_{i}" for i in range(d))
+
+
+def _as_float(value, name: str) -> Array:
+    try:
+        arr = jnp.asarray(value)
+    except (TypeError, ValueError) as exc:
+        dtype = getattr(value, "dtype", None)
+        raise ValidationError(
+            f"{name} must be numeric; got {type(value).__name__}"
+            + (f" of dtype {dtype}" if dtype is not None else "")
+        ) from exc
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        if not jnp.issubdtype(arr.dtype, jnp.number) and arr.dtype != bool:
+            raise ValidationError(f"{name} must be numeric; got dtype {arr.dtype}")
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def _float_dtype(x) -> np.dtype:
+    # The plain constructor may hold numpy (even integer) arrays; compute in the
+    # dtype JAX would use for them.
+    dtype = jax.dtypes.canonicalize_dtype(x.dtype)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+
+
+def _check_names(parameters, d: int) -> tuple[str, ...]:
+    if parameters is None:
+        return _default_names(d)
+    if isinstance(parameters, str):
+        raise ValidationError(
+            f"parameters must be a sequence of names; got the string {parameters!r}"
+            f" (use [{parameters!r}] for a single parameter)"
+        )
+    names = tuple(parameters)
+    bad = [p for p in names if not isinstance(p, str)]
+    if bad:
+        raise ValidationError(f"parameter names must be strings; got {bad[0]!r}")
+    names = tuple(str(p) for p in names)  # numpy string scalars -> str
+    if len(names) != d:
+        raise ValidationError(
+            f"got {len(names)} parameter names {names} for x with {d} columns; "
+            "give one name per column"
+        )
+    dupes = sorted({p for p in names if names.count(p) > 1})
+    if dupes:
+        raise ValidationError(f"parameter names must be unique; repeated: {dupes}")
+    return names
+
+
+def _check_key(key) -> None:
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        raise ValidationError(
+            f"key must be a typed PRNG key from jax.random.key(seed); got "
+            f"{type(key).__name__} with dtype {dtype}"
+        )
+    if key.shape != ():
+        raise ValidationError(f"key must be a single key; got shape {key.shape}")
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _systematic_indices(key: PRNGKey, weights: Array, num_samples: int) -> Array:
+    # One uniform offset, then a comb of num_samples evenly spaced points through
+    # the weight CDF; each index appears floor(n W_i) or ceil(n W_i) times.
+    comb = jnp.arange(num_samples, dtype=weights.dtype)
+    u = (jax.random.uniform(key, dtype=weights.dtype) + comb) / num_samples
+    cdf = jnp.cumsum(weights)
+    cdf = cdf / cdf[-1]
+    idx = jnp.searchsorted(cdf, u, side="right")
+    return jnp.clip(idx, 0, weights.shape[0] - 1)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _multinomial_indices(key: PRNGKey, weights: Array, num_samples: int) -> Array:
+    return jax.random.categorical(key, jnp.log(weights), shape=(num_samples,))
+
+
+# The weighted statistics below are jitted as a whole: run op by op, every new
+# shape pays one compilation per primitive, which dominates for small inputs.
+
+
+@jax.jit
+def _normalise(log_weights: Array) -> Array:
+    return log_weights - jax.nn.logsumexp(log_weights)
+
+
+@jax.jit
+def _kish_ess(log_weights: Array) -> Array:
+    # (sum w)^2 / sum w^2, in log space so large log-weights do not overflow.
+    lse = jax.nn.logsumexp
+    return jnp.exp(2 * lse(log_weights) - lse(2 * log_weights))
+
+
+@jax.jit
+def _weighted_cov(x: Array, weights: Array, ddof) -> Array:
+    dx = x - weights @ x
+    return (dx.T * weights) @ dx / (1.0 - ddof * jnp.sum(weights**2))
+
+
+@jax.jit
+def _weighted_std(x: Array, weights: Array, ddof) -> Array:
+    dx = x - weights @ x
+    return jnp.sqrt(weights @ dx**2 / (1.0 - ddof * jnp.sum(weights**2)))
+
+
+@jax.jit
+def _weighted_quantile(x: Array, weights: Array, q: Array) -> Array:
+    order = jnp.argsort(x, axis=0)
+    xs = jnp.take_along_axis(x, order, axis=0)
+    ws = weights[order]
+    c = jnp.cumsum(ws, axis=0) - 0.5 * ws
+    # Zero-weight points must not become interpolation nodes: replace each by the
+    # previous positive-weight node (or the first one, before any).
+    positive = ws > 0
+    rows = jnp.arange(ws.shape[0])[:, None]
+    prev = jax.lax.cummax(jnp.where(positive, rows, -1), axis=0)
+    src = jnp.where(prev < 0, jnp.argmax(positive, axis=0)[None, :], prev)
+    xs = jnp.take_along_axis(xs, src, axis=0)
+    c = jnp.take_along_axis(c, src, axis=0)
+    interp = jax.vmap(jnp.interp, in_axes=(None, 1, 1), out_axes=-1)
+    return interp(q, c, xs)
+
+
+@jax.jit
+def _summary_stats(samples) -> tuple[Array, Array, Array]:
+    return samples.mean(), samples.std(), samples.quantile(jnp.array([0.05, 0.5, 0.95]))
+
+
+def _concrete_equal(a, b) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return False
+
+
+def _fresh_group(h5, path: str):
+    if path in ("", "."):
+        for name in list(h5.attrs):
+            del h5.attrs[name]
+        for name in list(h5):
+            del h5[name]
+        return h5
+    if path in h5:
+        del h5[path]
+    return h5.create_group(path)
+
+
+@struct.dataclass(eq=False)
+class Samples:
+    """Weighted samples in named parameters.
+
+    Parameters
+    ----------
+    x : jax.Array
+        Points, shape ``(n_samples, n_dims)``.
+    parameters : tuple[str, ...] or None
+        Column names (static metadata); ``("x_0", ..., "x_{d-1}")`` if None.
+    log_likelihood, log_prior, log_q : jax.Array or None
+        Per-sample log-densities, shape ``(n_samples,)``.
+    log_weights : jax.Array or None
+        Unnormalised log importance weights, shape ``(n_samples,)``; None means
+        equal weights.
+    log_evidence, log_evidence_error : jax.Array or None
+        Scalar estimate of log Z and its standard error.
+
+    Notes
+    -----
+    The constructor runs during every pytree unflatten (``jit``, ``vmap``,
+    ``tree.map``), so it only converts lists to arrays and fills default
+    names; it does not validate. Use :meth:`from_array` or the ``from_*``
+    constructors for eager checks.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> s = Samples.from_array([[0.0, 1.0], [2.0, 3.0]], parameters=["a", "b"])
+    >>> s["b"].tolist()
+    [1.0, 3.0]
+    >>> float(s.effective_sample_size)
+    2.0
+    """
+
+    x: Array
+    parameters: tuple[str, ...] | None = struct.field(pytree_node=False, default=None)
+    log_likelihood: Array | None = None
+    log_prior: Array | None = None
+    log_q: Array | None = None
+    log_weights: Array | None = None
+    log_evidence: Array | None = None
+    log_evidence_error: Array | None = None
+
+    def __post_init__(self):
+        for name in ("x",) + _PER_SAMPLE:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, _as_float(value, name))
+        names = self.parameters
+        if isinstance(names, list):
+            object.__setattr__(self, "parameters", tuple(names))
+        elif names is None:
+            shape = getattr(self.x, "shape", None)
+            if shape is not None and len(shape) == 2:
+                object.__setattr__(self, "parameters", _default_names(shape[1]))
+
+    # -- construction -----------------------------------------------------------
+
+    @classmethod
+    def from_array(
+        cls, x: ArrayLike, parameters=None, **fields: ArrayLike | None
+    ) -> "Samples":
+        """Build validated samples from an array-like.
+
+        Parameters
+        ----------
+        x : jax.typing.ArrayLike
+            Points, shape ``(n_samples, n_dims)``; integers are cast to the
+            default float dtype.
+        parameters : Sequence[str] or None
+            One unique name per column; defaults to ``x_0, x_1, ...``.
+        **fields : jax.typing.ArrayLike or None
+            Any of ``log_likelihood``, ``log_prior``, ``log_q``,
+            ``log_weights`` (shape ``(n_samples,)``), ``log_evidence`` and
+            ``log_evidence_error`` (scalars).
+
+        Returns
+        -------
+        Samples
+
+        Raises
+        ------
+        ValidationError
+            If x is not 2-D, a field has the wrong shape or an unknown name,
+            or the names do not match the columns.
+        """
+        unknown = sorted(set(fields) - set(_PER_SAMPLE + _SCALARS))
+        if unknown:
+            raise ValidationError(
+                f"unknown Samples fields {unknown}; expected some of "
+                f"{list(_PER_SAMPLE + _SCALARS)}"
+            )
+        x = _as_float(x, "x")
+        if x.ndim != 2:
+            raise ValidationError(
+                f"x must be 2-D with shape (n_samples, n_dims); got shape {x.shape}"
+                " (use x[:, None] for one parameter)"
+            )
+        n, d = x.shape
+        if n == 0:
+            raise ValidationError("x must hold at least one sample; got shape (0, d)")
+        names = _check_names(parameters, d)
+        values = {}
+        for name, value in fields.items():
+            if value is None:
+                continue
+            arr = _as_float(value, name)
+            want = (n,) if name in _PER_SAMPLE else ()
+            if arr.shape != want:
+                raise ValidationError(
+                    f"{name} must have shape {want} to match x with {n} samples; "
+                    f"got shape {arr.shape}"
+                )
+            values[name] = arr
+        return cls(x, names, **values)
+
+    @classmethod
+    def from_dict(cls, data, parameters=None) -> "Samples":
+        """Build samples from a flat or nested dict.
+
+        Parameters
+        ----------
+        data : Mapping
+            Either flat, one 1-D entry per parameter plus optional per-sample
+            fields and evidence (as from ``to_dict(flat=True)``), or nested,
+            with ``"x"`` of shape ``(n, d)`` and ``"parameters"``.
+        parameters : Sequence[str] or None
+            For flat dicts, which keys are parameters and in what order;
+            default: every key that is not a field name, in dict order.
+
+        Returns
+        -------
+        Samples
+
+        Raises
+        ------
+        ValidationError
+            If a column is missing or columns differ in length.
+        """
+        fields = {k: data[k] for k in _PER_SAMPLE + _SCALARS if k in data}
+        if "x" in data and "parameters" in data and parameters is None:
+            names = [str(p) for p in np.asarray(data["parameters"]).tolist()]
+            return cls.from_array(data["x"], names, **fields)
+        if parameters is None:
+            names = [k for k in data if k not in _RESERVED]
+        else:
+            names = list(_check_names(parameters, len(parameters)))
+        if not names:
+            raise ValidationError(
+                f"no parameter columns in dict with keys {list(data)}; pass a flat "
+                "dict of parameter columns or a dict with 'x' and 'parameters'"
+            )
+        missing = [k for k in names if k not in data]
+        if missing:
+            raise ValidationError(f"parameters {missing} are not keys of the dict")
+        cols = [np.asarray(data[k]) for k in names]
+        for k, c in zip(names, cols):
+            if c.shape != cols[0].shape or c.ndim != 1:
+                raise ValidationError(
+                    f"column {k!r} has shape {c.shape}; every parameter column must"
+                    f" be 1-D like {names[0]!r} with shape {cols[0].shape}"
+                )
+        return cls.from_array(np.stack(cols, axis=1), names, **fields)
+
+    # -- sizes and weights ------------------------------------------------------
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples ``n``."""
+        return int(self.x.shape[0])
+
+    @property
+    def dims(self) -> int:
+        """Number of parameters ``d``."""
+        return int(self.x.shape[-1])
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __contains__(self, name) -> bool:
+        return name in (self.parameters or ())
+
+    @property
+    def log_weights_normalised(self) -> Array:
+        """``log W_i``, shape ``(n_samples,)``, with ``sum_i W_i = 1``."""
+        n = self.n_samples
+        if self.log_weights is None:
+            return jnp.full((n,), -np.log(n), dtype=_float_dtype(self.x))
+        return _normalise(self.log_weights)
+
+    @property
+    def weights(self) -> Array:
+        """Normalised weights ``W_i``, shape ``(n_samples,)``."""
+        return jnp.exp(self.log_weights_normalised)
+
+    @property
+    def effective_sample_size(self) -> Array:
+        """Kish effective sample size ``(sum w)^2 / sum w^2``, a scalar."""
+        if self.log_weights is None:
+            return jnp.asarray(self.n_samples, dtype=_float_dtype(self.x))
+        return _kish_ess(self.log_weights)
+
+    @property
+    def efficiency(self) -> Array:
+        """``ESS / n`` in (0, 1]."""
+        return self.effective_sample_size / self.n_samples
+
+    # -- weighted moments -------------------------------------------------------
+
+    def mean(self) -> Array:
+        """Weighted mean, shape ``(n_dims,)``."""
+        if self.log_weights is None:
+            return jnp.mean(jnp.asarray(self.x, _float_dtype(self.x)), axis=0)
+        return self.weights @ self.x
+
+    def cov(self, ddof: int = 0) -> Array:
+        """Weighted covariance, shape ``(n_dims, n_dims)``.
+
+        Parameters
+        ----------
+        ddof : int
+            0 normalises by the total weight; 1 applies the reliability-weight
+            correction ``1 - sum W_i^2``, as ``numpy.cov(..., aweights=W)``.
+
+        Returns
+        -------
+        jax.Array
+        """
+        x = jnp.asarray(self.x, _float_dtype(self.x))
+        return _weighted_cov(x, self.weights, ddof)
+
+    def std(self, ddof: int = 0) -> Array:
+        """Weighted standard deviation, shape ``(n_dims,)``; see :meth:`cov`."""
+        x = jnp.asarray(self.x, _float_dtype(self.x))
+        return _weighted_std(x, self.weights, ddof)
+
+    def quantile(self, q: ArrayLike) -> Array:
+        """Weighted quantiles per parameter.
+
+        Parameters
+        ----------
+        q : jax.typing.ArrayLike
+            Probabilities in [0, 1], scalar or shape ``(k,)``.
+
+        Returns
+        -------
+        jax.Array
+            Shape ``(n_dims,)`` for scalar ``q``, else ``(k, n_dims)``.
+
+        Notes
+        -----
+        Sorted values are placed at the mid-points of their weight, ``c_i =
+        sum_{j<i} W_j + W_i / 2``, and interpolated linearly; zero-weight
+        points are ignored. With equal weights this is ``numpy.quantile(...,
+        method="hazen")``.
+        """
+        dtype = _float_dtype(self.x)
+        q = jnp.asarray(q, dtype=dtype)
+        return _weighted_quantile(jnp.asarray(self.x, dtype), self.weights, q)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Weighted mean, std and 5 / 50 / 95 % quantiles per parameter.
+
+        Returns
+        -------
+        dict[str, dict[str, float]]
+            ``{name: {"mean", "std", "q05", "q50", "q95"}}`` as Python floats.
+        """
+        mean, std, qs = jax.device_get(_summary_stats(self))
+        return {
+            name: {
+                "mean": float(mean[i]),
+                "std": float(std[i]),
+                "q05": float(qs[0, i]),
+                "q50": float(qs[1, i]),
+                "q95": float(qs[2, i]),
+            }
+            for i, name in enumerate(self.parameters)
+        }
+
+    # -- selection --------------------------------------------------------------
+
+    def _take(self, index) -> "Samples":
+        per_sample = {
+            k: getattr(self, k)[index]
+            for k in _PER_SAMPLE
+            if getattr(self, k) is not None
+        }
+        return self.replace(x=self.x[index], **per_sample)
+
+    def resample(
+        self, key: PRNGKey, n: int | None = None, method: str = "systematic"
+    ) -> "Samples":
+        """Draw equally weighted samples in proportion to the weights.
+
+        Parameters
+        ----------
+        key : jax.Array
+            Typed PRNG key.
+        n : int or None
+            Number of samples to draw; defaults to ``n_samples``.
+        method : str
+            ``"systematic"`` (low variance) or ``"multinomial"``.
+
+        Returns
+        -------
+        Samples
+            ``n`` samples with ``log_weights=None``; the evidence is kept.
+
+        Raises
+        ------
+        ValidationError
+            If the key is not a typed key, ``n`` is not a positive int or the
+            method is unknown.
+        """
+        _check_key(key)
+        n = self.n_samples if n is None else n
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValidationError(f"n must be a positive int; got {n!r}")
+        if method not in _METHODS:
+            raise ValidationError(f"method must be one of {_METHODS}; got {method!r}")
+        pick = _systematic_indices if method == "systematic" else _multinomial_indices
+        idx = pick(key, self.weights, int(n))
+        return self._take(idx).replace(log_weights=None)
+
+    def __getitem__(self, item):
+        """Select samples (int, slice, index array, mask) or parameters.
+
+        A parameter name returns its column, shape ``(n_samples,)``; a list of
+        names returns Samples with those columns; an int returns Samples
+        holding that one sample.
+        """
+        names = self.parameters or ()
+        if isinstance(item, str):
+            if item not in names:
+                raise KeyError(f"no parameter {item!r}; the parameters are {names}")
+            return self.x[:, names.index(item)]
+        if (
+            isinstance(item, (list, tuple))
+            and item
+            and all(isinstance(i, str) for i in item)
+        ):
+            missing = [i for i in item if i not in names]
+            if missing:
+                raise KeyError(f"no parameters {missing}; the parameters are {names}")
+            cols = np.array([names.index(i) for i in item])
+            return self.replace(x=self.x[:, cols], parameters=tuple(item))
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            n = self.n_samples
+            if not -n <= item < n:
+                raise IndexError(f"sample index {item} out of range for {n} samples")
+            i = int(item) % n
+            return self._take(slice(i, i + 1))
+        if isinstance(item, slice):
+            return self._take(item)
+        index = jnp.asarray(item)
+        return self._take(index[None] if index.ndim == 0 else index)
+
+    @classmethod
+    def concatenate(cls, samples) -> "Samples":
+        """Join samples along the sample axis.
+
+        Parameters
+        ----------
+        samples : Sequence[Samples]
+            With identical parameter names.
+
+        Returns
+        -------
+        Samples
+            Log-weights are joined as given (parts without weights count as
+            ``log w = 0``); the evidence is kept only if every part carries
+            the same value.
+
+        Raises
+        ------
+        ValidationError
+            If the list is empty, the names differ, or a per-sample field is
+            present in some parts only.
+        """
+        parts = list(samples)
+        if not parts or not all(isinstance(s, Samples) for s in parts):
+            raise ValidationError("concatenate needs a non-empty list of Samples")
+        names = parts[0].parameters
+        for s in parts[1:]:
+            if s.parameters != names:
+                raise ValidationError(
+                    f"cannot concatenate samples in {s.parameters} with samples in "
+                    f"{names}; select matching parameters first"
+                )
+        out = {"x": jnp.concatenate([s.x for s in parts])}
+        for name in _PER_SAMPLE:
+            values = [getattr(s, name) for s in parts]
+            if all(v is None for v in values):
+                continue
+            if name == "log_weights":
+                values = [
+                    jnp.zeros(s.n_samples, _float_dtype(s.x)) if v is None else v
+                    for s, v in zip(parts, values)
+                ]
+            elif any(v is None for v in values):
+                raise ValidationError(
+                    f"cannot concatenate: {name} is set in some parts and None in "
+                    "others; drop it or provide it everywhere"
+                )
+            out[name] = jnp.concatenate(values)
+        for name in _SCALARS:
+            first = getattr(parts[0], name)
+            values = [getattr(s, name) for s in parts[1:]]
+            if first is not None and all(
+                v is not None and _concrete_equal(first, v) for v in values
+            ):
+                out[name] = first
+        return cls(parameters=names, **out)
+
+    # -- conversions ------------------------------------------------------------
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """Copy to host as a dict of numpy arrays.
+
+        Returns
+        -------
+        dict[str, numpy.ndarray]
+            ``"x"``, ``"parameters"`` (a string array) and every field that is
+            not None; ``Samples.from_dict`` reads it back.
+        """
+        out = {"x": np.asarray(self.x), "parameters": np.array(self.parameters)}
+        for name in _PER_SAMPLE + _SCALARS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = np.asarray(value)
+        return out
+
+    def to_dict(self, flat: bool = True) -> dict:
+        """Convert to a dict of numpy arrays.
+
+        Parameters
+        ----------
+        flat : bool
+            True: one 1-D column per parameter name plus the per-sample fields
+            and evidence. False: the :meth:`to_numpy` layout, with
+            ``"parameters"`` as a list.
+
+        Returns
+        -------
+        dict
+
+        Raises
+        ------
+        ValidationError
+            If ``flat`` and a parameter is named like a field.
+        """
+        data = self.to_numpy()
+        if not flat:
+            data["parameters"] = list(self.parameters)
+            return data
+        clash = sorted(set(self.parameters) & set(_RESERVED))
+        if clash:
+            raise ValidationError(
+                f"parameters {clash} clash with Samples field names in a flat dict;"
+                " use to_dict(flat=False)"
+            )
+        x = data.pop("x")
+        del data["parameters"]
+        cols = {name: x[:, i] for i, name in enumerate(self.parameters)}
+        return {**cols, **data}
+
+    def to_dataframe(self):
+        """Convert to a ``pandas.DataFrame``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per parameter and per-sample field; the evidence is in
+            ``DataFrame.attrs``.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (``pip install "aspire-jax[pandas]"``).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "Samples.to_dataframe needs pandas, an optional dependency; install "
+                'it with pip install "aspire-jax[pandas]"'
+            ) from exc
+        data = self.to_numpy()
+        x = data.pop("x")
+        del data["parameters"]
+        columns = {name: x[:, i] for i, name in enumerate(self.parameters)}
+        columns.update({k: data[k] for k in _PER_SAMPLE if k in data})
+        frame = pd.DataFrame(columns)
+        for k in _SCALARS:
+            if k in data:
+                frame.attrs[k] = float(data[k])
+        return frame
+
+    def save(self, h5, path: str = "samples") -> None:
+        """Write to an HDF5 group: datasets for x and the per-sample fields,
+        parameter names (JSON) and evidence as attributes.
+
+        Parameters
+        ----------
+        h5 : h5py.Group or str or os.PathLike
+            An open file or group, or a ``.h5`` / ``.hdf5`` path opened in
+            append mode.
+        path : str
+            Group below ``h5`` to (re)create; ``"."`` writes into ``h5``.
+        """
+        if isinstance(h5, (str, os.PathLike)):
+            from aspire_jax.io.hdf5 import AspireFile
+
+            with AspireFile(h5, "a") as f:
+                return self.save(f, path)
+        group = _fresh_group(h5, path)
+        data = self.to_numpy()
+        group.attrs["aspire_jax_type"] = "Samples"
+        group.attrs["parameters"] = json.dumps(list(self.parameters))
+        group.create_dataset("x", data=data["x"])
+        for name in _PER_SAMPLE:
+            if name in data:
+                group.create_dataset(name, data=data[name])
+        for name in _SCALARS:
+            if name in data:
+                group.attrs[name] = data[name]
+        return None
+
+    @classmethod
+    def load(cls, h5, path: str = "samples") -> "Samples":
+        """Read samples written by :meth:`save`.
+
+        Parameters
+        ----------
+        h5 : h5py.Group or str or os.PathLike
+            An open file or group, or a ``.h5`` / ``.hdf5`` path.
+        path : str
+            The group below ``h5``; ``"."`` reads ``h5`` itself.
+
+        Returns
+        -------
+        Samples
+
+        Raises
+        ------
+        CheckpointError
+            If the group is missing or its contents are inconsistent.
+        """
+        if isinstance(h5, (str, os.PathLike)):
+            from aspire_jax.io.hdf5 import AspireFile
+
+            with AspireFile(h5, "r") as f:
+                return cls.load(f, path)
+        import h5py
+
+        group = h5 if path in ("", ".") else h5.get(path)
+        if (
+            not isinstance(group, h5py.Group)
+            or "x" not in group
+            or "parameters" not in group.attrs
+        ):
+            raise CheckpointError(
+                f"no samples at {path!r} in {h5.file.filename!r}; write them with "
+                "Samples.save"
+            )
+        try:
+            names = json.loads(group.attrs["parameters"])
+            fields = {k: group[k][()] for k in _PER_SAMPLE if k in group}
+            fields.update({k: group.attrs[k] for k in _SCALARS if k in group.attrs})
+            return cls.from_array(group["x"][()], names, **fields)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(
+                f"the samples at {group.name!r} are inconsistent: {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        shape = getattr(self.x, "shape", None)
+        present = [k for k in _PER_SAMPLE + _SCALARS if getattr(self, k) is not None]
+        return (
+            f"Samples(x: {shape}, parameters={self.parameters}, "
+            f"fields={present})"
+        )
