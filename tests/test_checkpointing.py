@@ -1,0 +1,266 @@
+"""Checkpoint and resume through the facade, as users of aspire expect."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+import problems
+from aspire_jax import Aspire, AspireFile, CheckpointError, ValidationError
+from aspire_jax.io import read_checkpoint_bytes, state_dict_from_bytes
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN = dict(target_efficiency=0.9, n_mcmc_steps=4)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    aspire = problems.make_aspire()
+    aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+    return aspire
+
+
+def _fresh_like(aspire):
+    """A new Aspire with the same settings and flow (no resume state)."""
+    other = problems.make_aspire()
+    other.flow_params = aspire.flow_params
+    return other
+
+
+def _assert_same_run(a, b):
+    (sa, ha), (sb, hb) = a, b
+    np.testing.assert_array_equal(np.asarray(sa.x), np.asarray(sb.x))
+    assert float(sa.log_evidence) == float(sb.log_evidence)
+    assert float(sa.log_evidence_error) == float(sb.log_evidence_error)
+    assert set(ha.data) == set(hb.data)
+    for k in ha.data:
+        np.testing.assert_array_equal(ha.data[k], hb.data[k], err_msg=k)
+
+
+def test_checkpoint_file_layout(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    fitted.sample_posterior(400, key=1, checkpoint_path=path, **RUN)
+    with AspireFile(path, "r") as f:
+        assert {"checkpoint", "aspire_config", "sampler_config", "flow",
+                "history"} <= set(f.keys())
+        blob = f["checkpoint"]["state"][...].tobytes()
+        assert f["checkpoint"]["state"].dtype == np.uint8
+    state = state_dict_from_bytes(blob)
+    assert state["x"].shape == (400, problems.DIMS)
+    assert float(state["beta"]) == 1.0
+    with h5py.File(path, "r") as f:
+        import json
+
+        cfg = {k: json.loads(v) for k, v in f["aspire_config"].attrs.items()}
+        assert cfg["sampler_type"] == "smc"
+        assert cfg["sampler_config"]["options"]["target_efficiency"] == 0.9
+
+
+def test_resume_from_bytes_dict_and_path_is_exact(fitted, tmp_path):
+    blobs = []
+    full = fitted.sample_posterior(400, key=2, return_history=True,
+                                   checkpoint_callback=blobs.append, **RUN)
+    assert len(blobs) >= 3
+    mid = blobs[len(blobs) // 2]
+    # A dict from checkpoint_callback carries the settings and history.
+    _assert_same_run(full, fitted.sample_posterior(400, return_history=True,
+                                                   resume_from=mid))
+    # Raw bytes carry the state only; the settings are passed again.
+    again = fitted.sample_posterior(400, key=2, return_history=True,
+                                    resume_from=mid["state"], **RUN)
+    np.testing.assert_array_equal(np.asarray(full[0].x), np.asarray(again[0].x))
+    # A file path.
+    path = tmp_path / "run.h5"
+    partial = []
+    fitted.sample_posterior(400, key=2, checkpoint_path=path,
+                            checkpoint_callback=partial.append, **RUN)
+    _assert_same_run(full, fitted.sample_posterior(400, return_history=True,
+                                                   resume_from=str(path)))
+
+
+def test_checkpoint_every_and_callback(fitted):
+    blobs = []
+    _, history = fitted.sample_posterior(400, key=3, return_history=True,
+                                         checkpoint_every=2,
+                                         checkpoint_callback=blobs.append, **RUN)
+    assert [b["iteration"] for b in blobs] == list(range(2, len(history) + 1, 2))
+    assert all(isinstance(b["state"], bytes) for b in blobs)
+
+
+def test_auto_checkpoint_and_resume_from_file(tmp_path):
+    path = str(tmp_path / "auto.h5")
+    aspire = problems.make_aspire()
+    with aspire.auto_checkpoint(path, every=1):
+        aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+        with AspireFile(path, "r") as f:
+            assert "flow" in f and "aspire_config" in f and "checkpoint" not in f
+        full = aspire.sample_posterior(400, key=4, return_history=True, **RUN)
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    import jax
+
+    same = jax.tree_util.tree_map(lambda u, v: bool(np.array_equal(u, v)),
+                                  resumed.flow_params.net, aspire.flow_params.net)
+    assert all(jax.tree_util.tree_leaves(same))
+    # Finished run: resuming returns the same posterior without new iterations.
+    again = resumed.sample_posterior(return_history=True)
+    _assert_same_run(full, again)
+
+
+def test_file_without_checkpoint_starts_again(fitted, tmp_path):
+    path = tmp_path / "flow_only.h5"
+    with AspireFile(path, "w") as f:
+        fitted.save_config(f)
+        fitted.save_flow(f)
+    assert read_checkpoint_bytes(path) is None
+    aspire = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                     log_prior=problems.log_prior)
+    post = aspire.sample_posterior(300, key=5, checkpoint_path=path, **RUN)
+    ref = fitted.sample_posterior(300, key=5, **RUN)
+    np.testing.assert_array_equal(np.asarray(post.x), np.asarray(ref.x))
+    assert read_checkpoint_bytes(path) is not None
+
+
+def test_manual_load_flow_and_bytes_as_on_the_docs_page(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    full = fitted.sample_posterior(300, key=6, checkpoint_path=path, **RUN)
+    aspire = problems.make_aspire()
+    with AspireFile(path, "r") as f:
+        aspire.load_flow(f, path="flow")
+        blob = f["checkpoint"]["state"][...].tobytes()
+    again = aspire.sample_posterior(300, sampler="smc", resume_from=blob, key=6, **RUN)
+    np.testing.assert_array_equal(np.asarray(full.x), np.asarray(again.x))
+
+
+def test_seed_recorded_when_no_key(fitted, tmp_path):
+    path = tmp_path / "seed.h5"
+    first = fitted.sample_posterior(300, checkpoint_path=path, **RUN)
+    import json
+
+    with h5py.File(path, "r") as f:
+        seed = json.loads(f["sampler_config"].attrs["seed"])
+    assert isinstance(seed, int)
+    again = fitted.sample_posterior(300, key=seed, **RUN)
+    np.testing.assert_array_equal(np.asarray(first.x), np.asarray(again.x))
+
+
+def test_only_hdf5_paths(fitted):
+    for bad in ("run.pkl", "run.txt", "run"):
+        with pytest.raises(ValidationError, match=r"\.h5 or \.hdf5"):
+            fitted.sample_posterior(100, key=0, checkpoint_path=bad)
+    with pytest.raises(ValidationError, match=r"\.h5"):
+        with fitted.auto_checkpoint("run.json"):
+            pass
+
+
+def test_mismatched_resume_names_the_problem(fitted, tmp_path):
+    blobs = []
+    fitted.sample_posterior(300, key=7, checkpoint_callback=blobs.append, **RUN)
+    with pytest.raises(CheckpointError, match=r"state\.x.*\(300, 3\)"):
+        fitted.sample_posterior(200, key=7, resume_from=blobs[0]["state"], **RUN)
+    with pytest.raises(CheckpointError, match="kernel_params"):
+        fitted.sample_posterior(300, key=7, resume_from=blobs[0]["state"], kernel="rwmh")
+    tampered = bytearray(blobs[0]["state"])
+    tampered[4] = 99  # format version field
+    with pytest.raises(CheckpointError, match="version"):
+        fitted.sample_posterior(300, key=7, resume_from=bytes(tampered), **RUN)
+
+
+def test_flow_architecture_mismatch(fitted, tmp_path):
+    path = tmp_path / "arch.h5"
+    with AspireFile(path, "w") as f:
+        fitted.save_flow(f)
+    other = problems.make_aspire(n_layers=3)
+    with AspireFile(path, "r") as f, pytest.raises(CheckpointError, match="n_layers"):
+        other.load_flow(f)
+
+
+@pytest.mark.parametrize("content", ["pickle", "garbage", "truncated"])
+def test_corrupt_checkpoint_files(fitted, tmp_path, content, monkeypatch):
+    import pickle
+
+    path = tmp_path / "bad.h5"
+    fitted.sample_posterior(300, key=8, checkpoint_path=path, **RUN)
+    if content == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        payload = (pickle.dumps({"x": 1}) if content == "pickle"
+                   else os.urandom(500))
+        with h5py.File(path, "a") as f:
+            del f["checkpoint/state"]
+            f["checkpoint/state"] = np.frombuffer(payload, np.uint8)
+
+    def refuse(*a, **k):
+        raise AssertionError("something tried to unpickle")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    with pytest.raises(CheckpointError):
+        fitted.sample_posterior(300, resume_from=str(path))
+
+
+def test_reader_holding_the_file_does_not_stop_the_run(fitted, tmp_path):
+    path = tmp_path / "held.h5"
+    fitted.sample_posterior(300, key=9, checkpoint_path=path, **RUN)
+    code = ("import h5py, sys, time\n"
+            "f = h5py.File(sys.argv[1], 'r')\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n")
+    reader = subprocess.Popen([sys.executable, "-c", code, str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "open"
+        post = fitted.sample_posterior(300, key=10, checkpoint_path=path, **RUN)
+    finally:
+        reader.kill()
+        reader.wait()
+        reader.stdout.close()
+    resumed = fitted.sample_posterior(300, resume_from=str(path))
+    np.testing.assert_array_equal(np.asarray(post.x), np.asarray(resumed.x))
+
+
+def _iteration_in(path):
+    try:
+        blob = read_checkpoint_bytes(path)
+    except (CheckpointError, OSError):
+        return -1
+    return -1 if blob is None else int(state_dict_from_bytes(blob)["iteration"])
+
+
+def test_sigkill_at_random_points_then_resume_is_exact(tmp_path):
+    """Kill the sampler twice at random moments; the resumed run is bitwise equal."""
+    path = str(tmp_path / "killed.h5")
+    rng = random.Random(1234)
+    kills = 0
+    for mode in ("fresh", "resume"):
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "_checkpoint_worker.py"), path, mode],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        deadline = time.time() + 240
+        start = _iteration_in(path)
+        while _iteration_in(path) <= start and proc.poll() is None:
+            assert time.time() < deadline, "worker wrote no checkpoint in time"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.15))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        proc.stdout.close()
+    assert kills >= 1
+    assert _iteration_in(path) >= 1
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    got = resumed.sample_posterior(return_history=True)
+    # The uninterrupted run, with the same flow, key and settings.
+    import _checkpoint_worker as w
+
+    ref = _fresh_like(resumed).sample_posterior(w.N, return_history=True, **w.RUN)
+    _assert_same_run(ref, got)
