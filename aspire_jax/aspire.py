@@ -28,6 +28,9 @@ from .io import (AspireFile, history_from_group, history_to_group,
                  state_from_bytes, state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
 from .samples import Samples
+from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
+                       jit_sharded_step, replicate, shard_state, sharded_template,
+                       unshard_state)
 from .smc.importance import make_importance_sampler
 from .smc.mcmc import make_mcmc_sampler
 from .smc.state import SMCConfig, SMCInfo, SMCState, Status
@@ -202,6 +205,7 @@ class Aspire:
         self._resume: dict | None = None
         self._last_sampler_config: dict | None = None
         self._compiled: dict = {}
+        self.n_likelihood_evaluations = 0
         self._check_parameters()
 
     # ------------------------------------------------------------------ setup
@@ -416,7 +420,7 @@ class Aspire:
                          checkpoint_callback: Callable | None = None,
                          resume_from=None, progress: bool | None = None,
                          log_every: int = 1, sampler_kwargs: Mapping | None = None,
-                         **options):
+                         mesh=None, **options):
         """Sample the new posterior, starting from the fitted flow.
 
         Parameters
@@ -451,6 +455,10 @@ class Aspire:
             Kernel options in the spelling of the original aspire:
             ``n_steps`` (MCMC sweeps per iteration), ``step_fn`` (``"tpcn"`` or
             ``"pcn"``), ``target_acceptance_rate``.
+        mesh
+            Split the particles over devices (SMC only): a mesh from
+            :func:`aspire_jax.sharding.particle_mesh` or a device count; ``None``
+            runs on the default device. A checkpoint resumes on any mesh.
         **options
             Sampler settings: for ``"smc"`` every field of
             :class:`~aspire_jax.smc.SMCConfig` except ``n_particles``, plus
@@ -464,6 +472,7 @@ class Aspire:
         """
         self._require_flow()
         _check_count(n_samples, "n_samples")
+        mesh = as_mesh(mesh)
         resume = self._resolve_resume(resume_from)
         if sampler is None:
             sampler = (resume or {}).get("sampler") or "smc"
@@ -471,6 +480,10 @@ class Aspire:
         if sampler not in SAMPLERS:
             raise ValidationError(f"unknown sampler {sampler!r}; choose one of "
                                   f"{list(SAMPLERS)}")
+        if mesh is not None and sampler != "smc":
+            raise NotImplementedError(
+                f"mesh places SMC particles only; sampler={sampler!r} runs on one "
+                "device: drop mesh or use sampler='smc'")
         if resume and resume.get("sampler_config"):
             stored = dict(resume["sampler_config"].get("options", {}))
             stored.update(options)
@@ -509,7 +522,8 @@ class Aspire:
                 key, int(n_samples), options, resume=resume,
                 checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                 save_config=checkpoint_save_config, save_flow=checkpoint_save_flow,
-                callback=checkpoint_callback, progress=progress, log_every=log_every)
+                callback=checkpoint_callback, progress=progress, log_every=log_every,
+                mesh=mesh)
         samples, history = out
         return (samples, history) if return_history else samples
 
@@ -519,6 +533,7 @@ class Aspire:
         sample = self._cached("importance", n, lambda: jax.jit(make_importance_sampler(
             self.log_likelihood, self.log_prior, self.flow, n)))
         r = jax.device_get(sample(key, self.flow_params))
+        self.n_likelihood_evaluations = int(r.n_evaluations)
         err = float(np.sqrt(r.log_evidence_var))
         logger.info("importance sampling: log Z = %.4f +- %.4f, ESS = %.1f (%.2f%%)",
                     r.log_evidence, err, r.ess, 100 * r.ess / n)
@@ -555,6 +570,7 @@ class Aspire:
                                   config, self.log_likelihood, self.log_prior, space,
                                   n_steps, n_burnin)))
         r = jax.device_get(sample(key, self.flow_params))
+        self.n_likelihood_evaluations = int(r.n_evaluations)
         logger.info("mcmc: %d chains x %d sweeps, final acceptance %.3f",
                     n, n_burnin + n_steps, float(r.acceptance[-1]))
         samples = Samples.from_array(r.x, parameters=self.parameters,
@@ -579,7 +595,7 @@ class Aspire:
         return self.flow
 
     def _run_smc(self, key, n, options, *, resume, checkpoint_path, checkpoint_every,
-                 save_config, save_flow, callback, progress, log_every):
+                 save_config, save_flow, callback, progress, log_every, mesh=None):
         options = dict(options)
         n_final = options.pop("n_final_samples", None)
         driver = options.pop("driver", "host")
@@ -590,16 +606,19 @@ class Aspire:
         config = SMCConfig(n_particles=n, **options)
         self._probe()
         space = self._space(config)
-        smc, step, init, run = self._cached("smc", (config, space),
-                                            lambda: self._build_smc(config, space))
+        smc, step, init, run = self._cached(
+            "smc", (config, space, mesh),
+            lambda: self._build_smc(config, space, mesh, key))
+        flow_params = self.flow_params if mesh is None else replicate(
+            self.flow_params, mesh)
         history = History.empty("smc")
         if resume is not None:
-            state, history = self._restore_state(smc, key, resume)
+            state, history = self._restore_state(smc, key, resume, mesh)
             logger.info("resuming SMC at iteration %d, beta = %.4g",
                         int(state.iteration), float(state.beta))
         else:
-            state = init(key, self.flow_params)
-        self._check_initial_state(state)
+            state = init(key, flow_params)
+        self._check_initial_state(state if mesh is None else host_state(state))
         cap = config.iteration_cap
         remaining = max(cap - int(state.iteration), 0)
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
@@ -625,23 +644,30 @@ class Aspire:
 
         try:
             if driver == "device" and writer.inactive:
-                state, padded, n_taken = run(smc.step, state, self.flow_params,
+                state, padded, n_taken = run(smc.step, state, flow_params,
                                              max(remaining, 1))
                 rows = list(_unpad(padded, int(n_taken)))
             else:
                 for _ in range(remaining):
                     if float(state.beta) >= 1.0 or int(state.status) == Status.STALLED:
                         break
-                    state, info = step(state, self.flow_params)
+                    state, info = step(state, flow_params)
                     on_step(state, jax.device_get(info))
         finally:
             if bar is not None:
                 bar.close()
+        if mesh is not None:
+            state = unshard_state(state)
         history = history.extend(History.from_infos("smc", rows))
         if float(state.beta) < 1.0 and int(state.status) == Status.RUNNING:
             state = state.replace(status=jnp.asarray(Status.ITERATION_LIMIT, jnp.int32))
         writer.write(state, history, force=True)
         self._last_state = state
+        self.n_likelihood_evaluations = int(state.n_evaluations)
+        logger.info("SMC finished: %d iterations, %d likelihood evaluations, "
+                    "log Z = %.4f +- %.4f", int(state.iteration),
+                    self.n_likelihood_evaluations, float(state.log_evidence),
+                    np.sqrt(max(float(state.log_evidence_var), 0.0)))
         if float(state.beta) < 1.0:
             raise TemperingError(
                 f"SMC stopped at beta = {float(state.beta):.6g} after "
@@ -654,10 +680,14 @@ class Aspire:
         samples = self._smc_samples(state, config, n_final, space)
         return samples, history
 
-    def _build_smc(self, config, space):
+    def _build_smc(self, config, space, mesh=None, key=None):
         smc = build_smc(config, self.log_likelihood, self.log_prior, space)
-        return (smc, jax.jit(smc.step), jax.jit(smc.init),
-                jax.jit(run_device, static_argnums=(0, 3)))
+        run = jax.jit(run_device, static_argnums=(0, 3))
+        if mesh is None:
+            return smc, jax.jit(smc.step), jax.jit(smc.init), run
+        template = jax.eval_shape(smc.init, key, self.flow_params)
+        return (smc, jit_sharded_step(smc.step, template, mesh),
+                jit_sharded_init(smc.init, template, mesh), run)
 
     def _check_initial_state(self, state):
         lp = np.asarray(state.log_prior)
@@ -722,14 +752,18 @@ class Aspire:
             "resume_from must be checkpoint bytes, a checkpoint dict, a state dict or "
             f"an .h5/.hdf5 path; got {type(resume_from).__name__}")
 
-    def _restore_state(self, smc, key, resume):
+    def _restore_state(self, smc, key, resume, mesh=None):
         if resume.get("state") is None and resume.get("state_dict") is None:
             raise CheckpointError("the checkpoint holds no SMC state to resume from")
         template = jax.eval_shape(smc.init, key, self.flow_params)
+        if mesh is not None:
+            template = sharded_template(template, mesh)
         if resume.get("state") is not None:
             state = state_from_bytes(template, resume["state"])
         else:
             state = state_from_state_dict(template, resume["state_dict"])
+        if mesh is not None:
+            state = shard_state(state, mesh)
         hist = resume.get("history")
         history = History.from_dict(hist) if hist else History.empty("smc")
         if len(history) > int(state.iteration):
@@ -930,6 +964,10 @@ class _CheckpointWriter:
 
     def write(self, state, history, force=False):
         if self.inactive:
+            return
+        # Gathering is collective under jax.distributed; only one process writes.
+        state = host_state(state)
+        if not is_checkpoint_writer():
             return
         blob = state_to_bytes(state)
         sc = self.aspire._last_sampler_config

@@ -1,12 +1,24 @@
-"""Plots people expect: weighted corner plots, SMC history and flow loss.
+"""Plots people expect: weighted corner plots, comparisons, SMC history and the
+flow's training curve.
 
 matplotlib is an optional extra (``pip install 'aspire-jax[plot]'``); it is
-imported only when a plot is asked for. Every function returns the figure.
+imported only when a plot is asked for, and the non-interactive Agg backend is
+chosen when no display is available. Every function returns the
+``matplotlib.figure.Figure`` and never calls ``show``.
+
+Weighted samples are drawn with their normalised weights ``W_i``: histograms
+use ``weights=W``, so no resampling (and no key) is needed.
 """
+
+import math
+import os
 
 import numpy as np
 
-__all__ = ["corner_plot", "plot_history", "plot_flow_loss", "plot_comparison"]
+from aspire_jax.errors import ValidationError
+
+__all__ = ["corner_plot", "plot_comparison", "plot_marginals", "plot_history",
+           "plot_flow_loss"]
 
 
 def _plt():
@@ -23,8 +35,6 @@ def _plt():
 
 
 def _has_display() -> bool:
-    import os
-
     return bool(os.environ.get("DISPLAY") or os.environ.get("MPLBACKEND"))
 
 
@@ -34,68 +44,143 @@ def _xw(samples):
     return x, w
 
 
+def _check_sets(samples, parameters, labels, colors):
+    """The names to show and their column in each sample set, validated."""
+    if not samples:
+        raise ValidationError("pass at least one Samples to plot")
+    for s in samples:
+        if not hasattr(s, "x") or not hasattr(s, "weights"):
+            raise ValidationError(
+                f"plots take Samples objects; got {type(s).__name__} (wrap arrays "
+                "with Samples.from_array(x, parameters=[...]))")
+    names = list(parameters or samples[0].parameters)
+    columns = []
+    for k, s in enumerate(samples):
+        missing = [p for p in names if p not in s.parameters]
+        if missing:
+            raise ValidationError(
+                f"sample set {k} has no parameters {missing}; it has "
+                f"{list(s.parameters)}. Pass parameters= common to every set")
+        columns.append([list(s.parameters).index(p) for p in names])
+    for what, values in (("labels", labels), ("colors", colors)):
+        if values is not None and len(values) != len(samples):
+            raise ValidationError(
+                f"got {len(values)} {what} for {len(samples)} sample sets; give one "
+                "per set")
+    return names, columns
+
+
+def _ranges(data, columns):
+    lo = np.min([np.quantile(x[:, c], 0.002, axis=0)
+                 for (x, _), c in zip(data, columns)], axis=0)
+    hi = np.max([np.quantile(x[:, c], 0.998, axis=0)
+                 for (x, _), c in zip(data, columns)], axis=0)
+    same = hi <= lo
+    return np.where(same, lo - 0.5, lo), np.where(same, hi + 0.5, hi)
+
+
+def _grid(plt, fig, rows, cols, size):
+    if fig is None:
+        fig, _ = plt.subplots(rows, cols, figsize=size, squeeze=False)
+    if len(fig.axes) != rows * cols:
+        raise ValidationError(
+            f"fig must have {rows} x {cols} = {rows * cols} axes; it has "
+            f"{len(fig.axes)}. Pass fig=None to make a new figure")
+    return fig, np.asarray(fig.axes).reshape(rows, cols)
+
+
 def corner_plot(*samples, parameters=None, labels=None, bins: int = 30, fig=None,
-                colors=None):
+                colors=None, truths=None):
     """Weighted one- and two-dimensional marginals of one or more sample sets.
 
     Parameters
     ----------
-    *samples
-        :class:`~aspire_jax.samples.Samples` objects with the same parameters.
-    parameters
-        Names to show (all by default).
-    labels
+    *samples : Samples
+        One or more sample sets holding the shown parameters.
+    parameters : Sequence[str] or None
+        Names to show (all of the first set's by default).
+    labels : Sequence[str] or None
         One legend label per sample set.
-    bins
+    bins : int
         Histogram bins per axis.
-    fig
+    fig : matplotlib.figure.Figure or None
         Existing figure with ``d * d`` axes to draw into.
-    colors
+    colors : Sequence or None
         One matplotlib colour per sample set.
+    truths : Sequence[float] or None
+        Reference values per shown parameter, drawn as lines.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``d * d`` axes; the upper triangle is hidden, so ``d (d + 1) / 2`` are
+        visible. Contours enclose 39.3 % and 86.5 % of the weight (the 1- and
+        2-sigma regions of a 2-D Gaussian).
+
+    Raises
+    ------
+    ValidationError
+        If a set lacks a parameter, the label or colour count is wrong, or
+        ``fig`` has the wrong number of axes.
     """
     plt = _plt()
-    names = list(parameters or samples[0].parameters)
-    idx = [list(samples[0].parameters).index(p) for p in names]
+    names, columns = _check_sets(samples, parameters, labels, colors)
     d = len(names)
-    if fig is None:
-        fig, _ = plt.subplots(d, d, figsize=(1.6 * d + 1, 1.6 * d + 1), squeeze=False)
-    axes = np.asarray(fig.axes).reshape(d, d)
+    if truths is not None and len(truths) != d:
+        raise ValidationError(f"got {len(truths)} truths for {d} parameters")
+    fig, axes = _grid(plt, fig, d, d, (1.6 * d + 1, 1.6 * d + 1))
     colors = colors or [f"C{i}" for i in range(len(samples))]
     data = [_xw(s) for s in samples]
-    lo = np.min([np.quantile(x[:, idx], 0.002, axis=0) for x, _ in data], axis=0)
-    hi = np.max([np.quantile(x[:, idx], 0.998, axis=0) for x, _ in data], axis=0)
-    for k, ((x, w), c) in enumerate(zip(data, colors)):
+    lo, hi = _ranges(data, columns)
+    for k, ((x, w), c, cols) in enumerate(zip(data, colors, columns)):
+        label = None if labels is None else labels[k]
         for i in range(d):
             for j in range(d):
-                ax = axes[i, j]
-                if j > i:
-                    ax.set_visible(False)
-                    continue
-                xi = x[:, idx[i]]
-                if i == j:
-                    ax.hist(xi, bins=bins, range=(lo[i], hi[i]), weights=w,
-                            density=True, histtype="step", color=c,
-                            label=None if labels is None else labels[k])
-                    ax.set_yticks([])
-                else:
-                    xj = x[:, idx[j]]
-                    h, ex, ey = np.histogram2d(xj, xi, bins=bins, weights=w,
-                                               range=[(lo[j], hi[j]), (lo[i], hi[i])])
-                    ax.contour(0.5 * (ex[1:] + ex[:-1]), 0.5 * (ey[1:] + ey[:-1]),
-                               h.T, levels=_credible_levels(h), colors=c,
-                               linewidths=0.8)
-                if i == d - 1:
-                    ax.set_xlabel(names[j], fontsize=7)
-                else:
-                    ax.set_xticklabels([])
-                if j == 0 and i > 0:
-                    ax.set_ylabel(names[i], fontsize=7)
-                elif j > 0:
-                    ax.set_yticklabels([])
-                ax.tick_params(labelsize=6)
+                _corner_panel(axes[i, j], i, j, x, w, cols, lo, hi, bins, c, label)
+    for i in range(d):
+        for j in range(i + 1):
+            _corner_axis_labels(axes[i, j], i, j, d, names, lo, hi)
+            if truths is not None:
+                axes[i, j].axvline(truths[j], color="k", lw=0.6)
+                if i != j:
+                    axes[i, j].axhline(truths[i], color="k", lw=0.6)
     if labels is not None:
         axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.1, 1.0))
     return fig
+
+
+def _corner_panel(ax, i, j, x, w, cols, lo, hi, bins, color, label):
+    if j > i:
+        ax.set_visible(False)
+        return
+    xi = x[:, cols[i]]
+    if i == j:
+        ax.hist(xi, bins=bins, range=(lo[i], hi[i]), weights=w, density=True,
+                histtype="step", color=color, label=label)
+        ax.set_yticks([])
+        return
+    xj = x[:, cols[j]]
+    h, ex, ey = np.histogram2d(xj, xi, bins=bins, weights=w,
+                               range=[(lo[j], hi[j]), (lo[i], hi[i])])
+    levels = _credible_levels(h)
+    if len(levels) and np.max(h) > levels[0]:
+        ax.contour(0.5 * (ex[1:] + ex[:-1]), 0.5 * (ey[1:] + ey[:-1]), h.T,
+                   levels=levels, colors=color, linewidths=0.8)
+
+
+def _corner_axis_labels(ax, i, j, d, names, lo, hi):
+    ax.set_xlim(lo[j], hi[j])
+    if i != j:
+        ax.set_ylim(lo[i], hi[i])
+    if i == d - 1:
+        ax.set_xlabel(names[j], fontsize=7)
+    else:
+        ax.set_xticklabels([])
+    if j == 0 and i > 0:
+        ax.set_ylabel(names[i], fontsize=7)
+    elif j > 0:
+        ax.set_yticklabels([])
+    ax.tick_params(labelsize=6)
 
 
 def _credible_levels(h, masses=(0.393, 0.865)):
@@ -108,41 +193,166 @@ def _credible_levels(h, masses=(0.393, 0.865)):
     return levels or [float(flat.max()) * 0.5]
 
 
-def plot_comparison(*samples, labels=None, parameters=None):
-    """Corner plot of several sample sets (e.g. earlier, flow and posterior)."""
-    return corner_plot(*samples, parameters=parameters, labels=labels)
+def plot_marginals(*samples, parameters=None, labels=None, bins: int = 40,
+                   fig=None, colors=None, ncols: int = 4):
+    """Weighted one-dimensional marginals, one panel per parameter.
+
+    Parameters
+    ----------
+    *samples : Samples
+        One or more sample sets holding the shown parameters.
+    parameters : Sequence[str] or None
+        Names to show (all of the first set's by default).
+    labels : Sequence[str] or None
+        One legend label per sample set.
+    bins : int
+        Histogram bins.
+    fig : matplotlib.figure.Figure or None
+        Existing figure with ``rows * ncols`` axes.
+    colors : Sequence or None
+        One matplotlib colour per sample set.
+    ncols : int
+        Panels per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One visible axis per parameter (spare grid cells are hidden), with
+        the parameter name as x label.
+    """
+    plt = _plt()
+    names, columns = _check_sets(samples, parameters, labels, colors)
+    d = len(names)
+    ncols = max(1, min(int(ncols), d))
+    rows = math.ceil(d / ncols)
+    fig, axes = _grid(plt, fig, rows, ncols, (2.6 * ncols, 2.1 * rows + 0.3))
+    axes = axes.ravel()
+    colors = colors or [f"C{i}" for i in range(len(samples))]
+    data = [_xw(s) for s in samples]
+    lo, hi = _ranges(data, columns)
+    for p, ax in enumerate(axes):
+        if p >= d:
+            ax.set_visible(False)
+            continue
+        for k, ((x, w), c, cols) in enumerate(zip(data, colors, columns)):
+            ax.hist(x[:, cols[p]], bins=bins, range=(lo[p], hi[p]), weights=w,
+                    density=True, histtype="step", color=c,
+                    label=None if labels is None else labels[k])
+        ax.set_xlabel(names[p], fontsize=8)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+    if labels is not None:
+        axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(*samples, labels=None, parameters=None, kind: str = "corner",
+                    **kwargs):
+    """Compare sample sets, e.g. the earlier samples, the flow and the posterior.
+
+    Parameters
+    ----------
+    *samples : Samples
+        The sets to overlay, in legend order.
+    labels : Sequence[str] or None
+        One legend label per set.
+    parameters : Sequence[str] or None
+        Names to show.
+    kind : str
+        ``"corner"`` (:func:`corner_plot`) or ``"marginals"``
+        (:func:`plot_marginals`, better for many parameters).
+    **kwargs
+        Passed to that function (``bins``, ``colors``, ``fig``, ...).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValidationError
+        If ``kind`` is unknown.
+    """
+    if kind == "corner":
+        return corner_plot(*samples, parameters=parameters, labels=labels, **kwargs)
+    if kind == "marginals":
+        return plot_marginals(*samples, parameters=parameters, labels=labels,
+                              **kwargs)
+    raise ValidationError(f"kind must be 'corner' or 'marginals'; got {kind!r}")
 
 
 def plot_history(history, fig=None):
-    """Beta schedule, ESS, acceptance and log-evidence increments per iteration."""
+    """Beta schedule, ESS, acceptance and log-evidence increments per iteration.
+
+    Parameters
+    ----------
+    history : History
+        From ``sample_posterior(..., return_history=True)``.
+    fig : matplotlib.figure.Figure or None
+        Existing figure with 4 axes to draw into.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        A 2 x 2 grid: beta (log scale when positive), ESS, MCMC acceptance
+        and the log-evidence increment of each iteration with its error bar.
+
+    Raises
+    ------
+    ValidationError
+        If the history is empty.
+    """
     plt = _plt()
-    if fig is None:
-        fig, _ = plt.subplots(2, 2, figsize=(8, 5.5))
-    ax = np.asarray(fig.axes).reshape(2, 2)
+    if len(history) == 0:
+        raise ValidationError("the history is empty: there is nothing to plot")
+    fig, ax = _grid(plt, fig, 2, 2, (8, 5.5))
     it = np.arange(1, len(history) + 1)
-    ax[0, 0].plot(it, history.beta, marker=".")
-    ax[0, 0].set(xlabel="iteration", ylabel="beta", yscale="log")
+    beta = np.asarray(history.beta, float)
+    ax[0, 0].plot(it, beta, marker=".")
+    ax[0, 0].set(xlabel="iteration", ylabel="beta",
+                 yscale="log" if np.all(beta > 0) else "linear")
     ax[0, 1].plot(it, history.ess, marker=".", label="ESS")
     ax[0, 1].set(xlabel="iteration", ylabel="ESS")
     ax[1, 0].plot(it, history.acceptance, marker=".")
     ax[1, 0].set(xlabel="iteration", ylabel="acceptance", ylim=(0, 1))
-    ax[1, 1].errorbar(it, history.log_evidence_increment,
-                      yerr=np.sqrt(np.maximum(history.log_evidence_increment_var, 0)),
-                      marker=".", linestyle="none")
+    err = np.sqrt(np.maximum(np.asarray(history.log_evidence_increment_var, float), 0))
+    ax[1, 1].errorbar(it, history.log_evidence_increment, yerr=err, marker=".",
+                      linestyle="none")
     ax[1, 1].set(xlabel="iteration", ylabel="log Z increment")
+    fig.suptitle(f"{getattr(history, 'sampler', 'smc')}: {len(history)} iterations",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def plot_flow_loss(flow_history, fig=None):
-    """Training and validation loss per epoch, with the best epoch marked."""
+    """Training and validation loss per epoch, with the best epoch marked.
+
+    Parameters
+    ----------
+    flow_history : FlowHistory
+        From :meth:`Aspire.fit`.
+    fig : matplotlib.figure.Figure or None
+        Existing figure with one axis to draw into.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axis: the training curve, the validation curve (if a validation
+        set was used) and a dotted line at the epoch whose parameters were
+        kept.
+    """
     plt = _plt()
-    if fig is None:
-        fig, _ = plt.subplots(figsize=(5, 3.5))
-    ax = fig.axes[0]
-    ax.plot(np.asarray(flow_history.training_loss), label="training")
-    ax.plot(np.asarray(flow_history.validation_loss), label="validation")
-    ax.axvline(flow_history.best_epoch, color="k", lw=0.6, ls=":")
+    fig, axes = _grid(plt, fig, 1, 1, (5, 3.5))
+    ax = axes[0, 0]
+    train = np.asarray(flow_history.training_loss)
+    valid = np.asarray(flow_history.validation_loss)
+    ax.plot(np.arange(len(train)), train, label="training")
+    if valid.size:
+        ax.plot(np.arange(len(valid)), valid, label="validation")
+    ax.axvline(flow_history.best_epoch, color="k", lw=0.6, ls=":",
+               label=f"kept (epoch {flow_history.best_epoch})")
     ax.set(xlabel="epoch", ylabel="negative log-likelihood")
     ax.legend()
     fig.tight_layout()

@@ -23,8 +23,9 @@ emits parameters for the transformed half only and the spline is evaluated on
 that half only. This computes the same map as ``distrax.MaskedCoupling`` but
 at about half the cost, which is most of the training time.
 
-The conditioner's last layer starts with tiny weights, so every layer starts
-close to the identity. With one dimension there is nothing to condition on:
+The conditioner's last layer starts at zero, and zero parameters make both
+inner bijectors the identity, so every layer starts as the identity map; the
+hidden layers are random, so gradients reach them after the first step. With one dimension there is nothing to condition on:
 the conditioner sees a constant zero input and the layer is an unconditional
 spline or affine map with learnable parameters.
 
@@ -63,8 +64,6 @@ COUPLING_KINDS = ("spline", "affine")
 
 # Bound S on the per-layer log-scale of affine couplings.
 _AFFINE_MAX_LOG_SCALE = 3.0
-# Variance scale of the conditioner's output layer: small, for near-identity init.
-_OUTPUT_INIT_SCALE = 1e-4
 
 
 def coupling_masks(n_dims: int, n_layers: int) -> tuple[np.ndarray, ...]:
@@ -126,9 +125,7 @@ class Conditioner(nn.Module):
             h = nn.silu(nn.Dense(width)(h))
         out = nn.Dense(
             self.n_out * self.n_params,
-            kernel_init=nn.initializers.variance_scaling(
-                _OUTPUT_INIT_SCALE, "fan_in", "truncated_normal"
-            ),
+            kernel_init=nn.initializers.zeros,
             bias_init=nn.initializers.zeros,
         )(h)
         return out.reshape(x.shape[:-1] + (self.n_out, self.n_params))

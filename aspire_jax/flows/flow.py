@@ -231,6 +231,7 @@ class Flow:
             spline_range=c.spline_range,
         )
 
+    @functools.partial(jax.jit, static_argnums=(0, 2))
     def _init_net(self, key: PRNGKey, dtype=jnp.float32) -> dict:
         return self._net.init(key, jnp.zeros((1, self.n_dims), dtype=dtype))
 
@@ -273,7 +274,7 @@ class Flow:
             affine=c.affine,
             eps=c.eps,
         )
-        net = self._init_net(key, transform.lower.dtype)
+        net = self._init_net(key, np.dtype(transform.lower.dtype))
         return FlowParams(transform=transform, net=net)
 
     def _check_points(self, x: ArrayLike, name: str) -> Array:

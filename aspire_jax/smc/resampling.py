@@ -77,8 +77,11 @@ def residual(key: PRNGKey, weights: ArrayLike, num_samples: int) -> Array:
     res_total = jnp.sum(res)
     res_w = jnp.where(res_total > 0, res / jnp.where(res_total > 0, res_total, 1.0),
                       weights)
-    extra = multinomial(key, res_w, num_samples)
-    # Multinomial draws come sorted; shuffle-free placement keeps determinism.
+    # Independent, unsorted draws: the first ``num_samples - n_fixed`` of them
+    # are then a multinomial sample from the residual weights. (Sorted draws
+    # would favour low indices, because only a prefix is used.)
+    u = jax.random.uniform(key, (num_samples,), dtype=weights.dtype)
+    extra = _inverse_cdf(u, res_w)
     idx = jnp.where(slots < n_fixed, fixed, extra[slots - n_fixed])
     return jnp.clip(idx, 0, weights.shape[0] - 1)
 

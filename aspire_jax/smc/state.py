@@ -94,6 +94,10 @@ class SMCConfig:
         Space in which moves are made: ``"standard"`` (bounded-to-unbounded and
         affine whitening of the flow's parameter transform), ``"flow"`` (the
         flow's latent space) or ``"none"`` (native parameters).
+    batch_size
+        Evaluate the likelihood, prior and flow on at most this many particles
+        at a time (a ``lax.map`` over batches) to bound peak memory; ``None``
+        evaluates all particles at once. Results do not depend on it.
     """
 
     n_particles: int
@@ -115,6 +119,7 @@ class SMCConfig:
     max_mcmc_steps: int = 50
     decorrelation_threshold: float = 0.1
     preconditioning: str = "standard"
+    batch_size: int | None = None
 
     def __post_init__(self):
         from .resampling import RESAMPLERS
@@ -181,6 +186,11 @@ class SMCConfig:
         _check(self.preconditioning in PRECONDITIONING,
                f"unknown preconditioning {self.preconditioning!r}; choose one of "
                f"{list(PRECONDITIONING)}")
+        _check(self.batch_size is None
+               or (isinstance(self.batch_size, int)
+                   and not isinstance(self.batch_size, bool) and self.batch_size >= 1),
+               "batch_size must be None (all particles at once) or a positive "
+               f"integer; got {self.batch_size!r}")
 
     @property
     def iteration_cap(self) -> int:

@@ -43,6 +43,7 @@ __all__ = [
     "target_efficiency_at",
     "tempered_log_density",
     "evaluate_densities",
+    "map_batches",
 ]
 
 
@@ -67,17 +68,56 @@ def _sanitise(v: Array) -> Array:
     return jnp.where(jnp.isnan(v) | (v == jnp.inf), -jnp.inf, v)
 
 
-def evaluate_densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x):
+def map_batches(fn: Callable, x: Array, batch_size: int | None):
+    """Apply the row-wise ``fn`` to ``x`` at most ``batch_size`` rows at a time.
+
+    ``fn`` maps ``(b, ...)`` to a pytree of ``(b, ...)`` arrays, row by row.
+    With ``batch_size=None`` (or at least ``n`` rows) it is called once on all
+    of ``x``; otherwise ``lax.map`` runs it over ``ceil(n / batch_size)``
+    batches in turn, so only one batch of intermediates is alive at a time.
+
+    Notes
+    -----
+    Batches are strided, not contiguous: row ``i`` goes to batch
+    ``i % n_batches``. With ``x`` split over devices along axis 0 and
+    ``batch_size`` a multiple of the device count, every batch is then spread
+    evenly over the devices and no row changes device. When ``batch_size``
+    does not divide ``n``, ``x`` is padded with copies of its first row, whose
+    results are dropped.
+    """
+    n = x.shape[0]
+    if batch_size is None or batch_size >= n:
+        return fn(x)
+    n_batches = -(-n // batch_size)
+    pad = n_batches * batch_size - n
+    if pad:
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
+    batches = x.reshape((batch_size, n_batches) + x.shape[1:]).swapaxes(0, 1)
+    out = jax.lax.map(fn, batches)
+
+    def unbatch(a):
+        return a.swapaxes(0, 1).reshape((n + pad,) + a.shape[2:])[:n]
+
+    return jax.tree_util.tree_map(unbatch, out)
+
+
+def evaluate_densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x,
+                       batch_size: int | None = None):
     """Log-prior, log-likelihood and flow log-density of ``x``, sanitised.
 
     The likelihood is only evaluated where the prior is finite; elsewhere it
     is set to ``-inf`` (points outside the prior support are impossible).
+    ``batch_size`` bounds the rows evaluated at once (see :func:`map_batches`).
     """
-    lp = _sanitise(log_prior_fn(x))
-    ll = _sanitise(log_likelihood_fn(x))
-    ll = jnp.where(jnp.isfinite(lp), ll, -jnp.inf)
-    lq = _sanitise(flow.log_prob(flow_params, x))
-    return lp, ll, lq
+
+    def evaluate(x):
+        lp = _sanitise(log_prior_fn(x))
+        ll = _sanitise(log_likelihood_fn(x))
+        ll = jnp.where(jnp.isfinite(lp), ll, -jnp.inf)
+        lq = _sanitise(flow.log_prob(flow_params, x))
+        return lp, ll, lq
+
+    return map_batches(evaluate, x, batch_size)
 
 
 def tempered_log_density(beta, log_prior, log_likelihood, log_q):
@@ -134,8 +174,8 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
 
     def init_from_particles(key: PRNGKey, x: Array, flow_params) -> SMCState:
         lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                        flow_params, x)
-        u, _ = to_space(flow_params, x)
+                                        flow_params, x, config.batch_size)
+        u, _ = map_batches(lambda x: to_space(flow_params, x), x, config.batch_size)
         dtype = x.dtype
         return SMCState(
             x=x, log_likelihood=ll, log_prior=lp, log_q=lq,
@@ -191,16 +231,20 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     to_space, from_space = _spaces(config, flow)
 
     def mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params):
-        u, _ = to_space(flow_params, x)
+        u, _ = map_batches(lambda x: to_space(flow_params, x), x, config.batch_size)
 
-        def log_density_fn(u):
+        def unbatched_log_density(u):
             x, log_det = from_space(flow_params, u)
             lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
                                             flow_params, x)
             logp = _sanitise(tempered_log_density(beta, lp, ll, lq) + log_det)
             return logp, _Aux(x, lp, ll, lq)
 
-        _, log_det0 = from_space(flow_params, u)
+        def log_density_fn(u):
+            return map_batches(unbatched_log_density, u, config.batch_size)
+
+        _, log_det0 = map_batches(lambda u: from_space(flow_params, u), u,
+                                  config.batch_size)
         logp0 = _sanitise(tempered_log_density(beta, lp, ll, lq) + log_det0)
         kstate = KernelState(u, logp0, _Aux(x, lp, ll, lq), None)
         extra_evals = 0
