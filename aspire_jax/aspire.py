@@ -102,6 +102,11 @@ def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndar
     return bounds
 
 
+def _float_dtype():
+    """float64 when the user enabled ``jax_enable_x64``, float32 otherwise."""
+    return jax.dtypes.canonicalize_dtype(np.float64)
+
+
 def _function_id(fn) -> str:
     mod = getattr(fn, "__module__", None) or "?"
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
@@ -277,7 +282,7 @@ class Aspire:
             raise ValidationError(
                 f"{what} must have shape (n, {self.dims}); got {x.shape}")
         if not np.issubdtype(x.dtype, np.floating):
-            x = x.astype(np.float32)
+            x = x.astype(_float_dtype())
         if x.shape[0] < 2:
             raise ValidationError(f"{what} need at least 2 rows; got {x.shape[0]}")
         bad = ~np.isfinite(x)
@@ -299,7 +304,7 @@ class Aspire:
 
     def _check_user_functions(self, x: np.ndarray):
         """Evaluate the user's functions on a few points, eagerly, with clear errors."""
-        probe = jnp.asarray(x[: min(4, len(x))], jnp.float32)
+        probe = jnp.asarray(x[: min(4, len(x))], _float_dtype())
         for name, fn in (("log_prior", self.log_prior),
                          ("log_likelihood", self.log_likelihood)):
             try:
@@ -356,7 +361,7 @@ class Aspire:
         x = self._as_array(samples, "training samples")
         key, seed = _as_key(key)
         key_init, key_fit = jax.random.split(key)
-        x = x.astype(np.float32)
+        x = x.astype(_float_dtype())
         params = self.flow.init(key_init, x, prior_bounds=self._flow_bounds())
         callback, bar = self._fit_progress(n_epochs, progress)
         try:
