@@ -99,7 +99,9 @@ def _check_samples(x: ArrayLike) -> np.ndarray:
             f"x must be a 2-D array of shape (n_samples, n_dims); got shape {x.shape}."
         )
     if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValidationError(f"x must have at least one sample and one dim; got shape {x.shape}.")
+        raise ValidationError(
+            f"x must have at least one sample and one dim; got shape {x.shape}."
+        )
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValidationError(f"x must be a real-valued array; got dtype {x.dtype}.")
     x = x.astype(_working_dtype(x))
@@ -107,8 +109,8 @@ def _check_samples(x: ArrayLike) -> np.ndarray:
     if bad.any():
         i, j = np.argwhere(bad)[0]
         raise ValidationError(
-            f"x must be finite; x[{i}, {j}] = {_fmt(x[i, j])} ({int(bad.sum())} non-finite "
-            "entries). Drop or repair those samples."
+            f"x must be finite; x[{i}, {j}] = {_fmt(x[i, j])} ({int(bad.sum())} "
+            "non-finite entries). Drop or repair those samples."
         )
     return x
 
@@ -518,11 +520,13 @@ def transform_from_config(config: dict) -> TransformParams:
             )
     _check_settings(config["bounded_transform"], config["eps"])
     dtype = jax.dtypes.canonicalize_dtype(np.float64)
-    lower = np.array([-np.inf if v is None else v for v in config["lower"]], dtype=dtype)
-    upper = np.array([np.inf if v is None else v for v in config["upper"]], dtype=dtype)
+    lower = np.array([-np.inf if v is None else v for v in config["lower"]], dtype)
+    upper = np.array([np.inf if v is None else v for v in config["upper"]], dtype)
     for j, kind in enumerate(kinds):
         if kind not in KINDS:
-            raise ValidationError(f"unknown transform kind {kind!r} at index {j}; use one of {KINDS}.")
+            raise ValidationError(
+                f"unknown transform kind {kind!r} at index {j}; use one of {KINDS}."
+            )
         if kind != _kind_of(lower[j], upper[j]) or not lower[j] < upper[j]:
             raise ValidationError(
                 f"kind {kind!r} at index {j} does not match bounds "

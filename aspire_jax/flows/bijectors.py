@@ -25,9 +25,11 @@ at about half the cost, which is most of the training time.
 
 The conditioner's last layer starts at zero, and zero parameters make both
 inner bijectors the identity, so every layer starts as the identity map; the
-hidden layers are random, so gradients reach them after the first step. With one dimension there is nothing to condition on:
-the conditioner sees a constant zero input and the layer is an unconditional
-spline or affine map with learnable parameters.
+hidden layers are random, so gradients reach them after the first step.
+
+With one dimension there is nothing to condition on: the conditioner sees a
+constant zero input and the layer is an unconditional spline or affine map
+with learnable parameters.
 
 References
 ----------

@@ -31,7 +31,7 @@ __all__ = ["FlowHistory", "fit"]
 _STOP_REASONS = ("max_epochs", "early_stopping", "non_finite_loss")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class FlowHistory:
     """Per-epoch losses of a :func:`fit` call.
 
@@ -85,7 +85,9 @@ class FlowHistory:
         keys = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or not set(data) <= keys:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValidationError(f"FlowHistory keys must be among {sorted(keys)}; got {got}.")
+            raise ValidationError(
+                f"FlowHistory keys must be among {sorted(keys)}; got {got}."
+            )
         missing = sorted(keys - {"stop_reason"} - set(data))
         if missing:
             raise ValidationError(f"FlowHistory dict lacks {missing}.")
@@ -158,7 +160,9 @@ def _check_float(name: str, value, low: float, *, strict: bool, allow_none=False
     ok = ok and math.isfinite(value) and (value > low if strict else value >= low)
     if not ok:
         op = ">" if strict else ">="
-        raise ValidationError(f"{name} must be a finite float {op} {low}; got {value!r}.")
+        raise ValidationError(
+            f"{name} must be a finite float {op} {low}; got {value!r}."
+        )
     return float(value)
 
 
@@ -167,7 +171,9 @@ def _validate(flow, params, key, x, n_epochs, batch_size, validation_fraction,
     if not isinstance(flow, Flow):
         raise ValidationError(f"flow must be a Flow; got {type(flow).__name__}.")
     if not isinstance(params, FlowParams):
-        raise ValidationError(f"params must be FlowParams; got {type(params).__name__}.")
+        raise ValidationError(
+            f"params must be FlowParams; got {type(params).__name__}."
+        )
     _check_key(key)
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != flow.n_dims:
@@ -298,13 +304,16 @@ def fit(
     settings = _OptimizerSettings(
         learning_rate=_check_float("learning_rate", learning_rate, 0.0, strict=True),
         weight_decay=_check_float("weight_decay", weight_decay, 0.0, strict=False),
-        clip_grad=_check_float("clip_grad", clip_grad, 0.0, strict=True, allow_none=True),
+        clip_grad=_check_float(
+            "clip_grad", clip_grad, 0.0, strict=True, allow_none=True
+        ),
     )
 
     key_split, key_epochs = jax.random.split(key)
     u, logdet_t = flow.to_unbounded(params, jnp.asarray(x))
     i_train, i_val = _split(key_split, x.shape[0], float(validation_fraction))
-    u_train, ld_train, u_val, ld_val = u[i_train], logdet_t[i_train], u[i_val], logdet_t[i_val]
+    u_train, ld_train = u[i_train], logdet_t[i_train]
+    u_val, ld_val = u[i_val], logdet_t[i_val]
     batch = min(int(batch_size), u_train.shape[0])
     n_batches = u_train.shape[0] // batch
     use_val = u_val.shape[0] > 0

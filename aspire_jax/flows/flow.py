@@ -85,7 +85,9 @@ class FlowConfig:
                 raise ValidationError(f"{name} must be an int >= {low}; got {value!r}.")
             object.__setattr__(self, name, int(value))
         if self.kind not in COUPLING_KINDS:
-            raise ValidationError(f"kind must be one of {COUPLING_KINDS}; got {self.kind!r}.")
+            raise ValidationError(
+                f"kind must be one of {COUPLING_KINDS}; got {self.kind!r}."
+            )
         sizes = self.hidden_sizes
         if not isinstance(sizes, (tuple, list)) or not all(
             _is_int(w) and w >= 1 for w in sizes
@@ -98,7 +100,9 @@ class FlowConfig:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not (
             0 < r < math.inf
         ):
-            raise ValidationError(f"spline_range must be a finite float > 0; got {r!r}.")
+            raise ValidationError(
+                f"spline_range must be a finite float > 0; got {r!r}."
+            )
         object.__setattr__(self, "spline_range", float(r))
         if not isinstance(self.affine, (bool, np.bool_)):
             raise ValidationError(f"affine must be True or False; got {self.affine!r}.")
@@ -163,14 +167,15 @@ class FlowParams:
 
 
 def _check_key(key) -> None:
-    if not (
-        isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    ):
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(
+        key.dtype, jax.dtypes.prng_key
+    )
+    if not typed:
         got = getattr(key, "dtype", type(key).__name__)
         shape = getattr(key, "shape", "")
         raise ValidationError(
-            f"key must be a typed PRNG key from jax.random.key(seed); got {got}{shape}. "
-            "Wrap a legacy uint32 key with jax.random.wrap_key_data."
+            f"key must be a typed PRNG key from jax.random.key(seed); got "
+            f"{got}{shape}. Wrap a legacy uint32 key with jax.random.wrap_key_data."
         )
 
 
@@ -252,7 +257,9 @@ class Flow:
         Returns
         -------
         FlowParams
-            Parameters of a flow whose coupling layers start near the identity.
+            Parameters of a flow whose coupling layers start as the identity,
+            so the initial density is a product of whitened marginals pulled
+            back through the parameter transform.
 
         Raises
         ------
@@ -398,6 +405,14 @@ class Flow:
         jax.Array
             ``(...)`` ``log q(x)``; ``-inf`` where ``x`` is not strictly inside
             the prior bounds (NaN coordinates count as outside).
+
+        Notes
+        -----
+        Points closer than ``eps * (hi - lo)`` to a finite bound of a bounded
+        parameter are clamped by the parameter transform, so there the value is
+        finite but is not the exact density of the samples the flow draws.
+        With the default ``eps = 1e-6`` this matters only for samples piled
+        against a bound.
         """
         x = self._check_points(x, "x")
         z, logdet = self.to_latent(params, x)
@@ -565,7 +580,9 @@ def _check_same_config(stored, config: FlowConfig) -> None:
 def _check_tree(template, state, path: str) -> None:
     if isinstance(template, dict):
         if not isinstance(state, dict):
-            raise FlowError(f"{path}: expected a mapping, found {type(state).__name__}.")
+            raise FlowError(
+                f"{path}: expected a mapping, found {type(state).__name__}."
+            )
         missing = sorted(set(template) - set(state))
         extra = sorted(set(state) - set(template))
         if missing or extra:
