@@ -78,7 +78,12 @@ class History:
 
     @property
     def n_likelihood_evaluations(self) -> int:
-        """Likelihood evaluations spent in the recorded iterations."""
+        """Likelihood evaluations spent in the recorded iterations.
+
+        The ``n_particles`` evaluations of the initial flow draws are not an
+        iteration and are not included; ``SMCState.n_evaluations`` (and
+        ``Aspire.n_likelihood_evaluations``) count them too.
+        """
         return int(np.sum(self.data.get("n_evaluations", 0)))
 
     def plot(self, fig=None):

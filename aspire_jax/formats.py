@@ -1,0 +1,1123 @@
+"""Read posterior samples from the files other tools write, and hand results on.
+
+Readers return :class:`~aspire_jax.samples.Samples`; :func:`read_samples`
+picks the reader from the object or the file name:
+
+| format         | file or object                              | reader             |
+| -------------- | ------------------------------------------- | ------------------ |
+| ``bilby_json`` | bilby ``*_result.json`` (or ``.json.gz``)   | read_bilby_result  |
+| ``bilby_hdf5`` | bilby ``*_result.hdf5``                     | read_bilby_result  |
+| ``hdf5``       | ``.h5`` written by ``Samples.save``         | read_hdf5          |
+| ``table``      | ``.csv``, ``.tsv``, ``.dat``, ``.txt``      | read_table         |
+| ``npy``        | ``.npy``, plain or structured               | read_array         |
+| ``npz``        | ``.npz``, columns or ``x`` + ``parameters`` | read_array         |
+| ``netcdf``     | ArviZ ``.nc``                               | read_netcdf        |
+| (objects)      | ``InferenceData``, ``DataFrame``, dicts,    | from_arviz,        |
+|                | bilby ``Result``, arrays, ``Samples``       | from_dataframe     |
+
+Writers: :func:`write_samples` (by suffix), :func:`write_bilby_result`,
+:func:`write_table`, :func:`to_bilby_posterior`, :func:`to_arviz` and
+:func:`to_dataframe`.
+
+Nothing here unpickles: ``numpy.load`` runs with ``allow_pickle=False`` and
+bilby's JSON is parsed with :mod:`json`, its encoded arrays and tables being
+decoded by hand (class and function references stay strings and nothing is
+imported from the file's names).
+
+Vector-valued quantities are flattened into named scalar parameters in C
+order: a variable ``theta`` of shape ``(3,)`` becomes ``theta[0]``,
+``theta[1]``, ``theta[2]``; shape ``(2, 2)`` gives ``w[0,0]``, ``w[0,1]``, ...
+"""
+
+import gzip
+import json
+import os
+import re
+import warnings
+from typing import Mapping, Sequence
+
+import jax
+import numpy as np
+
+from aspire_jax.errors import ValidationError
+from aspire_jax.samples import Samples
+
+__all__ = [
+    "FORMATS",
+    "read_samples",
+    "write_samples",
+    "read_bilby_result",
+    "write_bilby_result",
+    "to_bilby_posterior",
+    "read_table",
+    "write_table",
+    "read_array",
+    "read_hdf5",
+    "read_netcdf",
+    "from_arviz",
+    "to_arviz",
+    "from_dataframe",
+    "to_dataframe",
+    "flat_parameter_names",
+]
+
+FORMATS = ("bilby_json", "bilby_hdf5", "hdf5", "table", "npy", "npz", "netcdf")
+_FIELDS = ("log_likelihood", "log_prior", "log_q", "log_weights")
+_SCALARS = ("log_evidence", "log_evidence_error")
+_TABLE_SUFFIXES = (".csv", ".tsv", ".dat", ".txt")
+_NAME = re.compile(r"^(?P<base>.+)\[(?P<index>\d+(?:,\d+)*)\]$")
+
+
+# ---------------------------------------------------------------- names
+
+
+def flat_parameter_names(name: str, shape: Sequence[int]) -> list[str]:
+    """Names of the scalar parameters of a variable of the given shape.
+
+    Parameters
+    ----------
+    name : str
+        Variable name.
+    shape : Sequence[int]
+        Shape of one draw of the variable; ``()`` for a scalar.
+
+    Returns
+    -------
+    list[str]
+        ``[name]`` for a scalar, else ``name[i,j,...]`` in C order.
+
+    Examples
+    --------
+    >>> flat_parameter_names("theta", (2,))
+    ['theta[0]', 'theta[1]']
+    >>> flat_parameter_names("w", (1, 2))
+    ['w[0,0]', 'w[0,1]']
+    """
+    shape = tuple(int(s) for s in shape)
+    if not shape:
+        return [name]
+    return [f"{name}[{','.join(map(str, i))}]" for i in np.ndindex(*shape)]
+
+
+def _group_names(names: Sequence[str]) -> list[tuple[str, tuple, list[int]]]:
+    """Regroup flat names into variables: ``(name, shape, column indices)``.
+
+    Columns named ``v[i,...]`` that together fill a complete C-ordered grid
+    become one variable ``v``; anything else stays a scalar of its own name.
+    """
+    groups: dict[str, list[tuple[tuple[int, ...], int]]] = {}
+    for col, name in enumerate(names):
+        m = _NAME.match(name)
+        if m:
+            index = tuple(int(i) for i in m["index"].split(","))
+            groups.setdefault(m["base"], []).append((index, col))
+    out, used = [], set()
+    for base, entries in groups.items():
+        ndim = {len(i) for i, _ in entries}
+        if len(ndim) != 1 or base in names:
+            continue
+        shape = tuple(max(i[k] for i, _ in entries) + 1 for k in range(ndim.pop()))
+        if [i for i, _ in entries] != list(np.ndindex(*shape)):
+            continue
+        out.append((base, shape, [c for _, c in entries]))
+        used.update(c for _, c in entries)
+    singles = [(n, (), [c]) for c, n in enumerate(names) if c not in used]
+    return sorted(out + singles, key=lambda g: g[2][0])
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _as_key(key, what: str):
+    if key is None:
+        raise ValidationError(
+            f"{what} holds weighted samples and needs equally weighted draws; pass "
+            "key=jax.random.key(seed) (or an int seed) to resample them"
+        )
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    return key
+
+
+def _equal_weights(samples: Samples, key, what: str) -> Samples:
+    """Return ``samples`` unchanged if unweighted, else resampled with ``key``."""
+    lw = samples.log_weights
+    if lw is None:
+        return samples
+    lw = np.asarray(lw)
+    if np.all(lw == lw[0]):
+        return samples.replace(log_weights=None)
+    return samples.resample(_as_key(key, what))
+
+
+def _column(values, name: str, where: str) -> np.ndarray | None:
+    """A float column, or None if the values are not numbers."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError):
+        return None
+    if arr.dtype.kind not in "biuf":
+        return None
+    if arr.ndim != 1:
+        raise ValidationError(
+            f"column {name!r} of {where} has shape {arr.shape}; expected one value "
+            "per sample"
+        )
+    return arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
+
+
+def _from_columns(
+    columns: Mapping[str, np.ndarray],
+    parameters,
+    where: str,
+    default: Sequence[str] | None = None,
+    scalars: Mapping | None = None,
+) -> Samples:
+    """Samples from named columns, choosing the parameters and fields."""
+    if parameters is not None:
+        if isinstance(parameters, str):
+            raise ValidationError(
+                f"parameters must be a list of names; got the string {parameters!r}"
+                f" (use [{parameters!r}])"
+            )
+        names = list(parameters)
+        missing = [p for p in names if p not in columns]
+        if missing:
+            raise ValidationError(
+                f"{where} has no columns {missing}; its columns are {list(columns)}"
+            )
+        bad = [p for p in names if columns[p] is None]
+        if bad:
+            raise ValidationError(f"columns {bad} of {where} are not numeric")
+    elif default is not None and all(columns.get(p) is not None for p in default):
+        names = list(default)
+    else:
+        names = [
+            k for k, v in columns.items()
+            if v is not None and k not in _FIELDS + _SCALARS
+        ]
+    if not names:
+        raise ValidationError(
+            f"{where} has no numeric parameter columns; its columns are "
+            f"{list(columns)}"
+        )
+    lengths = {p: len(columns[p]) for p in names}
+    if len(set(lengths.values())) != 1:
+        raise ValidationError(f"columns of {where} differ in length: {lengths}")
+    fields = {}
+    for k in _FIELDS:
+        if k in columns and columns[k] is not None and k not in names:
+            fields[k] = columns[k]
+    for k, v in (scalars or {}).items():
+        if v is not None and np.isfinite(v):
+            fields[k] = float(v)
+    x = np.stack([columns[p] for p in names], axis=1)
+    return Samples.from_array(x, names, **fields)
+
+
+def _suffix(path) -> str:
+    name = os.fspath(path).lower()
+    if name.endswith(".json.gz"):
+        return ".json.gz"
+    return os.path.splitext(name)[1]
+
+
+def _check_path(path) -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValidationError(
+            f"expected a file path; got {type(path).__name__} {path!r}"
+        )
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file at {path!r}")
+    return path
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def _detect(path: str) -> str:
+    suffix = _suffix(path)
+    if suffix in (".json", ".json.gz"):
+        return "bilby_json"
+    if suffix in (".h5", ".hdf5"):
+        import h5py
+
+        if not h5py.is_hdf5(path):
+            raise ValidationError(
+                f"{path!r} is not an HDF5 file (truncated, or another format with "
+                "an .h5 suffix)")
+        with h5py.File(path, "r") as f:
+            if "posterior" in f and _samples_group(f) is None:
+                return "bilby_hdf5"
+        return "hdf5"
+    if suffix in _TABLE_SUFFIXES:
+        return "table"
+    if suffix in (".npy", ".npz"):
+        return suffix[1:]
+    if suffix in (".nc", ".netcdf", ".nc4"):
+        return "netcdf"
+    raise ValidationError(
+        f"cannot tell the format of {path!r} from its suffix {suffix!r}; pass "
+        f"format= one of {list(FORMATS)}"
+    )
+
+
+def _from_object(obj, parameters) -> Samples:
+    if isinstance(obj, Samples):
+        return obj if parameters is None else obj[list(parameters)]
+    if type(obj).__module__.split(".")[0] == "pandas" and hasattr(obj, "columns"):
+        return from_dataframe(obj, parameters=parameters)
+    if hasattr(obj, "posterior") and hasattr(obj, "search_parameter_keys"):
+        return _from_bilby_object(obj, parameters)
+    if hasattr(obj, "posterior") or type(obj).__name__ in ("InferenceData", "DataTree"):
+        return from_arviz(obj, parameters=parameters)
+    if isinstance(obj, Mapping):
+        return _from_mapping(obj, parameters, "the dict")
+    if isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
+        return _from_ndarray(np.asarray(obj), parameters, "the array")
+    raise ValidationError(
+        f"cannot read samples from a {type(obj).__name__}; pass a file path, "
+        "Samples, a pandas DataFrame, a dict of columns, an ArviZ InferenceData, "
+        "a bilby Result or an array"
+    )
+
+
+def read_samples(path_or_obj, *, parameters=None, format: str | None = None) -> Samples:
+    """Read samples from a file or an in-memory object of another tool.
+
+    Parameters
+    ----------
+    path_or_obj : str or os.PathLike or object
+        A file (see the module table for the suffixes understood), or a
+        :class:`Samples`, ``pandas.DataFrame``, dict of columns, ArviZ
+        ``InferenceData``, bilby ``Result`` or numpy array.
+    parameters : Sequence[str] or None
+        For named columns: which to keep and in what order (default: the
+        search parameters of a bilby result, else every numeric column that
+        is not ``log_likelihood``, ``log_prior``, ``log_q`` or
+        ``log_weights``). For plain arrays: the column names.
+    format : str or None
+        One of :data:`FORMATS` to override detection from the suffix.
+
+    Returns
+    -------
+    Samples
+
+    Raises
+    ------
+    ValidationError
+        If the format is unknown or the content has no usable columns.
+    FileNotFoundError
+        If the path does not exist.
+
+    Examples
+    --------
+    >>> s = read_samples({"a": [0.0, 1.0], "log_likelihood": [-1.0, -2.0]})
+    >>> s.parameters, s.log_likelihood.tolist()
+    (('a',), [-1.0, -2.0])
+    """
+    if not isinstance(path_or_obj, (str, os.PathLike)):
+        if format is not None:
+            raise ValidationError("format= applies to file paths only")
+        return _from_object(path_or_obj, parameters)
+    path = _check_path(path_or_obj)
+    if format is None:
+        format = _detect(path)
+    if format not in FORMATS:
+        raise ValidationError(f"format must be one of {list(FORMATS)}; got {format!r}")
+    if format in ("bilby_json", "bilby_hdf5"):
+        return read_bilby_result(path, parameters=parameters, format=format)
+    if format == "hdf5":
+        return read_hdf5(path, parameters=parameters)
+    if format == "table":
+        return read_table(path, parameters=parameters)
+    if format in ("npy", "npz"):
+        return read_array(path, parameters=parameters, format=format)
+    return read_netcdf(path, parameters=parameters)
+
+
+def write_samples(path, samples: Samples, *, key=None, format: str | None = None,
+                  **options) -> None:
+    """Write samples in the format given by the suffix of ``path``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.h5`` / ``.hdf5`` (:meth:`Samples.save`), ``.json`` (bilby result,
+        :func:`write_bilby_result`), ``.csv`` / ``.tsv`` / ``.dat`` / ``.txt``
+        (:func:`write_table`), ``.npz`` (:meth:`Samples.to_numpy` arrays) or
+        ``.nc`` (ArviZ NetCDF via :func:`to_arviz`).
+    samples : Samples
+        The samples to write.
+    key : jax.Array or int or None
+        Needed for weighted samples in the formats that hold equally weighted
+        draws only (bilby JSON and NetCDF), which resample them.
+    format : str or None
+        ``"hdf5"``, ``"bilby_json"``, ``"table"``, ``"npz"`` or ``"netcdf"``
+        to override the suffix.
+    **options
+        Passed on to the writer (e.g. ``label`` for bilby, ``path`` for the
+        HDF5 group).
+
+    Raises
+    ------
+    ValidationError
+        If the format is unknown, or weighted samples need a key.
+    """
+    if not isinstance(samples, Samples):
+        raise ValidationError(f"samples must be Samples; got {type(samples).__name__}")
+    if format is None:
+        suffix = _suffix(path)
+        format = {".h5": "hdf5", ".hdf5": "hdf5", ".json": "bilby_json",
+                  ".npz": "npz", ".nc": "netcdf"}.get(suffix)
+        if format is None and suffix in _TABLE_SUFFIXES:
+            format = "table"
+    if format == "hdf5":
+        samples.save(path, **options)
+    elif format == "bilby_json":
+        write_bilby_result(path, samples, key=key, **options)
+    elif format == "table":
+        write_table(path, samples, **options)
+    elif format == "npz":
+        np.savez(path, **samples.to_numpy())
+    elif format == "netcdf":
+        to_arviz(samples, key=key).to_netcdf(os.fspath(path), **options)
+    else:
+        raise ValidationError(
+            f"cannot write {os.fspath(path)!r}: unknown format {format!r}; use a "
+            ".h5, .json, .csv, .tsv, .dat, .txt, .npz or .nc suffix, or format="
+        )
+
+
+# ---------------------------------------------------------------- bilby
+
+
+def _decode_bilby(obj: dict):
+    """json object hook for bilby's encoded values; imports nothing."""
+    if obj.get("__array__"):
+        content = obj["content"]
+        arr = np.asarray(content)
+        return arr if arr.dtype.kind in "biufc" else content
+    if obj.get("__complex__"):
+        return complex(obj["real"], obj["imag"])
+    if obj.get("__dataframe__") or obj.get("__series__"):
+        return obj["content"]
+    if obj.get("__function__") or obj.get("__class__"):
+        return f"{obj.get('__module__')}.{obj.get('__name__')}"
+    return obj
+
+
+def _bilby_json(path: str) -> dict:
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            data = json.load(fh, object_hook=_decode_bilby)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ValidationError(f"{path!r} is not a readable JSON file: {exc}") from exc
+    if not isinstance(data, dict) or "posterior" not in data:
+        raise ValidationError(
+            f"{path!r} is JSON but has no 'posterior' entry; expected a bilby result "
+            "file (Result.save_to_file)"
+        )
+    return data
+
+
+def _h5_value(v):
+    v = v[()]
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray) and v.dtype.kind in "OS":
+        return [s.decode() if isinstance(s, bytes) else str(s) for s in v.ravel()]
+    return v
+
+
+def _bilby_hdf5(path: str) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        post = f.get("posterior")
+        if not isinstance(post, h5py.Group):
+            raise ValidationError(
+                f"{path!r} has no /posterior group; expected a bilby result file"
+            )
+        data = {"posterior": {k: post[k][()] for k in post
+                              if isinstance(post[k], h5py.Dataset)}}
+        for k in ("search_parameter_keys", "log_evidence", "log_evidence_err"):
+            if k in f and isinstance(f[k], h5py.Dataset):
+                data[k] = _h5_value(f[k])
+    return data
+
+
+def _bilby_samples(data: dict, parameters, where: str) -> Samples:
+    post = data["posterior"]
+    if not isinstance(post, Mapping):
+        raise ValidationError(f"the posterior of {where} is not a table of columns")
+    columns = {str(k): _column(v, str(k), where) for k, v in post.items()}
+    keys = data.get("search_parameter_keys")
+    if isinstance(keys, str) or keys is None or (
+            isinstance(keys, np.ndarray) and keys.dtype.kind not in "OSU"):
+        keys = None
+    else:
+        keys = [str(k) for k in keys]
+    scalars = {"log_evidence": _finite_or_none(data.get("log_evidence")),
+               "log_evidence_error": _finite_or_none(data.get("log_evidence_err"))}
+    return _from_columns(columns, parameters, where, default=keys, scalars=scalars)
+
+
+def _finite_or_none(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def _from_bilby_object(result, parameters) -> Samples:
+    post = result.posterior
+    data = {"posterior": {c: np.asarray(post[c]) for c in post.columns},
+            "search_parameter_keys": result.search_parameter_keys,
+            "log_evidence": getattr(result, "log_evidence", None),
+            "log_evidence_err": getattr(result, "log_evidence_err", None)}
+    return _bilby_samples(data, parameters, "the bilby result")
+
+
+def read_bilby_result(path, *, parameters=None, format: str | None = None) -> Samples:
+    """Read the posterior of a bilby result file (JSON, gzipped JSON or HDF5).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by bilby's ``Result.save_to_file``.
+    parameters : Sequence[str] or None
+        Posterior columns to keep; default: the result's
+        ``search_parameter_keys`` (the sampled parameters), else every numeric
+        column.
+    format : str or None
+        ``"bilby_json"`` or ``"bilby_hdf5"``; by default from the suffix.
+
+    Returns
+    -------
+    Samples
+        Equally weighted, with ``log_likelihood`` / ``log_prior`` when the
+        posterior has those columns and the result's evidence when finite.
+
+    Raises
+    ------
+    ValidationError
+        If the file is not a bilby result or a requested column is missing.
+    """
+    path = _check_path(path)
+    if format is None:
+        format = "bilby_hdf5" if _suffix(path) in (".h5", ".hdf5") else "bilby_json"
+    if format == "bilby_json":
+        data = _bilby_json(path)
+    elif format == "bilby_hdf5":
+        data = _bilby_hdf5(path)
+    else:
+        raise ValidationError(
+            f"format must be 'bilby_json' or 'bilby_hdf5'; got {format!r}")
+    return _bilby_samples(data, parameters, repr(path))
+
+
+def to_bilby_posterior(samples: Samples, *, key=None, as_dataframe: bool = True):
+    """A bilby-style posterior table: one column per parameter, then
+    ``log_likelihood`` and ``log_prior`` where known.
+
+    Parameters
+    ----------
+    samples : Samples
+        The samples; weighted samples are first resampled to equal weights
+        (bilby posteriors are equally weighted draws), which needs ``key``.
+    key : jax.Array or int or None
+        Typed key or int seed for that resampling.
+    as_dataframe : bool
+        Return a ``pandas.DataFrame`` (needs pandas); False gives a dict of
+        numpy columns.
+
+    Returns
+    -------
+    pandas.DataFrame or dict[str, numpy.ndarray]
+
+    Raises
+    ------
+    ValidationError
+        If the samples are weighted and no key is given.
+    """
+    samples = _equal_weights(samples, key, "the samples")
+    x = np.asarray(samples.x)
+    table = {name: x[:, i] for i, name in enumerate(samples.parameters)}
+    for k in ("log_likelihood", "log_prior"):
+        if getattr(samples, k) is not None:
+            table[k] = np.asarray(getattr(samples, k))
+    if not as_dataframe:
+        return table
+    try:
+        import pandas as pd
+    except ImportError as exc:
+        raise ImportError('a DataFrame needs pandas: pip install "aspire-jax[pandas]"'
+                          " (or pass as_dataframe=False)") from exc
+    return pd.DataFrame(table)
+
+
+def _json_number(v):
+    v = float(v)
+    return v if np.isfinite(v) else float("nan")
+
+
+def write_bilby_result(path, samples: Samples, *, key=None, label: str | None = None,
+                       meta_data: Mapping | None = None) -> None:
+    """Write a bilby result JSON file that ``bilby.read_in_result`` can read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output ``.json`` file.
+    samples : Samples
+        The posterior; weighted samples are resampled to equal weights with
+        ``key`` first (see :func:`to_bilby_posterior`).
+    key : jax.Array or int or None
+        Typed key or int seed, needed for weighted samples.
+    label : str or None
+        The result's label; default: the file name without ``_result.json``.
+    meta_data : Mapping or None
+        JSON-able extra information stored under ``meta_data``.
+
+    Raises
+    ------
+    ValidationError
+        If the suffix is not ``.json`` or weighted samples have no key.
+
+    Notes
+    -----
+    The file holds the posterior table (as bilby's encoded DataFrame), the
+    search parameter keys, the evidence and its error (NaN when unknown) and
+    ``sampler = "aspire_jax"``. No priors are written: bilby reads the file
+    with ``priors=None``.
+    """
+    from aspire_jax import __version__
+
+    path = os.fspath(path)
+    if not path.lower().endswith(".json"):
+        raise ValidationError(f"bilby result files end in .json; got {path!r}")
+    table = to_bilby_posterior(samples, key=key, as_dataframe=False)
+    if label is None:
+        label = os.path.basename(path)[: -len(".json")]
+        label = label[: -len("_result")] if label.endswith("_result") else label
+    names = list(samples.parameters)
+    evidence = {k: getattr(samples, k) for k in _SCALARS}
+    data = {
+        "label": label,
+        "outdir": os.path.dirname(os.path.abspath(path)),
+        "sampler": "aspire_jax",
+        "log_evidence": _json_number(
+            np.nan if evidence["log_evidence"] is None else evidence["log_evidence"]),
+        "log_evidence_err": _json_number(
+            np.nan if evidence["log_evidence_error"] is None
+            else evidence["log_evidence_error"]),
+        "log_noise_evidence": float("nan"),
+        "log_bayes_factor": float("nan"),
+        "priors": None,
+        "posterior": {"__dataframe__": True,
+                      "content": {k: np.asarray(v, float).tolist()
+                                  for k, v in table.items()}},
+        "search_parameter_keys": names,
+        "fixed_parameter_keys": [],
+        "constraint_parameter_keys": [],
+        "parameter_labels": names,
+        "parameter_labels_with_unit": names,
+        "meta_data": dict(meta_data or {}),
+        "version": f"aspire_jax={__version__}",
+    }
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _header(lines: list[str]):
+    """Index of the first data line, the column names and the scalars."""
+    scalars, last_comment = {}, None
+    for i, line in enumerate(lines):
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith("#"):
+            body = text.lstrip("#").strip()
+            m = re.match(r"^(log_evidence(?:_error)?)\s*[=:]\s*(\S+)$", body)
+            if m:
+                scalars[m[1]] = float(m[2])
+            else:
+                last_comment = body
+            continue
+        if _numeric_line(text):
+            if last_comment is None:
+                return None
+            return i, _split_names(last_comment), scalars
+        return i + 1, _split_names(text), scalars
+    return None
+
+
+def _numeric_line(text: str) -> bool:
+    try:
+        [float(v) for v in re.split(r"[,\s]+", text.strip(", \t")) if v]
+    except ValueError:
+        return False
+    return True
+
+
+def _split_names(text: str) -> tuple[list[str], str | None]:
+    delimiter = "," if "," in text else ("\t" if "\t" in text else None)
+    names = [n.strip().strip("\"'") for n in text.split(delimiter)]
+    return names, delimiter
+
+
+def read_table(path, *, parameters=None) -> Samples:
+    """Read a text table with a header line (CSV, tab- or space-separated).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. The header is the first non-comment line, or the last
+        comment line before the data (as ``numpy.savetxt(header=...)``
+        writes). Columns named ``log_likelihood``, ``log_prior``, ``log_q``
+        and ``log_weights`` fill those fields; comment lines
+        ``# log_evidence = v`` and ``# log_evidence_error = v`` the evidence.
+        An unnamed first column (a pandas index) is dropped.
+    parameters : Sequence[str] or None
+        Columns to keep as parameters; default: all other numeric columns.
+
+    Returns
+    -------
+    Samples
+
+    Raises
+    ------
+    ValidationError
+        If there is no header or the rows have the wrong number of values.
+    """
+    path = _check_path(path)
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    found = _header(lines)
+    if found is None:
+        raise ValidationError(
+            f"{path!r} has no header line naming its columns; add one (e.g. "
+            "'a,b,log_likelihood') or load the numbers with numpy and use "
+            "Samples.from_array(x, parameters=[...])"
+        )
+    start, (names, delimiter), scalars = found
+    rows = [ln for ln in lines[start:]
+            if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        data = np.loadtxt(rows, delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except ValueError as exc:
+        raise ValidationError(f"cannot parse the rows of {path!r}: {exc}") from exc
+    if data.shape[1] != len(names):
+        raise ValidationError(
+            f"{path!r} has {len(names)} header names {names} but {data.shape[1]} "
+            "values per row"
+        )
+    columns = {n: data[:, i] for i, n in enumerate(names) if not (i == 0 and n == "")}
+    return _from_columns(columns, parameters, repr(path), scalars=scalars)
+
+
+def write_table(path, samples: Samples, *, delimiter: str | None = None) -> None:
+    """Write samples as a text table with a header line.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file; ``.csv`` is comma-separated, other suffixes tab-separated.
+    samples : Samples
+        Parameters, then every per-sample field that is set (weights as
+        ``log_weights``); the evidence goes into leading comment lines, which
+        :func:`read_table` reads back.
+    delimiter : str or None
+        Override the separator.
+    """
+    path = os.fspath(path)
+    if delimiter is None:
+        delimiter = "," if path.lower().endswith(".csv") else "\t"
+    data = samples.to_numpy()
+    names = list(samples.parameters) + [k for k in _FIELDS if k in data]
+    table = np.column_stack([data["x"]] + [data[k] for k in _FIELDS if k in data])
+    comments = [f"# {k} = {float(data[k])!r}" for k in _SCALARS if k in data]
+    with open(path, "w", encoding="utf-8") as fh:
+        for line in comments:
+            fh.write(line + "\n")
+        fh.write(delimiter.join(names) + "\n")
+        np.savetxt(fh, table, delimiter=delimiter, fmt="%.9g")
+
+
+# ---------------------------------------------------------------- arrays
+
+
+def _from_ndarray(arr: np.ndarray, parameters, where: str) -> Samples:
+    if arr.dtype.names:
+        columns = {n: _column(arr[n], n, where) for n in arr.dtype.names}
+        return _from_columns(columns, parameters, where)
+    if arr.dtype.kind not in "biuf":
+        raise ValidationError(f"{where} has dtype {arr.dtype}; expected numbers")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValidationError(
+            f"{where} has shape {arr.shape}; expected (n_samples, n_dims)")
+    return Samples.from_array(arr, parameters)
+
+
+def _from_mapping(data: Mapping, parameters, where: str) -> Samples:
+    if "x" in data:
+        names = parameters
+        if names is None and "parameters" in data:
+            names = [str(p) for p in np.asarray(data["parameters"]).tolist()]
+        fields = {k: np.asarray(data[k]) for k in _FIELDS + _SCALARS if k in data}
+        return Samples.from_array(np.asarray(data["x"]), names, **fields)
+    columns = {str(k): _column(v, str(k), where) for k, v in data.items()
+               if k not in _SCALARS}
+    scalars = {k: float(np.asarray(data[k])) for k in _SCALARS if k in data}
+    return _from_columns(columns, parameters, where, scalars=scalars)
+
+
+def read_array(path, *, parameters=None, format: str | None = None) -> Samples:
+    """Read a ``.npy`` or ``.npz`` file (never unpickling).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.npy``: a 2-D array ``(n_samples, n_dims)`` or a structured array
+        with one named field per column. ``.npz``: either the arrays of
+        :meth:`Samples.to_numpy` (``x``, ``parameters``, fields) or one 1-D
+        array per column.
+    parameters : Sequence[str] or None
+        Names of the columns of a plain 2-D array (default ``x_0, x_1, ...``),
+        or the named columns to keep.
+    format : str or None
+        ``"npy"`` or ``"npz"``; by default from the suffix.
+
+    Returns
+    -------
+    Samples
+
+    Raises
+    ------
+    ValidationError
+        If the file holds object arrays (which would need unpickling) or has
+        the wrong shape.
+    """
+    path = _check_path(path)
+    format = format or _suffix(path)[1:]
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValidationError(
+            f"{path!r} holds Python objects, which aspire_jax does not unpickle; "
+            "save plain numeric (or structured) arrays instead"
+        ) from exc
+    if format == "npy":
+        if not isinstance(loaded, np.ndarray):
+            loaded.close()
+            raise ValidationError(f"{path!r} is an .npz archive; use format='npz'")
+        return _from_ndarray(loaded, parameters, repr(path))
+    if isinstance(loaded, np.ndarray):
+        return _from_ndarray(loaded, parameters, repr(path))
+    with loaded as z:
+        try:
+            data = {k: z[k] for k in z.files}
+        except ValueError as exc:
+            raise ValidationError(
+                f"{path!r} holds Python objects, which aspire_jax does not "
+                "unpickle; save plain numeric arrays instead") from exc
+    plain = [k for k in data if k not in _FIELDS + _SCALARS + ("parameters",)]
+    if len(plain) == 1 and data[plain[0]].ndim == 2 and "x" not in data:
+        fields = {k: data[k] for k in _FIELDS + _SCALARS if k in data}
+        return Samples.from_array(data[plain[0]], parameters, **fields)
+    return _from_mapping(data, parameters, repr(path))
+
+
+# ---------------------------------------------------------------- HDF5
+
+
+def _samples_group(f):
+    import h5py
+
+    if f.attrs.get("aspire_jax_type") == "Samples":
+        return "."
+    if isinstance(f.get("samples"), h5py.Group) and "x" in f["samples"]:
+        return "samples"
+    for name, obj in f.items():
+        marked = obj.attrs.get("aspire_jax_type") == "Samples"
+        if isinstance(obj, h5py.Group) and marked:
+            return name
+    return None
+
+
+def read_hdf5(path, *, group: str | None = None, parameters=None) -> Samples:
+    """Read samples written by :meth:`Samples.save`, or a bilby HDF5 result.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.h5`` / ``.hdf5`` file.
+    group : str or None
+        The group holding the samples; default: the file root if it holds
+        samples, else ``samples``, else the only group marked as samples.
+    parameters : Sequence[str] or None
+        Parameters to keep.
+
+    Returns
+    -------
+    Samples
+
+    Raises
+    ------
+    ValidationError
+        If no samples are found.
+    """
+    import h5py
+
+    path = _check_path(path)
+    if group is None:
+        with h5py.File(path, "r") as f:
+            group = _samples_group(f)
+            bilby = "posterior" in f
+        if group is None:
+            if bilby:
+                return read_bilby_result(path, parameters=parameters,
+                                         format="bilby_hdf5")
+            raise ValidationError(
+                f"{path!r} holds no samples: no group written by Samples.save and "
+                "no bilby /posterior; pass group= to name the group")
+    samples = Samples.load(path, group)
+    return samples if parameters is None else samples[list(parameters)]
+
+
+# ---------------------------------------------------------------- ArviZ
+
+
+def _import_arviz():
+    try:
+        with warnings.catch_warnings():
+            # ArviZ announces an API refactor with a FutureWarning at import.
+            warnings.simplefilter("ignore", FutureWarning)
+            import arviz
+    except ImportError as exc:
+        raise ImportError(
+            'ArviZ support needs arviz: pip install "aspire-jax[arviz]"') from exc
+    return arviz
+
+
+def _dataset(idata, name: str):
+    """The xarray Dataset of group ``name`` (InferenceData or DataTree), or None."""
+    try:
+        node = idata[name] if name in _group_names_of(idata) else None
+    except (KeyError, TypeError):
+        node = None
+    if node is None:
+        return None
+    return node.to_dataset() if type(node).__name__ == "DataTree" else node
+
+
+def _group_names_of(idata) -> list[str]:
+    if hasattr(idata, "groups") and callable(idata.groups):
+        return list(idata.groups())
+    return list(getattr(idata, "children", {}))
+
+
+def _sample_dims(var) -> tuple[str, ...]:
+    dims = tuple(d for d in var.dims if d in ("chain", "draw"))
+    if var.dims[: len(dims)] != dims or not dims:
+        raise ValidationError(
+            f"variable {var.name!r} has dims {var.dims}; expected leading "
+            "('chain', 'draw')")
+    return dims
+
+
+def _flatten_var(var) -> tuple[np.ndarray, tuple]:
+    dims = _sample_dims(var)
+    values = np.asarray(var.values)
+    n = int(np.prod(values.shape[: len(dims)]))
+    return values.reshape((n,) + values.shape[len(dims):]), values.shape[len(dims):]
+
+
+def _summed(ds) -> np.ndarray | None:
+    """Sum of every variable of a group over its non-sample dims, per draw."""
+    if ds is None or not ds.data_vars:
+        return None
+    total = 0.0
+    for var in ds.data_vars.values():
+        flat, _ = _flatten_var(var)
+        total = total + flat.reshape(flat.shape[0], -1).sum(axis=1)
+    return np.asarray(total)
+
+
+def from_arviz(idata, *, parameters=None, group: str = "posterior") -> Samples:
+    """Samples from an ArviZ ``InferenceData`` (or ``xarray.DataTree``).
+
+    Parameters
+    ----------
+    idata : arviz.InferenceData
+        With a ``posterior`` group of variables dimensioned
+        ``(chain, draw, ...)``; chains and draws are flattened into one sample
+        axis (chain-major), vector variables into ``name[i,...]`` columns.
+    parameters : Sequence[str] or None
+        Flattened columns to keep; default: every numeric one.
+    group : str
+        Group to read the parameters from.
+
+    Returns
+    -------
+    Samples
+        ``log_likelihood`` is the sum over observations of the
+        ``log_likelihood`` group, if present (else
+        ``sample_stats.log_likelihood``); ``log_prior`` comes from a
+        ``log_prior`` group or ``sample_stats.log_prior``; the evidence from
+        the group's ``log_evidence`` / ``log_evidence_error`` attributes.
+
+    Raises
+    ------
+    ValidationError
+        If the group is missing or a variable lacks the sample dims.
+    """
+    ds = _dataset(idata, group)
+    if ds is None:
+        raise ValidationError(
+            f"the InferenceData has no {group!r} group; its groups are "
+            f"{_group_names_of(idata)}")
+    columns = {}
+    for name, var in ds.data_vars.items():
+        flat, shape = _flatten_var(var)
+        if flat.dtype.kind not in "biuf":
+            continue
+        flat = flat.reshape(flat.shape[0], -1)
+        for i, col in enumerate(flat_parameter_names(str(name), shape)):
+            columns[col] = _column(flat[:, i], col, "the InferenceData")
+    stats = _dataset(idata, "sample_stats")
+    for field in ("log_likelihood", "log_prior"):
+        value = _summed(_dataset(idata, field))
+        if value is None and stats is not None and field in stats.data_vars:
+            value = _flatten_var(stats[field])[0]
+        if value is not None:
+            columns[field] = np.asarray(value, np.float32)
+    scalars = {k: _finite_or_none(ds.attrs.get(k)) for k in _SCALARS}
+    return _from_columns(columns, parameters, "the InferenceData", scalars=scalars)
+
+
+def read_netcdf(path, *, parameters=None, group: str = "posterior") -> Samples:
+    """Read an ArviZ NetCDF file (``InferenceData.to_netcdf``); see
+    :func:`from_arviz`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.nc`` file.
+    parameters : Sequence[str] or None
+        Flattened columns to keep.
+    group : str
+        Group to read the parameters from.
+
+    Returns
+    -------
+    Samples
+    """
+    az = _import_arviz()
+    path = _check_path(path)
+    return from_arviz(az.from_netcdf(path), parameters=parameters, group=group)
+
+
+def to_arviz(samples: Samples, *, key=None):
+    """An ArviZ ``InferenceData`` holding the samples as one chain.
+
+    Parameters
+    ----------
+    samples : Samples
+        Weighted samples are first resampled to equal weights (ArviZ treats
+        every draw as equally weighted), which needs ``key``.
+    key : jax.Array or int or None
+        Typed key or int seed for that resampling.
+
+    Returns
+    -------
+    arviz.InferenceData
+        ``posterior`` with dims ``(chain=1, draw=n)``; columns named
+        ``v[i,...]`` that fill a grid are regrouped into one array variable
+        ``v``. ``sample_stats`` holds ``log_likelihood``, ``log_prior`` and
+        their sum ``lp`` where known; the evidence is stored in the posterior's
+        attributes.
+
+    Raises
+    ------
+    ValidationError
+        If the samples are weighted and no key is given.
+    ImportError
+        If arviz is not installed.
+    """
+    az = _import_arviz()
+    import xarray as xr
+
+    samples = _equal_weights(samples, key, "the samples")
+    x = np.asarray(samples.x)
+    n = x.shape[0]
+    coords = {"chain": [0], "draw": np.arange(n)}
+    variables = {}
+    for name, shape, cols in _group_names(list(samples.parameters)):
+        values = x[:, cols].reshape((1, n) + shape)
+        dims = ("chain", "draw") + tuple(f"{name}_dim_{k}" for k in range(len(shape)))
+        variables[name] = (dims, values)
+    attrs = {k: float(getattr(samples, k)) for k in _SCALARS
+             if getattr(samples, k) is not None}
+    groups = {"posterior": xr.Dataset(variables, coords=coords, attrs=attrs)}
+    stats = {k: (("chain", "draw"), np.asarray(getattr(samples, k))[None])
+             for k in ("log_likelihood", "log_prior")
+             if getattr(samples, k) is not None}
+    if len(stats) == 2:
+        stats["lp"] = (("chain", "draw"),
+                       stats["log_likelihood"][1] + stats["log_prior"][1])
+    if stats:
+        groups["sample_stats"] = xr.Dataset(stats, coords=coords)
+    if hasattr(az, "InferenceData"):
+        return az.InferenceData(**groups)
+    return xr.DataTree.from_dict(groups)
+
+
+# ---------------------------------------------------------------- pandas
+
+
+def from_dataframe(frame, *, parameters=None) -> Samples:
+    """Samples from a ``pandas.DataFrame`` of columns.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One column per parameter; ``log_likelihood``, ``log_prior``, ``log_q``
+        and ``log_weights`` columns fill those fields, and
+        ``frame.attrs["log_evidence"]`` / ``["log_evidence_error"]`` the
+        evidence (as :meth:`Samples.to_dataframe` writes them).
+    parameters : Sequence[str] or None
+        Columns to keep as parameters; default: every other numeric column.
+
+    Returns
+    -------
+    Samples
+    """
+    columns = {str(c): _column(frame[c].to_numpy(), str(c), "the DataFrame")
+               for c in frame.columns}
+    scalars = {k: _finite_or_none(frame.attrs.get(k)) for k in _SCALARS}
+    return _from_columns(columns, parameters, "the DataFrame", scalars=scalars)
+
+
+def to_dataframe(samples: Samples):
+    """``samples.to_dataframe()``: see :meth:`Samples.to_dataframe`.
+
+    Parameters
+    ----------
+    samples : Samples
+        The samples.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    return samples.to_dataframe()
