@@ -28,6 +28,7 @@ logit scale, ``rho = sigmoid(log_scale)``.
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +108,8 @@ def _fit_t(u: Array, nu: float, n_iter: int) -> tuple[Array, Array]:
 
 def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
     name = "tpcn" if student else "pcn"
-    logit0 = float(jnp.log(settings.initial_rho / (1 - settings.initial_rho)))
+    # Python arithmetic: a builder called under a trace must not stage jnp ops.
+    logit0 = math.log(settings.initial_rho / (1 - settings.initial_rho))
 
     def init(position):
         mean, cov = weighted_mean_cov(position)

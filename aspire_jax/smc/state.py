@@ -117,7 +117,7 @@ class SMCConfig:
     n_mcmc_steps: int | None = None
     min_mcmc_steps: int = 2
     max_mcmc_steps: int = 50
-    decorrelation_threshold: float = 0.1
+    decorrelation_threshold: float = 0.03
     preconditioning: str = "standard"
     batch_size: int | None = None
 
