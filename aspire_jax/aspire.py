@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import sys
+import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -60,6 +61,8 @@ def _as_key(key, what="key") -> tuple[jax.Array, int | None]:
         seed = secrets.randbelow(2**31)
         return jax.random.key(seed), seed
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        if not 0 <= int(key) < 2**63:
+            raise ValidationError(f"an int seed must be in [0, 2**63); got {key}")
         return jax.random.key(int(key)), int(key)
     if isinstance(key, jax.Array):
         if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
@@ -84,16 +87,26 @@ def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndar
             raise ValidationError(
                 f"prior_bounds names unknown parameters {sorted(unknown)}; the "
                 f"parameters are {list(parameters)}")
-        for name, (lo, hi) in prior_bounds.items():
-            bounds[list(parameters).index(name)] = (float(lo), float(hi))
+        for name, pair in prior_bounds.items():
+            try:
+                lo, hi = (float(v) for v in pair)
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    f"prior_bounds[{name!r}] must be a pair of numbers (low, high); "
+                    f"got {pair!r}") from None
+            bounds[list(parameters).index(name)] = (lo, hi)
     else:
-        arr = np.asarray(prior_bounds, dtype=float)
+        try:
+            arr = np.asarray(prior_bounds, dtype=float)
+        except (TypeError, ValueError):
+            raise ValidationError("prior_bounds must be a dict {name: (low, high)} or "
+                                  f"a ({dims}, 2) array of numbers") from None
         if arr.shape != (dims, 2):
             raise ValidationError(
                 f"prior_bounds must be a dict {{name: (low, high)}} or an array of "
                 f"shape ({dims}, 2); got shape {arr.shape}")
         bounds = arr.copy()
-    bad = ~(bounds[:, 0] < bounds[:, 1])
+    bad = ~(bounds[:, 0] < bounds[:, 1]) | np.isnan(bounds).any(axis=1)
     if np.any(bad):
         i = int(np.argmax(bad))
         raise ValidationError(
@@ -196,7 +209,12 @@ class Aspire:
             raise ValidationError(
                 f"parameters has {len(self._parameters)} names but dims={dims}")
         self._prior_bounds_arg = prior_bounds
+        if isinstance(periodic_parameters, str):
+            periodic_parameters = [periodic_parameters]
         self.periodic_parameters = tuple(periodic_parameters or ())
+        if isinstance(hidden_sizes, (int, np.integer)):
+            raise ValidationError(f"hidden_sizes must be a sequence of layer widths, "
+                                  f"e.g. (64, 64); got {hidden_sizes!r}")
         self.bounded_to_unbounded = bool(bounded_to_unbounded)
         self.flow_config = FlowConfig(
             n_dims=self.dims, kind=flow_kind, n_layers=n_layers,
@@ -271,16 +289,33 @@ class Aspire:
                     f"{what} carry parameters {list(samples.parameters)} but this "
                     f"Aspire has {list(self.parameters)}")
             x = np.asarray(samples.x)
+        elif hasattr(samples, "columns") and hasattr(samples, "to_numpy"):
+            columns = [str(c) for c in samples.columns]
+            if self._parameters is None and len(columns) == self.dims:
+                self._parameters = tuple(columns)
+                self._check_parameters()
+            missing = [p for p in self.parameters if p not in columns]
+            if missing:
+                raise ValidationError(f"{what} DataFrame lacks columns {missing}; it has "
+                                      f"{columns}")
+            x = np.column_stack([np.asarray(samples[p]) for p in self.parameters])
         elif isinstance(samples, Mapping):
             missing = [p for p in self.parameters if p not in samples]
             if missing:
                 raise ValidationError(f"{what} dict lacks parameters {missing}")
+            lengths = {p: np.shape(samples[p]) for p in self.parameters}
+            if len({v for v in lengths.values()}) != 1 or any(
+                    len(v) != 1 for v in lengths.values()):
+                raise ValidationError(f"{what} dict columns must be 1-D and of equal "
+                                      f"length; got shapes {lengths}")
             x = np.column_stack([np.asarray(samples[p]) for p in self.parameters])
         else:
             x = np.asarray(samples)
         if x.ndim != 2 or x.shape[1] != self.dims:
             raise ValidationError(
                 f"{what} must have shape (n, {self.dims}); got {x.shape}")
+        if x.dtype.kind not in "fiu":
+            raise ValidationError(f"{what} must be real numbers; got dtype {x.dtype}")
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(_float_dtype())
         if x.shape[0] < 2:
@@ -318,6 +353,30 @@ class Aspire:
                 raise ValidationError(
                     f"{name} must map a batch of shape (n, {self.dims}) to shape (n,); "
                     f"for input {tuple(probe.shape)} it returned {tuple(out.shape)}")
+            try:
+                jax.eval_shape(fn, probe)
+            except (jax.errors.TracerArrayConversionError,
+                    jax.errors.ConcretizationTypeError,
+                    jax.errors.TracerBoolConversionError) as exc:
+                raise ValidationError(
+                    f"{name} is not traceable by JAX ({type(exc).__name__}): it looks "
+                    "like NumPy or Python code. Write it with jax.numpy, or wrap a "
+                    "batched NumPy function with aspire_jax.wrap_numpy_likelihood"
+                ) from exc
+
+    def _check_differentiable(self):
+        """Gradient kernels need likelihoods JAX can differentiate."""
+        probe = jnp.zeros((2, self.dims), _float_dtype())
+        for name, fn in (("log_prior", self.log_prior),
+                         ("log_likelihood", self.log_likelihood)):
+            try:
+                jax.eval_shape(jax.grad(lambda x: jnp.sum(fn(x))), probe)
+            except Exception as exc:
+                raise ValidationError(
+                    f"kernel='mala' needs the gradient of {name}, which JAX cannot "
+                    f"take ({type(exc).__name__}: {str(exc).splitlines()[0]}); a "
+                    "wrap_numpy_likelihood callback has none. Use kernel='tpcn', "
+                    "'pcn' or 'rwmh'") from exc
 
     # -------------------------------------------------------------------- fit
     def fit(self, samples, *, key=None, n_epochs: int = 200,
@@ -380,13 +439,18 @@ class Aspire:
                     len(history.training_loss), float(np.min(history.validation_loss))
                     if len(history.validation_loss) else float("nan"),
                     history.best_epoch)
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and is_checkpoint_writer():
             save_cfg = checkpoint_save_config and (
                 self._auto is None or self._auto.get("save_config", True))
             groups = {"flow": self._write_flow}
             if save_cfg:
                 groups["aspire_config"] = self._write_config
-            write_checkpoint_file(checkpoint_path, state_bytes=None, groups=groups)
+            _check_h5_suffix(checkpoint_path)
+            _check_writable(checkpoint_path)
+            # A new flow invalidates any state, history and sampler settings of
+            # an earlier run in the same file, so the file is started afresh.
+            write_checkpoint_file(checkpoint_path, state_bytes=None, groups=groups,
+                                  keep_existing=False)
         return history
 
     def _fit_progress(self, n_epochs, progress):
@@ -417,7 +481,8 @@ class Aspire:
         return Samples.from_array(x, parameters=self.parameters, log_q=log_q)
 
     # -------------------------------------------------------------- posterior
-    def sample_posterior(self, n_samples: int = 1000, sampler: str | None = None, *,
+    def sample_posterior(self, n_samples: int | None = None,
+                         sampler: str | None = None, *,
                          key=None, return_history: bool = False,
                          checkpoint_path=None, checkpoint_every: int | None = None,
                          checkpoint_save_config: bool = True,
@@ -431,7 +496,9 @@ class Aspire:
         Parameters
         ----------
         n_samples
-            Number of particles (SMC), draws (importance) or chains (MCMC).
+            Number of particles (SMC), draws (importance) or chains (MCMC);
+            by default the count stored in the checkpoint being resumed, else
+            1000.
         sampler
             ``"smc"`` (default), ``"importance"`` or ``"mcmc"``.
         key
@@ -476,7 +543,6 @@ class Aspire:
         Samples or (Samples, History)
         """
         self._require_flow()
-        _check_count(n_samples, "n_samples")
         mesh = as_mesh(mesh)
         resume = self._resolve_resume(resume_from)
         if sampler is None:
@@ -490,14 +556,16 @@ class Aspire:
                 f"mesh places SMC particles only; sampler={sampler!r} runs on one "
                 "device: drop mesh or use sampler='smc'")
         if resume and resume.get("sampler_config"):
+            _check_structure(resume["sampler_config"].get("options", {}), options)
             stored = dict(resume["sampler_config"].get("options", {}))
             stored.update(options)
             options = stored
             if key is None and resume["sampler_config"].get("seed") is not None:
                 key = int(resume["sampler_config"]["seed"])
-            n_stored = resume["sampler_config"].get("n_samples")
-            if n_stored is not None and n_samples == 1000 and n_stored != n_samples:
-                n_samples = int(n_stored)
+            if n_samples is None:
+                n_samples = resume["sampler_config"].get("n_samples")
+        n_samples = 1000 if n_samples is None else n_samples
+        _check_count(n_samples, "n_samples")
         options = _translate_sampler_kwargs(sampler_kwargs, options)
         if self._auto is not None:
             if checkpoint_path is None:
@@ -512,6 +580,7 @@ class Aspire:
                                   f"{checkpoint_every!r}")
         if checkpoint_path is not None:
             _check_h5_suffix(checkpoint_path)
+            _check_writable(checkpoint_path)
         key, seed = _as_key(key)
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
                                          seed=seed, options=_jsonable(options))
@@ -610,6 +679,8 @@ class Aspire:
             _check_count(n_final, "n_final_samples")
         config = SMCConfig(n_particles=n, **options)
         self._probe()
+        if config.kernel == "mala":
+            self._check_differentiable()
         space = self._space(config)
         smc, step, init, run = self._cached(
             "smc", (config, space, mesh),
@@ -767,6 +838,7 @@ class Aspire:
             state = state_from_bytes(template, resume["state"])
         else:
             state = state_from_state_dict(template, resume["state_dict"])
+        self._check_cached_densities(state)
         if mesh is not None:
             state = shard_state(state, mesh)
         hist = resume.get("history")
@@ -775,6 +847,34 @@ class Aspire:
             history = History("smc", {k: v[: int(state.iteration)]
                                       for k, v in history.data.items()})
         return state, history
+
+    def _check_cached_densities(self, state):
+        """The state's cached densities must match the functions given now.
+
+        A checkpoint made with another likelihood, prior or flow would
+        otherwise resume silently towards the old posterior.
+        """
+        idx = np.linspace(0, state.x.shape[0] - 1, min(8, state.x.shape[0])).astype(int)
+        x = jnp.asarray(np.asarray(state.x)[idx])
+        checks = (("log_likelihood", self.log_likelihood, state.log_likelihood),
+                  ("log_prior", self.log_prior, state.log_prior),
+                  ("flow log_q", lambda v: self.flow.log_prob(self.flow_params, v),
+                   state.log_q))
+        for name, fn, cached in checks:
+            now = np.asarray(fn(x), dtype=np.float64)
+            old = np.asarray(cached, dtype=np.float64)[idx]
+            if name == "log_likelihood":
+                # The engine stores -inf wherever the prior is -inf.
+                lp = np.asarray(state.log_prior, dtype=np.float64)[idx]
+                now = np.where(np.isfinite(lp), now, -np.inf)
+            same = (now == old) | np.isclose(now, old, rtol=1e-4, atol=1e-3)
+            if not np.all(same | (np.isnan(now) & np.isneginf(old))):
+                raise CheckpointError(
+                    f"the checkpoint's cached {name} values differ from the {name} "
+                    "evaluated now at the stored particles (e.g. "
+                    f"{old[~same][0]:.6g} stored vs {now[~same][0]:.6g} now): it was "
+                    "made with a different likelihood, prior or flow. Resume with "
+                    "the functions and flow of that run, or start a new run")
 
     @classmethod
     def resume_from_file(cls, path, *, log_likelihood: Callable, log_prior: Callable,
@@ -879,8 +979,9 @@ class Aspire:
     def _write_flow(self, group):
         self._require_flow()
         group.attrs["flow_config"] = json.dumps(self.flow_config.to_dict())
-        data = np.frombuffer(self.flow.params_to_bytes(self.flow_params), np.uint8)
-        group.create_dataset("params", data=data)
+        blob = self.flow.params_to_bytes(self.flow_params)
+        dset = group.create_dataset("params", data=np.frombuffer(blob, np.uint8))
+        dset.attrs["crc32"] = zlib.crc32(blob)
         if self.flow_history is not None:
             for k, v in self.flow_history.to_dict().items():
                 arr = np.asarray(v)
@@ -917,7 +1018,14 @@ class Aspire:
                 f"the stored flow's architecture differs from this Aspire's: "
                 f"{ {k: f'file {a!r} vs here {b!r}' for k, (a, b) in diff.items()} }; "
                 "build the Aspire with the same flow settings, or use resume_from_file")
+        if "params" not in g:
+            raise CheckpointError(f"/{path} has no params dataset")
         data = g["params"][...].tobytes()
+        crc = g["params"].attrs.get("crc32")
+        if crc is not None and int(crc) != zlib.crc32(data):
+            raise CheckpointError(
+                f"/{path}/params fails its checksum: the file is corrupt; use another "
+                "checkpoint or refit the flow")
         try:
             self.flow_params = self.flow.params_from_bytes(data)
         except Exception as exc:
@@ -1020,6 +1128,29 @@ def _resume_from_path(path, dset="checkpoint/state"):
             out["sampler_config"] = sc
             out["sampler"] = sc.get("sampler")
     return out
+
+
+def _check_structure(stored: Mapping, given: Mapping):
+    """Refuse to resume with a different kernel or move space."""
+    for name, default in (("kernel", "tpcn"), ("preconditioning", "standard")):
+        if name in given and given[name] != stored.get(name, default):
+            raise CheckpointError(
+                f"the checkpoint was made with {name}={stored.get(name, default)!r}; "
+                f"resuming it with {name}={given[name]!r} would change the sampler "
+                "mid-run. Resume with the same setting or start a new run")
+
+
+def _check_writable(path):
+    """Fail before sampling if the checkpoint file could never be written."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise ValidationError(f"the folder of checkpoint_path {os.fspath(path)!r} does "
+                              "not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValidationError(f"cannot write to the folder of checkpoint_path "
+                              f"{os.fspath(path)!r}; choose a writable location")
+    if os.path.isdir(os.fspath(path)):
+        raise ValidationError(f"checkpoint_path {os.fspath(path)!r} is a directory")
 
 
 def _check_h5_suffix(path):

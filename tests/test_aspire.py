@@ -206,3 +206,70 @@ def test_bounded_and_periodic_parameters_end_to_end():
     # Evidence: (1 / 2 pi) * 2 pi I0(4) e^0 ... = I0(4) * (1/4) * 4 = I0(4).
     truth = np.log(11.301921952136329)
     assert abs(post.log_evidence - truth) < 4 * post.log_evidence_error + 1e-3
+
+
+# ------------------------------------------------- hardening of the boundary
+def test_sharp_likelihood_tempers_honestly(fitted):
+    # A likelihood a million times narrower than the flow: the bisection must
+    # take many small steps (relative tolerance, shifted efficiency) instead of
+    # jumping to beta = 1 with one surviving particle.
+    def sharp(x):
+        return jnp.sum(-0.5 * ((x - 1.0) / 1e-6) ** 2
+                       - jnp.log(1e-6 * jnp.sqrt(2 * jnp.pi)), axis=-1)
+
+    aspire = problems.make_aspire(log_likelihood=sharp)
+    aspire.flow_params = fitted.flow_params
+    post, history = aspire.sample_posterior(400, key=3, return_history=True)
+    assert len(history) > 10
+    assert np.all(history.efficiency[:-1] > 0.45)
+    # Evidence: prior density at x = 1 (the likelihood is a delta there).
+    truth = problems.DIMS * (-0.5 / problems.PRIOR_SD**2
+                             - np.log(problems.PRIOR_SD * np.sqrt(2 * np.pi)))
+    assert abs(post.log_evidence - truth) < 4 * post.log_evidence_error + 1e-3
+
+
+def test_numpy_likelihood_points_to_the_wrapper(fitted):
+    aspire = problems.make_aspire(
+        log_likelihood=lambda x: -0.5 * np.sum((np.asarray(x) - 1) ** 2, axis=-1))
+    aspire.flow_params = fitted.flow_params
+    with pytest.raises(ValidationError, match="wrap_numpy_likelihood"):
+        aspire.sample_posterior(100, key=0)
+
+
+def test_mala_with_callback_likelihood_is_refused(fitted):
+    from aspire_jax import wrap_numpy_likelihood
+
+    ll = wrap_numpy_likelihood(lambda x: -0.5 * np.sum((x - 1) ** 2, axis=1))
+    aspire = problems.make_aspire(log_likelihood=ll)
+    aspire.flow_params = fitted.flow_params
+    with pytest.raises(ValidationError, match="gradient"):
+        aspire.sample_posterior(100, key=0, kernel="mala")
+
+
+def test_dataframe_columns_are_read_by_name():
+    pd = pytest.importorskip("pandas")
+    x = problems.earlier_samples(500)
+    frame = pd.DataFrame({"b": x[:, 1], "a": x[:, 0], "c": x[:, 2]})
+    aspire = problems.make_aspire(parameters=["a", "b", "c"])
+    np.testing.assert_array_equal(aspire._as_array(frame), x)
+    with pytest.raises(ValidationError, match="lacks columns"):
+        aspire._as_array(frame.drop(columns="c").assign(d=1.0))
+
+
+@pytest.mark.parametrize("bad", [{"x_0": 5}, {"x_0": ("a", "b")}, {"x_0": (1, 0)}])
+def test_malformed_bounds(bad):
+    with pytest.raises(ValidationError, match="prior_bounds"):
+        problems.make_aspire(prior_bounds=bad)
+
+
+def test_non_numeric_samples_and_seed_range(fitted):
+    with pytest.raises(ValidationError, match="real numbers"):
+        problems.make_aspire().fit(np.full((10, 3), "1.0"), n_epochs=1)
+    with pytest.raises(ValidationError, match="seed"):
+        fitted.sample_posterior(100, key=2**70)
+
+
+def test_unwritable_checkpoint_folder_fails_before_sampling(fitted, tmp_path):
+    with pytest.raises(ValidationError, match="does not exist"):
+        fitted.sample_posterior(100, key=0,
+                                checkpoint_path=tmp_path / "missing" / "run.h5")

@@ -264,3 +264,42 @@ def test_sigkill_at_random_points_then_resume_is_exact(tmp_path):
 
     ref = _fresh_like(resumed).sample_posterior(w.N, return_history=True, **w.RUN)
     _assert_same_run(ref, got)
+
+
+def test_resume_with_another_likelihood_is_refused(fitted, tmp_path):
+    import jax.numpy as jnp
+
+    path = tmp_path / "mid.h5"
+    blobs = []
+    fitted.sample_posterior(300, key=12, checkpoint_callback=blobs.append, **RUN)
+    other = problems.make_aspire(
+        log_likelihood=lambda x: problems.log_likelihood(x - 1.0))
+    other.flow_params = fitted.flow_params
+    with pytest.raises(CheckpointError, match="different likelihood"):
+        other.sample_posterior(300, resume_from=blobs[0])
+    with pytest.raises(CheckpointError, match="kernel"):
+        fitted.sample_posterior(300, resume_from=blobs[0], kernel="pcn")
+    del jnp, path
+
+
+def test_refit_to_a_file_drops_the_old_run(fitted, tmp_path):
+    path = tmp_path / "refit.h5"
+    fitted.sample_posterior(300, key=13, checkpoint_path=path, **RUN)
+    aspire = problems.make_aspire()
+    aspire.fit(problems.earlier_samples(seed=5), checkpoint_path=path,
+               **problems.FIT_SETTINGS)
+    assert read_checkpoint_bytes(path) is None
+    with AspireFile(path, "r") as f:
+        assert "history" not in f and "flow" in f
+
+
+def test_corrupt_flow_parameters_are_detected(fitted, tmp_path):
+    path = tmp_path / "flow.h5"
+    with AspireFile(path, "w") as f:
+        fitted.save_flow(f)
+    with h5py.File(path, "a") as f:
+        data = f["flow/params"][...]
+        data[len(data) // 2] ^= 0x10
+        f["flow/params"][...] = data
+    with AspireFile(path, "r") as f, pytest.raises(CheckpointError, match="checksum"):
+        problems.make_aspire().load_flow(f)

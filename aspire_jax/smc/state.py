@@ -71,7 +71,8 @@ class SMCConfig:
         Hard, always finite, cap used by the drivers when ``max_n_steps`` is
         not given. A run stopped by it ends with status ``iteration_limit``.
     beta_tolerance
-        Width of the bisection bracket at which the search stops.
+        Relative width (to its upper end) of the bisection bracket at which
+        the search stops.
     resampling
         ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
     resample_threshold
@@ -171,6 +172,11 @@ class SMCConfig:
                f"{self.resample_threshold!r}")
         _check(self.kernel in KERNELS,
                f"unknown kernel {self.kernel!r}; choose one of {list(KERNELS)}")
+        _check(self.kernel_settings is None
+               or dataclasses.is_dataclass(self.kernel_settings),
+               "kernel_settings must be None or a settings object of the kernel "
+               "(e.g. aspire_jax.kernels.PCNSettings(target_acceptance=0.3)); got "
+               f"{type(self.kernel_settings).__name__}")
         _check(self.n_mcmc_steps is None
                or (isinstance(self.n_mcmc_steps, int) and self.n_mcmc_steps >= 1),
                f"n_mcmc_steps must be None (adaptive) or a positive integer; got "

@@ -30,7 +30,8 @@ from .._types import Array, PRNGKey
 from ..kernels import KernelState, build_kernel
 from .resampling import get_resampler
 from .state import SMCConfig, SMCInfo, SMCState, Status, tree_index
-from .tempering import incremental_log_weights, next_beta_step, safe_scale
+from .tempering import (conditional_efficiency, incremental_log_weights,
+                        next_beta_step, safe_scale)
 
 __all__ = [
     "SMCAlgorithm",
@@ -164,6 +165,25 @@ def _check_batched(fn, name):
     return wrapped
 
 
+def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None):
+    """``n`` draws from the flow, mapped from the latent space in batches.
+
+    Notes
+    -----
+    With ``batch_size`` set and a flow that has ``from_latent``, the latent
+    points are drawn as ``jax.random.normal(key, (n, n_dims))`` and mapped
+    batch by batch. This reproduces ``flow.sample_and_log_prob(params, key,
+    n)`` for flows that sample that way, as :class:`aspire_jax.flows.Flow`
+    does; this is assumed, not checked.
+    """
+    if batch_size is None or batch_size >= n or not hasattr(flow, "from_latent"):
+        return flow.sample_and_log_prob(flow_params, key, n)[0]
+    like = jax.eval_shape(lambda p, k: flow.sample_and_log_prob(p, k, n)[0],
+                          flow_params, key)
+    z = jax.random.normal(key, like.shape, like.dtype)
+    return map_batches(lambda z: flow.from_latent(flow_params, z)[0], z, batch_size)
+
+
 def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     """Build ``init(key, flow_params)`` and ``init_from_particles``."""
     log_likelihood_fn = _check_batched(log_likelihood_fn, "log_likelihood")
@@ -188,7 +208,7 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
 
     def init(key: PRNGKey, flow_params) -> SMCState:
         key, key_sample = jax.random.split(key)
-        x, _ = flow.sample_and_log_prob(flow_params, key_sample, n)
+        x = _draw(flow, flow_params, key_sample, n, config.batch_size)
         return init_from_particles(key, x, flow_params)
 
     return init, init_from_particles
@@ -325,8 +345,7 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         var_inc = jnp.sum(jnp.exp(2 * state.log_weights) * (w_rel - 1.0) ** 2)
         log_weights = lw - log_inc
         ess = 1.0 / jnp.sum(jnp.exp(2 * log_weights))
-        efficiency = jnp.exp(2 * log_inc - logsumexp(
-            state.log_weights + 2 * incremental_log_weights(delta, log_ratio)))
+        efficiency = conditional_efficiency(delta, state.log_weights, log_ratio)
 
         if config.resample_threshold is None:
             resampled = jnp.asarray(True)

@@ -51,10 +51,14 @@ def conditional_efficiency(delta: ArrayLike, log_weights: ArrayLike,
                            log_ratio: ArrayLike) -> Array:
     """CESS / N of the step ``delta`` given normalised ``log_weights``."""
     lw = incremental_log_weights(delta, log_ratio)
+    # Shift by the largest increment first: 2 lse(a) - lse(2a) cancels
+    # catastrophically in float32 when the increments are large (|r| ~ 1e9).
+    top = jnp.max(jnp.where(jnp.isfinite(lw), lw, -jnp.inf))
+    lw = lw - jnp.where(jnp.isfinite(top), top, 0.0)
     num = 2.0 * logsumexp(log_weights + lw)
     den = logsumexp(log_weights + 2.0 * lw)
     eff = jnp.exp(num - den)
-    return jnp.where(jnp.isfinite(eff), eff, 0.0)
+    return jnp.where(jnp.isfinite(eff), jnp.clip(eff, 0.0, 1.0), 0.0)
 
 
 class BetaSearch(NamedTuple):
@@ -91,7 +95,8 @@ def next_beta_step(log_weights: ArrayLike, log_ratio: ArrayLike, beta: ArrayLike
     min_step, max_step
         Bounds on the step; the step never exceeds ``1 - beta``.
     tolerance
-        Bisection stops once the bracket is narrower than this.
+        Bisection stops once the bracket is narrower than this fraction of
+        its upper end.
     max_iterations
         Hard cap on bisection iterations (static).
 
@@ -122,7 +127,9 @@ def next_beta_step(log_weights: ArrayLike, log_ratio: ArrayLike, beta: ArrayLike
 
     def cond(carry):
         lo, hi, it = carry
-        return jnp.logical_and(hi - lo > tolerance, it < max_iterations)
+        # Relative width: a likelihood that is sharp compared with the flow
+        # needs steps far below any fixed absolute tolerance.
+        return jnp.logical_and(hi - lo > tolerance * hi, it < max_iterations)
 
     def body(carry):
         lo, hi, it = carry
@@ -132,8 +139,8 @@ def next_beta_step(log_weights: ArrayLike, log_ratio: ArrayLike, beta: ArrayLike
 
     lo, _, n_it = jax.lax.while_loop(cond, body, (lo0, hi0, jnp.int32(0)))
     # A bracket collapsed onto zero would stall the run; take the upper end.
-    lo = jnp.where(lo > 0, lo, jnp.minimum(hi0, tolerance))
+    lo = jnp.where(lo > 0, lo, jnp.minimum(hi0, tolerance * hi0))
     delta = jnp.where(take_hi, hi0, jnp.where(hit_min, lo0, lo))
-    delta = jnp.where(delta > 0, delta, jnp.minimum(hi0, tolerance))
+    delta = jnp.where(delta > 0, delta, jnp.minimum(hi0, tolerance * hi0))
     return BetaSearch(delta=delta, efficiency=eff(delta), hit_min=hit_min,
                       n_iterations=n_it)
