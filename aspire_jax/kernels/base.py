@@ -33,6 +33,7 @@ __all__ = [
     "safe_cholesky",
     "mh_accept",
     "adapt_log_scale",
+    "whiten",
 ]
 
 
@@ -126,3 +127,16 @@ def adapt_log_scale(log_scale: ArrayLike, acceptance: ArrayLike,
     """One Robbins–Monro move of a log-scale toward the target acceptance."""
     new = log_scale + rate * (acceptance - target)
     return jnp.clip(new, *bounds)
+
+
+def whiten(chol: ArrayLike, x: ArrayLike) -> Array:
+    """``L^{-1} x`` for every row of ``x`` ``(n, d)``, with ``L`` lower-triangular.
+
+    The inverse factor is formed once (a ``d x d`` solve) and applied as a
+    matrix product: one triangular solve against all ``n`` particles is slow on
+    CPU and is not split across devices when the particles are sharded.
+    """
+    chol = jnp.asarray(chol)
+    eye = jnp.eye(chol.shape[0], dtype=chol.dtype)
+    inv = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    return jnp.asarray(x) @ inv.T

@@ -38,7 +38,7 @@ from flax import struct
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
 from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
-                   mh_accept, safe_cholesky, weighted_mean_cov)
+                   mh_accept, safe_cholesky, weighted_mean_cov, whiten)
 
 __all__ = ["MALAParams", "MALASettings", "mala", "value_and_grad_batched"]
 
@@ -179,7 +179,7 @@ def mala(settings: MALASettings = MALASettings()) -> MCMCKernel:
                                                                 prop_u)
         proposal = KernelState(prop_u, prop_logp, prop_aux, prop_grad)
 
-        back = jax.scipy.linalg.solve_triangular(chol, (u - prop_u).T, lower=True).T
+        back = whiten(chol, u - prop_u)
         w_back = back - 0.5 * h**2 * (prop_grad @ chol)
         log_alpha = (prop_logp - state.log_density
                      - 0.5 * jnp.sum(w_back**2, axis=-1) / h**2

@@ -36,7 +36,7 @@ from flax import struct
 
 from .._types import Array, PRNGKey
 from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
-                   mh_accept, safe_cholesky, weighted_mean_cov)
+                   mh_accept, safe_cholesky, weighted_mean_cov, whiten)
 
 __all__ = ["PCNParams", "PCNSettings", "pcn", "tpcn"]
 
@@ -81,9 +81,7 @@ class PCNSettings:
 
 
 def _mahalanobis(u: Array, params: PCNParams) -> Array:
-    centred = u - params.mean
-    white = jax.scipy.linalg.solve_triangular(params.chol, centred.T, lower=True)
-    return jnp.sum(white**2, axis=0)
+    return jnp.sum(whiten(params.chol, u - params.mean) ** 2, axis=1)
 
 
 def _fit_t(u: Array, nu: float, n_iter: int) -> tuple[Array, Array]:
@@ -94,8 +92,7 @@ def _fit_t(u: Array, nu: float, n_iter: int) -> tuple[Array, Array]:
     def body(_, carry):
         mean, cov = carry
         chol = safe_cholesky(cov)
-        white = jax.scipy.linalg.solve_triangular(chol, (u - mean).T, lower=True)
-        w = (nu + d) / (nu + jnp.sum(white**2, axis=0))
+        w = (nu + d) / (nu + jnp.sum(whiten(chol, u - mean) ** 2, axis=1))
         # M-step: weighted location, scatter averaged over n (not over sum w).
         mean = (w @ u) / jnp.sum(w)
         centred = u - mean
