@@ -103,6 +103,21 @@ def _fit_t(u: Array, nu: float, n_iter: int) -> tuple[Array, Array]:
     return jax.lax.fori_loop(0, n_iter, body, (mean, cov))
 
 
+def _standard_gamma(key: PRNGKey, shape: float, n: int, dtype) -> Array:
+    """``n`` draws of Gamma(shape, 1).
+
+    When ``2 * shape`` is an integer ``k`` (integer ``nu``, the usual case),
+    Gamma(k / 2, 1) is half a chi-square with ``k`` degrees of freedom, drawn
+    exactly as half the sum of ``k`` squared standard normals. That avoids the
+    rejection loop of the general sampler, which is slow to compile on CPU.
+    """
+    k = 2.0 * shape
+    if float(k).is_integer() and k <= 512:
+        z = jax.random.normal(key, (n, int(k)), dtype)
+        return 0.5 * jnp.sum(z**2, axis=1)
+    return jax.random.gamma(key, shape, (n,), dtype)
+
+
 def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
     name = "tpcn" if student else "pcn"
     # Python arithmetic: a builder called under a trace must not stage jnp ops.
@@ -136,7 +151,7 @@ def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
         if student:
             delta = _mahalanobis(u, params)
             shape = 0.5 * (settings.nu + d)
-            gamma = jax.random.gamma(key_w, shape, (n,), u.dtype)
+            gamma = _standard_gamma(key_w, shape, n, u.dtype)
             w = 0.5 * (settings.nu + delta) / gamma
             z = z * jnp.sqrt(w)[:, None]
         else:
