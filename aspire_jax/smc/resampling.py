@@ -29,7 +29,12 @@ def _inverse_cdf(uniforms: Array, weights: Array) -> Array:
     cdf = jnp.cumsum(weights)
     # Guard against the last cumulative weight falling short of 1 by round-off.
     cdf = cdf.at[-1].set(jnp.inf)
-    return jnp.searchsorted(cdf, uniforms, side="right").astype(jnp.int32)
+    idx = jnp.searchsorted(cdf, uniforms, side="right").astype(jnp.int32)
+    # That guard must not hand the round-off gap to a zero-weight last
+    # particle: fall back to the last particle with positive weight.
+    n = weights.shape[0]
+    last = (n - 1 - jnp.argmax(weights[::-1] > 0)).astype(jnp.int32)
+    return jnp.minimum(idx, last)
 
 
 def multinomial(key: PRNGKey, weights: ArrayLike, num_samples: int) -> Array:
