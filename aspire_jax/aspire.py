@@ -784,15 +784,16 @@ class Aspire:
         if n_final is not None:
             key_res, key_mut = jax.random.split(jax.random.fold_in(state.key, 7))
             fconfig = dataclasses.replace(config, n_particles=int(n_final))
-            mutate = make_mutation(fconfig, _check_batched(self.log_likelihood,
-                                                           "log_likelihood"),
-                                   _check_batched(self.log_prior, "log_prior"), space)
+            mutate = self._cached("final", (fconfig, space), lambda: jax.jit(
+                make_mutation(fconfig, _check_batched(self.log_likelihood,
+                                                      "log_likelihood"),
+                              _check_batched(self.log_prior, "log_prior"), space)))
             from .smc.resampling import get_resampler
 
             idx = get_resampler(config.resampling)(key_res, jnp.exp(lw), int(n_final))
-            aux, *_ = jax.jit(mutate)(key_mut, x[idx], lp[idx], ll[idx], lq[idx],
-                                      jnp.ones((), x.dtype), state.kernel_params,
-                                      self.flow_params)
+            aux, *_ = mutate(key_mut, x[idx], lp[idx], ll[idx], lq[idx],
+                             jnp.ones((), x.dtype), state.kernel_params,
+                             self.flow_params)
             x, ll, lp, lq = aux.x, aux.log_likelihood, aux.log_prior, aux.log_q
             lw = jnp.full((int(n_final),), -jnp.log(int(n_final)), x.dtype)
         uniform = bool(np.allclose(np.asarray(lw), -np.log(lw.shape[0])))

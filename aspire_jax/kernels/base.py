@@ -22,6 +22,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
 from .._types import Array, ArrayLike
 
@@ -34,7 +35,26 @@ __all__ = [
     "mh_accept",
     "adapt_log_scale",
     "whiten",
+    "CholeskyScaleParams",
 ]
+
+
+@struct.dataclass
+class CholeskyScaleParams:
+    """Cholesky factor ``chol`` (d, d) of the particle covariance and a log scale.
+
+    Shared by the kernels whose proposal is ``scale * chol`` times noise
+    (random-walk Metropolis) or a Langevin step preconditioned by ``chol``
+    (MALA); ``step_size`` is ``exp(log_scale)``.
+    """
+
+    chol: Array
+    log_scale: Array
+
+    @property
+    def step_size(self) -> Array:
+        """The adapted scale ``exp(log_scale)``."""
+        return jnp.exp(self.log_scale)
 
 
 class KernelState(NamedTuple):

@@ -33,12 +33,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
-from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
-                   mh_accept, safe_cholesky, weighted_mean_cov, whiten)
+from .base import (CholeskyScaleParams, KernelInfo, KernelState, MCMCKernel,
+                   adapt_log_scale, mh_accept, safe_cholesky, weighted_mean_cov, whiten)
 
 __all__ = ["MALAParams", "MALASettings", "mala", "value_and_grad_batched"]
 
@@ -46,17 +45,8 @@ __all__ = ["MALAParams", "MALASettings", "mala", "value_and_grad_batched"]
 _LOG_SCALE_BOUNDS = (-12.0, 3.0)
 
 
-@struct.dataclass
-class MALAParams:
-    """Cholesky factor ``chol`` (d, d) of the particle covariance and log ``h``."""
-
-    chol: Array
-    log_scale: Array
-
-    @property
-    def step_size(self) -> Array:
-        """The Langevin step size ``h``."""
-        return jnp.exp(self.log_scale)
+MALAParams = CholeskyScaleParams
+"""Cholesky factor of the particle covariance and the adapted log scale."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,12 +21,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
-from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
-                   mh_accept, safe_cholesky, weighted_mean_cov)
+from .base import (CholeskyScaleParams, KernelInfo, KernelState, MCMCKernel,
+                   adapt_log_scale, mh_accept, safe_cholesky, weighted_mean_cov)
 
 __all__ = ["RWMHParams", "RWMHSettings", "rwmh"]
 
@@ -34,17 +33,8 @@ __all__ = ["RWMHParams", "RWMHSettings", "rwmh"]
 _LOG_SCALE_BOUNDS = (-12.0, 3.0)
 
 
-@struct.dataclass
-class RWMHParams:
-    """Cholesky factor ``chol`` (d, d) of the particle covariance and log ``s``."""
-
-    chol: Array
-    log_scale: Array
-
-    @property
-    def step_size(self) -> Array:
-        """The scale ``s`` multiplying ``chol`` in the proposal."""
-        return jnp.exp(self.log_scale)
+RWMHParams = CholeskyScaleParams
+"""Cholesky factor of the particle covariance and the adapted log scale."""
 
 
 @dataclasses.dataclass(frozen=True)
