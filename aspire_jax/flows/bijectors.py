@@ -1,6 +1,6 @@
 """Coupling layers of the flow, built from distrax bijectors.
 
-This is the only module of aspire_jax that imports distrax. A coupling layer
+Together with :mod:`aspire_jax.flows.spline` this is where distrax is used. A coupling layer
 splits the dimensions with a boolean mask ``m``: masked dimensions ``x_A``
 pass through unchanged and condition an elementwise bijector ``f`` applied to
 the others ``x_B``,
@@ -12,8 +12,9 @@ where the conditioner ``g`` is a small MLP. Two inner bijectors are offered:
 
 ``"spline"``
     a monotone rational-quadratic spline on ``[-B, B]`` with ``K`` bins,
-    linear outside the interval (Durkan et al. 2019), from
-    ``distrax.RationalQuadraticSpline``.
+    linear outside the interval (Durkan et al. 2019): a distrax bijector of
+    :mod:`aspire_jax.flows.spline`, parametrised as
+    ``distrax.RationalQuadraticSpline`` but several times faster on batches.
 ``"affine"``
     ``f(x) = shift + exp(s) * x`` with ``s = S * tanh(raw / S)``, so that one
     layer never rescales by more than ``exp(S)``; ``distrax.ScalarAffine``.
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aspire_jax._types import Array
+from aspire_jax.flows.spline import RationalQuadraticSpline
 
 with warnings.catch_warnings():
     # distrax pulls in tensorflow_probability's JAX substrate, which touches
@@ -180,9 +182,7 @@ class SubsetCoupling(distrax.Bijector):
 def _spline_fn(spline_range: float):
     # The number of bins is implied by the parameter count, 3 * n_bins + 1.
     def make(params: Array):
-        return distrax.RationalQuadraticSpline(
-            params, range_min=-spline_range, range_max=spline_range
-        )
+        return RationalQuadraticSpline(params, -spline_range, spline_range)
 
     return make
 
