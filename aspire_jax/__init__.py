@@ -19,6 +19,7 @@ from .smc.step import build_smc, make_init, make_step, run_device, run_host
 from .io import AspireFile
 from .aspire import Aspire
 from .callbacks import wrap_numpy_likelihood
+from .compilation import enable_compilation_cache
 
 __all__ = [
     "Aspire",
@@ -39,6 +40,7 @@ __all__ = [
     "TemperingError",
     "ValidationError",
     "build_smc",
+    "enable_compilation_cache",
     "make_init",
     "make_step",
     "run_device",

@@ -420,6 +420,30 @@ class Flow:
         inside = jnp.all((x > t.lower) & (x < t.upper), axis=-1)
         return jnp.where(inside, _std_normal_log_prob(z) + logdet, -jnp.inf)
 
+    def latent_log_prob(
+        self, params: FlowParams, z: Array, x: Array, log_det: Array
+    ) -> Array:
+        """``log q(x)`` for ``x, log_det = from_latent(params, z)``, without a pass.
+
+        Parameters
+        ----------
+        params
+            Flow parameters.
+        z
+            ``(..., n_dims)`` latent points.
+        x, log_det
+            Their images and ``log|det dx/dz|``, as returned by :meth:`from_latent`.
+
+        Returns
+        -------
+        jax.Array
+            ``log N(z; 0, I) - log_det``, ``-inf`` where ``x`` is not strictly
+            inside the bounds: :meth:`log_prob` at ``x`` up to round-off.
+        """
+        t = params.transform
+        inside = jnp.all((x > t.lower) & (x < t.upper), axis=-1)
+        return jnp.where(inside, _std_normal_log_prob(z) - log_det, -jnp.inf)
+
     def sample_and_log_prob(
         self, params: FlowParams, key: PRNGKey, n: int
     ) -> tuple[Array, Array]:

@@ -38,9 +38,9 @@ def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: in
     log_prior_fn = _check_batched(log_prior_fn, "log_prior")
 
     def sample(key: PRNGKey, flow_params) -> ImportanceResult:
-        x, _ = flow.sample_and_log_prob(flow_params, key, n_samples)
+        x, lq = flow.sample_and_log_prob(flow_params, key, n_samples)
         lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                        flow_params, x)
+                                        flow_params, x, log_q=lq)
         log_w = jnp.where(jnp.isfinite(lp + ll), lp + ll - lq, -jnp.inf)
         log_sum = logsumexp(log_w)
         log_z = log_sum - jnp.log(n_samples)

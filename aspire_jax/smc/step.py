@@ -72,7 +72,8 @@ def _sanitise(v: Array) -> Array:
 def map_batches(fn: Callable, x: Array, batch_size: int | None):
     """Apply the row-wise ``fn`` to ``x`` at most ``batch_size`` rows at a time.
 
-    ``fn`` maps ``(b, ...)`` to a pytree of ``(b, ...)`` arrays, row by row.
+    ``x`` is an array or a pytree of arrays sharing their leading axis; ``fn``
+    maps its ``(b, ...)`` slices to a pytree of ``(b, ...)`` arrays, row by row.
     With ``batch_size=None`` (or at least ``n`` rows) it is called once on all
     of ``x``; otherwise ``lax.map`` runs it over ``ceil(n / batch_size)``
     batches in turn, so only one batch of intermediates is alive at a time.
@@ -86,15 +87,18 @@ def map_batches(fn: Callable, x: Array, batch_size: int | None):
     does not divide ``n``, ``x`` is padded with copies of its first row, whose
     results are dropped.
     """
-    n = x.shape[0]
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
     if batch_size is None or batch_size >= n:
         return fn(x)
     n_batches = -(-n // batch_size)
     pad = n_batches * batch_size - n
-    if pad:
-        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])])
-    batches = x.reshape((batch_size, n_batches) + x.shape[1:]).swapaxes(0, 1)
-    out = jax.lax.map(fn, batches)
+
+    def split(a):
+        if pad:
+            a = jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,) + a.shape[1:])])
+        return a.reshape((batch_size, n_batches) + a.shape[1:]).swapaxes(0, 1)
+
+    out = jax.lax.map(fn, jax.tree_util.tree_map(split, x))
 
     def unbatch(a):
         return a.swapaxes(0, 1).reshape((n + pad,) + a.shape[2:])[:n]
@@ -103,22 +107,27 @@ def map_batches(fn: Callable, x: Array, batch_size: int | None):
 
 
 def evaluate_densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x,
-                       batch_size: int | None = None):
+                       batch_size: int | None = None, log_q: Array | None = None):
     """Log-prior, log-likelihood and flow log-density of ``x``, sanitised.
 
     The likelihood is only evaluated where the prior is finite; elsewhere it
     is set to ``-inf`` (points outside the prior support are impossible).
     ``batch_size`` bounds the rows evaluated at once (see :func:`map_batches`).
+    A ``log_q`` already known (from the path that produced ``x``) is used as
+    it is instead of a second pass through the flow.
     """
 
-    def evaluate(x):
+    def evaluate(x, log_q):
         lp = _sanitise(log_prior_fn(x))
         ll = _sanitise(log_likelihood_fn(x))
         ll = jnp.where(jnp.isfinite(lp), ll, -jnp.inf)
-        lq = _sanitise(flow.log_prob(flow_params, x))
-        return lp, ll, lq
+        if log_q is None:
+            log_q = flow.log_prob(flow_params, x)
+        return lp, ll, _sanitise(log_q)
 
-    return map_batches(evaluate, x, batch_size)
+    if log_q is None:
+        return map_batches(lambda x: evaluate(x, None), x, batch_size)
+    return map_batches(lambda xq: evaluate(*xq), (x, log_q), batch_size)
 
 
 def tempered_log_density(beta, log_prior, log_likelihood, log_q):
@@ -250,22 +259,30 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     kernel = build_kernel(config.kernel, config.kernel_settings)
     to_space, from_space = _spaces(config, flow)
 
+    # In the flow's latent space, log q of a proposal follows from its latent
+    # point and the log-determinant of the map back, so each proposal costs
+    # one pass through the flow instead of two.
+    latent_log_q = (getattr(flow, "latent_log_prob", None)
+                    if config.preconditioning == "flow" else None)
+
     def mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params):
-        u, _ = map_batches(lambda x: to_space(flow_params, x), x, config.batch_size)
+        u, log_det_to = map_batches(lambda x: to_space(flow_params, x), x,
+                                    config.batch_size)
 
         def unbatched_log_density(u):
             x, log_det = from_space(flow_params, u)
+            lq = (None if latent_log_q is None
+                  else latent_log_q(flow_params, u, x, log_det))
             lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                            flow_params, x)
+                                            flow_params, x, log_q=lq)
             logp = _sanitise(tempered_log_density(beta, lp, ll, lq) + log_det)
             return logp, _Aux(x, lp, ll, lq)
 
         def log_density_fn(u):
             return map_batches(unbatched_log_density, u, config.batch_size)
 
-        _, log_det0 = map_batches(lambda u: from_space(flow_params, u), u,
-                                  config.batch_size)
-        logp0 = _sanitise(tempered_log_density(beta, lp, ll, lq) + log_det0)
+        # log|dx/du| at u is minus log|du/dx| at x: no pass back is needed.
+        logp0 = _sanitise(tempered_log_density(beta, lp, ll, lq) - log_det_to)
         kstate = KernelState(u, logp0, _Aux(x, lp, ll, lq), None)
         extra_evals = 0
         if kernel.uses_grad:
