@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import secrets
 import sys
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CheckpointError, TemperingError, ValidationError
-from .flows import Flow, FlowConfig, fit as fit_flow
+from .flows import Flow, FlowConfig, FlowHistory, fit as fit_flow
 from .history import History
 from .io import (AspireFile, history_from_group, history_to_group,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
@@ -558,6 +559,11 @@ class Aspire:
         if resume and resume.get("sampler_config"):
             _check_structure(resume["sampler_config"].get("options", {}), options)
             stored = dict(resume["sampler_config"].get("options", {}))
+            if sampler in ("smc", "mcmc"):
+                # Runs stored without it used the engine's default.
+                stored.setdefault("preconditioning", "standard")
+            if options.get("preconditioning") == "auto":
+                options = {k: v for k, v in options.items() if k != "preconditioning"}
             stored.update(options)
             options = stored
             if key is None and resume["sampler_config"].get("seed") is not None:
@@ -567,6 +573,9 @@ class Aspire:
         n_samples = 1000 if n_samples is None else n_samples
         _check_count(n_samples, "n_samples")
         options = _translate_sampler_kwargs(sampler_kwargs, options)
+        if sampler in ("smc", "mcmc") and options.get("preconditioning",
+                                                      "auto") == "auto":
+            options["preconditioning"] = self.auto_preconditioning()
         if self._auto is not None:
             if checkpoint_path is None:
                 checkpoint_path = self._auto["path"]
@@ -657,6 +666,32 @@ class Aspire:
             rows.append(info._replace(acceptance=np.float32(acc),
                                       step_size=np.float32(size)))
         return samples, History.from_infos("mcmc", rows)
+
+    def auto_preconditioning(self) -> str:
+        """The move space ``preconditioning="auto"`` (the default) chooses.
+
+        ``"flow"`` (the flow's latent space) when the fitted flow beats the
+        Gaussian on the held-out earlier samples by more than
+        ``AUTO_FLOW_GAIN_PER_DIM`` nats per dimension, ``"standard"`` (the
+        whitened unbounded space) otherwise, and whenever there is no
+        validation loss to judge by or a parameter is periodic.
+
+        Notes
+        -----
+        A flow that has learnt curvature, skew or several modes straightens
+        them in its latent space, where pCN-type moves then decorrelate in a
+        handful of sweeps (on a twisted Gaussian, five times fewer likelihood
+        evaluations than in the whitened space). When the earlier posterior is
+        close to Gaussian the flow has nothing to straighten and its small
+        wiggles only hinder the moves, so the whitened space is kept.
+        """
+        h = self.flow_history
+        gain = math.nan if h is None else h.gain_over_gaussian() / self.dims
+        choice = ("flow" if math.isfinite(gain) and gain > AUTO_FLOW_GAIN_PER_DIM
+                  and not any(self.periodic) else "standard")
+        logger.info("preconditioning='auto': flow gains %.3g nats per dimension over "
+                    "a Gaussian on held-out samples -> %r", gain, choice)
+        return choice
 
     # ------------------------------------------------------------------- smc
     def _space(self, config: SMCConfig):
@@ -869,6 +904,11 @@ class Aspire:
                 lp = np.asarray(state.log_prior, dtype=np.float64)[idx]
                 now = np.where(np.isfinite(lp), now, -np.inf)
             same = (now == old) | np.isclose(now, old, rtol=1e-4, atol=1e-3)
+            if name == "flow log_q":
+                # Drawn or moved through the latent space, a particle rounded
+                # onto a bound keeps the density of its path, where log_prob
+                # says -inf.
+                same |= np.isneginf(now) & np.isfinite(old)
             if not np.all(same | (np.isnan(now) & np.isneginf(old))):
                 raise CheckpointError(
                     f"the checkpoint's cached {name} values differ from the {name} "
@@ -1031,6 +1071,7 @@ class Aspire:
             self.flow_params = self.flow.params_from_bytes(data)
         except Exception as exc:
             raise CheckpointError(f"cannot restore the flow from /{path}: {exc}") from exc
+        self.flow_history = _read_flow_history(g)
 
     # ------------------------------------------------------ auto checkpoint
     @contextlib.contextmanager
@@ -1131,9 +1172,29 @@ def _resume_from_path(path, dset="checkpoint/state"):
     return out
 
 
+def _read_flow_history(group) -> FlowHistory | None:
+    """The flow's training history stored beside it, or None if absent/unreadable."""
+    if "history" not in group:
+        return None
+    h = group["history"]
+    try:
+        data = {k: np.asarray(h[k][...]) for k in h}
+        data["best_epoch"] = int(data["best_epoch"])
+        return FlowHistory.from_dict(data)
+    except Exception:  # a history is informative only; never block a load on it
+        return None
+
+
+# Held-out nats per dimension the flow must gain over a Gaussian for
+# preconditioning="auto" to move the particles in its latent space.
+AUTO_FLOW_GAIN_PER_DIM = 0.1
+
+
 def _check_structure(stored: Mapping, given: Mapping):
     """Refuse to resume with a different kernel or move space."""
     for name, default in (("kernel", "tpcn"), ("preconditioning", "standard")):
+        if name == "preconditioning" and given.get(name) == "auto":
+            continue
         if name in given and given[name] != stored.get(name, default):
             raise CheckpointError(
                 f"the checkpoint was made with {name}={stored.get(name, default)!r}; "

@@ -28,15 +28,16 @@ again the same way (``t_compile_fit_cached``).
 Peers
 -----
 ``aspire_jax``
-    Adaptive-tempered SMC from the fitted flow with the defaults (t-pCN in the
-    standard preconditioning space, adaptive MCMC length), device driver.
+    Adaptive-tempered SMC from the fitted flow with the defaults (t-pCN,
+    adaptive MCMC length, and the move space that the facade's default
+    ``preconditioning="auto"`` picks from the flow's held-out gain over a
+    Gaussian), device driver.
 ``aspire_jax_fixed``
     The same with a fixed ``n_mcmc_steps = 5 * dims`` (upstream's default
     length), to show what the adaptive length saves.
 ``aspire_jax_flowspace``
-    The same as ``aspire_jax`` with ``preconditioning="flow"``: the moves run
-    in the flow's latent space (as upstream's do) instead of the whitened
-    unbounded space.
+    The same as ``aspire_jax`` with ``preconditioning="flow"`` whatever the
+    flow: the moves run in the flow's latent space, as upstream's do.
 ``aspire_jax_is``
     Importance sampling from the fitted flow.
 ``aspire_jax_rwmh``
@@ -275,8 +276,11 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
     flow = fitted[0][0].flow
     x_probe = np.asarray(fitted[0][0].sample_flow(n, key=0).x)
     like_time = _likelihood_time(ll, jax.numpy.asarray(x_probe, jax.numpy.float32))
-    configs = {"aspire_jax": SMCConfig(n_particles=n),
-               "aspire_jax_fixed": SMCConfig(n_particles=n,
+    # The move space the facade's default (preconditioning="auto") picks for
+    # the first seed's flow; the fixed-length peer uses the same space.
+    space = fitted[0][0].auto_preconditioning()
+    configs = {"aspire_jax": SMCConfig(n_particles=n, preconditioning=space),
+               "aspire_jax_fixed": SMCConfig(n_particles=n, preconditioning=space,
                                              n_mcmc_steps=5 * problem.dims),
                "aspire_jax_flowspace": SMCConfig(n_particles=n,
                                                  preconditioning="flow")}
@@ -313,6 +317,10 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
                            error=f"{type(exc).__name__}: {exc}")
             rec["t_compile_fit"] = t_compile_fit
             rec["t_first_call"] = t_first
+            if peer in configs:
+                rec["preconditioning"] = configs[peer].preconditioning
+                rec["flow_gain_per_dim"] = (
+                    aspire.flow_history.gain_over_gaussian() / problem.dims)
             records.append(rec)
             _log(problem, rec)
     # Warm-cache timings, after every timed call so they cannot disturb them.

@@ -254,3 +254,14 @@ class CouplingStack(nn.Module):
 
     def __call__(self, u: Array) -> tuple[Array, Array]:
         return self.forward_and_log_det(u)
+
+    def init_conditioners(self, u: Array) -> None:
+        """Create every conditioner's parameters from ``(n, n_dims)`` input.
+
+        Used as the ``method`` of ``init``: it gives the same variables as
+        initialising through :meth:`forward_and_log_det`, without tracing the
+        chain of bijectors (most of the compile time of an init).
+        """
+        for mask, cond in zip(self._masks, self.conditioners):
+            kept = int(mask.sum())
+            cond(jnp.zeros(u.shape[:-1] + (max(kept, 1),), u.dtype))

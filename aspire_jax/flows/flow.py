@@ -238,7 +238,8 @@ class Flow:
 
     @functools.partial(jax.jit, static_argnums=(0, 2))
     def _init_net(self, key: PRNGKey, dtype=jnp.float32) -> dict:
-        return self._net.init(key, jnp.zeros((1, self.n_dims), dtype=dtype))
+        return self._net.init(key, jnp.zeros((1, self.n_dims), dtype=dtype),
+                              method=CouplingStack.init_conditioners)
 
     def init(
         self, key: PRNGKey, x_train: ArrayLike, *, prior_bounds: ArrayLike | None = None

@@ -55,6 +55,12 @@ _MIN_SLOPE = 1e-4
 _SLOPE_OFFSET = math.log(math.expm1(1.0 - _MIN_SLOPE))
 
 
+def _softplus(v: Array) -> Array:
+    # log(1 + e^v) without overflow, in fewer operations than
+    # jax.nn.softplus (a logaddexp with special cases for infinities).
+    return jnp.maximum(v, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(v)))
+
+
 class RationalQuadraticSpline(distrax.Bijector):
     """Monotone rational-quadratic spline acting elementwise (event rank 0).
 
@@ -97,7 +103,7 @@ class RationalQuadraticSpline(distrax.Bijector):
 
         self._x = knots(params[..., :n_bins])
         self._y = knots(params[..., n_bins:2 * n_bins])
-        self._d = jax.nn.softplus(params[..., 2 * n_bins:] + _SLOPE_OFFSET) + _MIN_SLOPE
+        self._d = _softplus(params[..., 2 * n_bins:] + _SLOPE_OFFSET) + _MIN_SLOPE
 
     def _bin(self, v: Array, pos: Array):
         """Gather the knots of the bin holding ``v`` (clamped to an end bin)."""

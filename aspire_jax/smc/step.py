@@ -175,7 +175,7 @@ def _check_batched(fn, name):
 
 
 def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None):
-    """``n`` draws from the flow, mapped from the latent space in batches.
+    """``n`` draws from the flow and their ``log q``, in batches if asked.
 
     Notes
     -----
@@ -183,14 +183,22 @@ def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None):
     points are drawn as ``jax.random.normal(key, (n, n_dims))`` and mapped
     batch by batch. This reproduces ``flow.sample_and_log_prob(params, key,
     n)`` for flows that sample that way, as :class:`aspire_jax.flows.Flow`
-    does; this is assumed, not checked.
+    does; this is assumed, not checked. ``log q`` is the one computed along
+    the sampling path (no second pass through the flow).
     """
     if batch_size is None or batch_size >= n or not hasattr(flow, "from_latent"):
-        return flow.sample_and_log_prob(flow_params, key, n)[0]
+        return flow.sample_and_log_prob(flow_params, key, n)
     like = jax.eval_shape(lambda p, k: flow.sample_and_log_prob(p, k, n)[0],
                           flow_params, key)
     z = jax.random.normal(key, like.shape, like.dtype)
-    return map_batches(lambda z: flow.from_latent(flow_params, z)[0], z, batch_size)
+
+    def draw(z):
+        x, log_det = flow.from_latent(flow_params, z)
+        if hasattr(flow, "latent_log_prob"):
+            return x, flow.latent_log_prob(flow_params, z, x, log_det)
+        return x, flow.log_prob(flow_params, x)
+
+    return map_batches(draw, z, batch_size)
 
 
 def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
@@ -201,9 +209,10 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     to_space, _ = _spaces(config, flow)
     n = config.n_particles
 
-    def init_from_particles(key: PRNGKey, x: Array, flow_params) -> SMCState:
+    def init_from_particles(key: PRNGKey, x: Array, flow_params,
+                            _log_q: Array | None = None) -> SMCState:
         lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                        flow_params, x, config.batch_size)
+                                        flow_params, x, config.batch_size, _log_q)
         u, _ = map_batches(lambda x: to_space(flow_params, x), x, config.batch_size)
         dtype = x.dtype
         return SMCState(
@@ -217,8 +226,8 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
 
     def init(key: PRNGKey, flow_params) -> SMCState:
         key, key_sample = jax.random.split(key)
-        x = _draw(flow, flow_params, key_sample, n, config.batch_size)
-        return init_from_particles(key, x, flow_params)
+        x, log_q = _draw(flow, flow_params, key_sample, n, config.batch_size)
+        return init_from_particles(key, x, flow_params, log_q)
 
     return init, init_from_particles
 
