@@ -191,7 +191,7 @@ def ratios(summary: dict, problems) -> dict:
                 ours.get("log_evidence_rms_error"), up.get("log_evidence_rms_error")),
             blackjax_over_ours_rwmh_total=_ratio(bj.get("t_total"),
                                                  rw.get("t_total")),
-            blackjax_over_ours_rwmh_total_cached=_ratio(bj.get("t_total"),
+            blackjax_over_ours_rwmh_total_cached=_ratio(bj.get("t_total_cached"),
                                                         rw.get("t_total_cached")),
             blackjax_over_ours_rwmh_sampling=_ratio(bj.get("t_sample"),
                                                     rw.get("t_sample")),
@@ -332,6 +332,23 @@ def plot(path, meta, summary, scaling):
     plt.close(fig)
 
 
+def rerender(out_dir: pathlib.Path) -> str:
+    """Rebuild results.md and results.png from the records of results.json."""
+    result = json.loads((out_dir / "results.json").read_text())
+    meta, records = result["meta"], result["records"]
+    summary = summarise(records, result["references"])
+    ratio_table = ratios(summary, meta["problems"])
+    result.update(summary=summary, ratios=ratio_table)
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    text = write_markdown(out_dir / "results.md", meta, summary, ratio_table,
+                          result.get("scaling"))
+    try:
+        plot(out_dir / "results.png", meta, summary, result.get("scaling"))
+    except ImportError:
+        pass
+    return text
+
+
 def _load():
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -353,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
     parser.add_argument("--timeout", type=int, default=3600,
                         help="seconds allowed to each worker process")
+    parser.add_argument("--rerender", action="store_true",
+                        help="only rebuild the tables and plot from --out/results.json")
     args = parser.parse_args(argv)
+    if args.rerender:
+        print(rerender(args.out))
+        return 0
     preset = "quick" if args.quick else "medium" if args.medium else "full"
     cfg = dict(PRESETS[preset])
     problems = tuple(args.problems or cfg["problems"])
