@@ -35,7 +35,7 @@ from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_in
                        unshard_state)
 from .smc.importance import make_importance_sampler
 from .smc.mcmc import make_mcmc_sampler
-from .smc.state import SMCConfig, SMCInfo, SMCState, Status
+from .smc.state import PRECONDITIONING, SMCConfig, SMCInfo, SMCState, Status
 from .smc.step import build_smc, make_mutation, run_device, _check_batched
 from .spaces import PeriodicSpace
 
@@ -49,6 +49,7 @@ _SMC_OPTIONS = tuple(f.name for f in dataclasses.fields(SMCConfig)
                      if f.name != "n_particles") + ("n_final_samples", "driver")
 _MCMC_OPTIONS = ("kernel", "kernel_settings", "n_steps", "n_burnin",
                  "preconditioning")
+_SPACES = PRECONDITIONING
 _TORCH_BACKENDS = ("zuko", "flowjax", "torch", "pytorch", "nflows")
 _CONFIG_VERSION = 1
 
@@ -575,7 +576,16 @@ class Aspire:
         options = _translate_sampler_kwargs(sampler_kwargs, options)
         if sampler in ("smc", "mcmc") and options.get("preconditioning",
                                                       "auto") == "auto":
-            options["preconditioning"] = self.auto_preconditioning()
+            if resume is not None and not resume.get("sampler_config"):
+                # A bare state does not say how it moved; keep the engine's
+                # default rather than guess from the flow.
+                options["preconditioning"] = "standard"
+            else:
+                options["preconditioning"] = self.auto_preconditioning()
+        if options.get("preconditioning", "standard") not in _SPACES:
+            raise ValidationError(
+                f"unknown preconditioning {options['preconditioning']!r}; choose "
+                f"one of {['auto', *_SPACES]}")
         if self._auto is not None:
             if checkpoint_path is None:
                 checkpoint_path = self._auto["path"]
@@ -948,7 +958,9 @@ class Aspire:
         if resume_kwargs:
             sc = dict(resume.get("sampler_config") or {})
             opts = dict(sc.get("options", {}))
-            opts.update(resume_kwargs)
+            _check_structure(opts, resume_kwargs)
+            opts.update({k: v for k, v in resume_kwargs.items()
+                         if not (k == "preconditioning" and v == "auto")})
             sc["options"] = opts
             resume["sampler_config"] = sc
         if resume.get("state") is None:
@@ -1028,6 +1040,7 @@ class Aspire:
                 arr = np.asarray(v)
                 if arr.dtype.kind in "fiu":
                     group.create_dataset(f"history/{k}", data=arr)
+            group["history"].attrs["stop_reason"] = self.flow_history.stop_reason
 
     def save_flow(self, h5, path: str = "flow"):
         """Write the flow's architecture and parameters to ``/path``."""
@@ -1179,9 +1192,13 @@ def _read_flow_history(group) -> FlowHistory | None:
     h = group["history"]
     try:
         data = {k: np.asarray(h[k][...]) for k in h}
-        data["best_epoch"] = int(data["best_epoch"])
+        if "stop_reason" in h.attrs:
+            data["stop_reason"] = str(h.attrs["stop_reason"])
         return FlowHistory.from_dict(data)
-    except Exception:  # a history is informative only; never block a load on it
+    except (ValidationError, KeyError, TypeError, ValueError, OSError) as err:
+        # A history is informative only; never block a load on it.
+        logger.warning("ignoring the unreadable flow history in %s: %s",
+                       group.name, err)
         return None
 
 

@@ -35,8 +35,10 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *,
     Parameters
     ----------
     path
-        Folder of the cache, created if missing; :func:`default_cache_dir`
-        when ``None``. Several processes may share it.
+        Folder of the cache, created if missing and made absolute;
+        :func:`default_cache_dir` when ``None``. Several processes may share
+        it; one process uses one folder (calling again with the same folder
+        is harmless).
     min_compile_time_s
         Programs that compile faster than this are not stored.
 
@@ -48,8 +50,9 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *,
     Raises
     ------
     ValidationError
-        If ``path`` exists and is not a folder, or ``min_compile_time_s`` is
-        negative.
+        If ``path`` is empty, is not (or cannot be made) a folder, differs from
+        a cache folder already set in this process, or ``min_compile_time_s``
+        is not a number >= 0.
 
     Notes
     -----
@@ -60,13 +63,27 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, *,
     another particle count, flow architecture, likelihood or JAX version
     compiles afresh (and is stored in turn). Call it before the first run.
     """
-    folder = default_cache_dir() if path is None else pathlib.Path(path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise ValidationError(f"compilation cache path {folder} is not a folder.")
-    if not (isinstance(min_compile_time_s, (int, float)) and min_compile_time_s >= 0):
+    if isinstance(path, str) and not path.strip():
+        raise ValidationError("compilation cache path is empty; pass a folder or None.")
+    folder = default_cache_dir() if path is None else pathlib.Path(path)
+    folder = folder.expanduser().resolve()
+    if isinstance(min_compile_time_s, bool) or not (
+            isinstance(min_compile_time_s, (int, float)) and min_compile_time_s >= 0):
         raise ValidationError(
             f"min_compile_time_s must be a number >= 0; got {min_compile_time_s!r}.")
-    folder.mkdir(parents=True, exist_ok=True)
+    current = jax.config.jax_compilation_cache_dir
+    if current and pathlib.Path(current).resolve() != folder:
+        raise ValidationError(
+            f"the compilation cache of this process is already {current}; JAX keeps "
+            "the first folder for the life of the process, so start a new process "
+            "to use another one.")
+    if folder.exists() and not folder.is_dir():
+        raise ValidationError(f"compilation cache path {folder} is not a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValidationError(
+            f"cannot create the compilation cache folder {folder}: {err}") from err
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs",
                       float(min_compile_time_s))

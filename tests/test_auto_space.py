@@ -88,3 +88,89 @@ def test_history_round_trips_and_old_dicts_load(tmp_path):
     assert other.flow_history.gain_over_gaussian() == pytest.approx(
         history.gain_over_gaussian())
     assert other.auto_preconditioning() == aspire.auto_preconditioning()
+
+
+@pytest.fixture(scope="module")
+def curved():
+    """An Aspire whose flow asks for the latent space, with a checkpoint file
+    of a run that moved in the whitened space instead."""
+    aspire = _aspire(2)
+    aspire.fit(_banana(1000, 7), key=0, n_epochs=40)
+    assert aspire.auto_preconditioning() == "flow"
+    return aspire
+
+
+def _checkpointed(aspire, path, **kw):
+    blobs = []
+    aspire.sample_posterior(200, key=2, progress=False, n_mcmc_steps=2,
+                            checkpoint_path=str(path), checkpoint_callback=blobs.append,
+                            **kw)
+    return blobs
+
+
+def _gauss(x):
+    return jnp.sum(-0.5 * x**2, axis=-1)
+
+
+def test_resume_keeps_the_stored_space(curved, tmp_path):
+    from aspire_jax import CheckpointError
+
+    path = tmp_path / "run.h5"
+    blobs = _checkpointed(curved, path, preconditioning="standard")
+    for given in ({}, {"preconditioning": "auto"}):
+        again = Aspire.resume_from_file(path, log_likelihood=_gauss, log_prior=_gauss,
+                                        resume_kwargs=given)
+        again.sample_posterior(progress=False)
+        assert again._last_sampler_config["options"]["preconditioning"] == "standard"
+    with pytest.raises(CheckpointError, match="preconditioning"):
+        Aspire.resume_from_file(path, log_likelihood=_gauss, log_prior=_gauss,
+                                resume_kwargs={"preconditioning": "flow"})
+    # Bare state bytes carry no settings: the engine's default, not a guess.
+    curved.sample_posterior(200, progress=False, resume_from=blobs[0]["state"],
+                            n_mcmc_steps=2)
+    assert curved._last_sampler_config["options"]["preconditioning"] == "standard"
+    # The checkpoint dict carries them.
+    curved.sample_posterior(progress=False, resume_from=blobs[0])
+    assert curved._last_sampler_config["options"]["preconditioning"] == "standard"
+
+
+def test_unknown_space_is_refused_before_anything_runs(curved):
+    from aspire_jax import ValidationError
+
+    before = curved._last_sampler_config
+    with pytest.raises(ValidationError, match="'auto'"):
+        curved.sample_posterior(100, key=0, preconditioning="bogus")
+    assert curved._last_sampler_config is before
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(best_epoch=99), "outside"),
+    (dict(best_epoch=-1), "outside"),
+    (dict(best_epoch=1.5), "integer"),
+    (dict(best_epoch="2"), "integer"),
+    (dict(gaussian_validation_loss="x"), "real numbers"),
+    (dict(gaussian_validation_loss=[1.0, 2.0]), "real numbers"),
+    (dict(validation_loss=[1.0]), "epochs"),
+    (dict(stop_reason="bored"), "stop_reason"),
+])
+def test_malformed_history_dicts(change, match):
+    from aspire_jax import ValidationError
+
+    good = dict(training_loss=[3.0, 2.0, 1.5], validation_loss=[3.1, 2.2, 1.9],
+                best_epoch=2, stop_reason="max_epochs", gaussian_validation_loss=2.5)
+    assert FlowHistory.from_dict(good).gain_over_gaussian() == pytest.approx(0.6)
+    with pytest.raises(ValidationError, match=match):
+        FlowHistory.from_dict({**good, **change})
+
+
+def test_stop_reason_survives_the_file(tmp_path):
+    aspire = _aspire(2)
+    history = aspire.fit(_banana(600, 8), key=0, n_epochs=200, patience=2)
+    assert history.stop_reason == "early_stopping"
+    with AspireFile(tmp_path / "f.h5", "w") as f:
+        aspire.save_flow(f)
+    other = _aspire(2)
+    with AspireFile(tmp_path / "f.h5", "r") as f:
+        other.load_flow(f)
+    assert other.flow_history.stop_reason == "early_stopping"
+    assert other.flow_history.best_epoch == history.best_epoch

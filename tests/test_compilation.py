@@ -53,9 +53,46 @@ def test_default_dir_follows_environment(monkeypatch, tmp_path):
 
 
 def test_bad_arguments(tmp_path):
+    # Every refusal comes before any JAX setting is touched.
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     with pytest.raises(ValidationError, match="not a folder"):
         aspire_jax.enable_compilation_cache(not_a_dir)
-    with pytest.raises(ValidationError, match="min_compile_time_s"):
-        aspire_jax.enable_compilation_cache(tmp_path, min_compile_time_s=-1)
+    with pytest.raises(ValidationError, match="cannot create"):
+        aspire_jax.enable_compilation_cache(not_a_dir / "below")
+    with pytest.raises(ValidationError, match="empty"):
+        aspire_jax.enable_compilation_cache("  ")
+    for bad in (-1, True, "1", None):
+        with pytest.raises(ValidationError, match="min_compile_time_s"):
+            aspire_jax.enable_compilation_cache(tmp_path, min_compile_time_s=bad)
+    import jax
+
+    assert not jax.config.jax_compilation_cache_dir
+
+
+def test_a_second_folder_in_one_process_is_refused(tmp_path):
+    program = textwrap.dedent("""
+        import sys
+        import aspire_jax
+        from aspire_jax.errors import ValidationError
+        a = aspire_jax.enable_compilation_cache(sys.argv[1])
+        assert aspire_jax.enable_compilation_cache(sys.argv[1]) == a
+        try:
+            aspire_jax.enable_compilation_cache(sys.argv[2])
+        except ValidationError as err:
+            print("refused", "already" in str(err))
+    """)
+    out = subprocess.run([sys.executable, "-c", program, str(tmp_path / "a"),
+                          str(tmp_path / "b")], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    assert out.split() == ["refused", "True"]
+
+
+def test_relative_path_is_made_absolute(tmp_path, monkeypatch):
+    program = textwrap.dedent("""
+        import aspire_jax
+        print(aspire_jax.enable_compilation_cache("rel/xla"))
+    """)
+    out = subprocess.run([sys.executable, "-c", program], check=True, timeout=120,
+                         capture_output=True, text=True, cwd=tmp_path).stdout
+    assert out.strip() == str((tmp_path / "rel" / "xla").resolve())

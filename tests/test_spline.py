@@ -61,3 +61,18 @@ def test_round_trip_and_log_det_float64():
 def test_rejects_bad_parameter_count():
     with pytest.raises(ValueError, match="3K \\+ 1"):
         RationalQuadraticSpline(jnp.zeros((3, 24)), -1.0, 1.0)
+
+
+@pytest.mark.parametrize("method", ["forward", "inverse"])
+def test_gradients_are_finite_at_the_identity(method):
+    # A fresh flow starts with zero spline parameters; both directions must
+    # give finite gradients there, inside and outside the interval.
+    x = jnp.linspace(-4.0, 4.0, 17)
+
+    def total(params, x):
+        return getattr(RationalQuadraticSpline(params, -3.0, 3.0), method)(x).sum()
+
+    params = jnp.zeros((17, 25))
+    g_params, g_x = jax.grad(total, argnums=(0, 1))(params, x)
+    assert np.all(np.isfinite(g_params)) and np.all(np.isfinite(g_x))
+    np.testing.assert_allclose(g_x, 1.0, atol=1e-5)

@@ -103,7 +103,9 @@ class FlowHistory:
         Raises
         ------
         ValidationError
-            If keys are missing or unknown.
+            If keys are missing or unknown, a loss is not a real number,
+            ``best_epoch`` is not an integer inside the epochs run, the loss
+            lengths disagree or ``stop_reason`` is unknown.
         """
         keys = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or not set(data) <= keys:
@@ -115,14 +117,33 @@ class FlowHistory:
                          - set(data))
         if missing:
             raise ValidationError(f"FlowHistory dict lacks {missing}.")
-        return cls(
-            training_loss=np.asarray(data["training_loss"], dtype=np.float64),
-            validation_loss=np.asarray(data["validation_loss"], dtype=np.float64),
-            best_epoch=int(data["best_epoch"]),
-            stop_reason=str(data.get("stop_reason", "max_epochs")),
-            gaussian_validation_loss=float(
-                np.asarray(data.get("gaussian_validation_loss", math.nan))),
-        )
+        try:
+            train = np.asarray(data["training_loss"], dtype=np.float64).reshape(-1)
+            val = np.asarray(data["validation_loss"], dtype=np.float64).reshape(-1)
+            gauss = np.asarray(data.get("gaussian_validation_loss", math.nan),
+                               dtype=np.float64)
+            gauss = float(gauss.reshape(()))
+        except (TypeError, ValueError) as err:
+            raise ValidationError(f"FlowHistory losses must be real numbers: {err}"
+                                  ) from err
+        best = np.asarray(data["best_epoch"])
+        if best.shape != () or best.dtype.kind not in "iu":
+            raise ValidationError(
+                f"best_epoch must be an integer; got {data['best_epoch']!r}.")
+        best = int(best)
+        if val.size and val.size != train.size:
+            raise ValidationError(
+                f"validation_loss has {val.size} epochs, training_loss {train.size}.")
+        n_epochs = max(train.size, 1)
+        if not 0 <= best < n_epochs:
+            raise ValidationError(
+                f"best_epoch {best} is outside the {train.size} epochs run.")
+        stop = data.get("stop_reason", "max_epochs")
+        if stop not in _STOP_REASONS:
+            raise ValidationError(
+                f"stop_reason must be one of {_STOP_REASONS}; got {stop!r}.")
+        return cls(training_loss=train, validation_loss=val, best_epoch=best,
+                   stop_reason=stop, gaussian_validation_loss=gauss)
 
 
 class _OptimizerSettings(NamedTuple):

@@ -55,6 +55,12 @@ _MIN_SLOPE = 1e-4
 _SLOPE_OFFSET = math.log(math.expm1(1.0 - _MIN_SLOPE))
 
 
+def _unit_clamp(v: Array) -> Array:
+    # Clamp to [0, 1] against round-off. Unlike jnp.clip, the gradient is 1 at
+    # the ends themselves, so points exactly on a knot differentiate correctly.
+    return jnp.where(v < 0.0, 0.0, jnp.where(v > 1.0, 1.0, v))
+
+
 def _softplus(v: Array) -> Array:
     # log(1 + e^v) without overflow, in fewer operations than
     # jax.nn.softplus (a logaddexp with special cases for infinities).
@@ -98,7 +104,10 @@ class RationalQuadraticSpline(distrax.Bijector):
 
         def knots(raw):
             size = jax.nn.softmax(raw, axis=-1) * (span - n_bins * _MIN_BIN) + _MIN_BIN
-            pos = range_min + size @ partial_sums.astype(raw.dtype)
+            # Full precision: a reduced-precision matmul (TF32 on some GPUs)
+            # could collapse a minimum-size bin to zero width.
+            pos = range_min + jnp.matmul(size, partial_sums.astype(raw.dtype),
+                                         precision=jax.lax.Precision.HIGHEST)
             return pos.at[..., -1].set(range_max)
 
         self._x = knots(params[..., :n_bins])
@@ -122,7 +131,7 @@ class RationalQuadraticSpline(distrax.Bijector):
         x0, x1, y0, y1, d0, d1 = self._bin(x, self._x)
         w, h = x1 - x0, y1 - y0
         s = h / w
-        t = jnp.clip((x - x0) / w, 0.0, 1.0)
+        t = _unit_clamp((x - x0) / w)
         tt = t * (1.0 - t)
         denom = s + (d1 + d0 - 2.0 * s) * tt
         y = y0 + h * (s * t * t + d0 * tt) / denom
@@ -135,7 +144,7 @@ class RationalQuadraticSpline(distrax.Bijector):
         x0, x1, y0, y1, d0, d1 = self._bin(y, self._y)
         w, h = x1 - x0, y1 - y0
         s = h / w
-        r = jnp.clip((y - y0) / h, 0.0, 1.0)
+        r = _unit_clamp((y - y0) / h)
         # (s + c t(1-t)) r = s t^2 + d0 t(1-t) with c = d1 + d0 - 2s, i.e.
         # a t^2 + b t + q = 0 with the coefficients below; the root in [0, 1]
         # is 2q / (-b - sqrt(disc)) for b >= 0 and (-b + sqrt(disc)) / 2a else.
@@ -146,8 +155,13 @@ class RationalQuadraticSpline(distrax.Bijector):
         disc = b * b - 4.0 * a * q
         root = jnp.where(disc > 0.0,
                          jnp.sqrt(jnp.maximum(disc, jnp.finfo(disc.dtype).tiny)), 0.0)
-        t = jnp.where(b >= 0.0, 2.0 * q / (-b - root), (-b + root) / (2.0 * a))
-        t = jnp.clip(t, 0.0, 1.0)
+        # Choose numerator and denominator before dividing: the branch not
+        # taken may be 0 / 0 (a = 0 at the identity), and a NaN there would
+        # still poison the gradient.
+        positive = b >= 0.0
+        t = (jnp.where(positive, 2.0 * q, -b + root)
+             / jnp.where(positive, -b - root, 2.0 * a))
+        t = _unit_clamp(t)
         x = x0 + w * t
         tt = t * (1.0 - t)
         denom = s + c * tt
