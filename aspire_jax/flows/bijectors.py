@@ -1,9 +1,9 @@
 """Coupling layers of the flow, built from distrax bijectors.
 
-Together with :mod:`aspire_jax.flows.spline` this is where distrax is used. A coupling layer
-splits the dimensions with a boolean mask ``m``: masked dimensions ``x_A``
-pass through unchanged and condition an elementwise bijector ``f`` applied to
-the others ``x_B``,
+Together with :mod:`aspire_jax.flows.spline` this is where distrax is used.
+A coupling layer splits the dimensions with a boolean mask ``m``: masked
+dimensions ``x_A`` pass through unchanged and condition an elementwise
+bijector ``f`` applied to the others ``x_B``,
 
     y_A = x_A,   y_B = f(x_B; g(x_A)),
     log|det dy/dx| = sum_{i in B} log|f'(x_i; g(x_A))|,
@@ -38,23 +38,13 @@ Durkan, Bekasov, Murray, Papamakarios (2019), "Neural spline flows",
 NeurIPS, arXiv:1906.04032.
 """
 
-import warnings
-
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
 from aspire_jax._types import Array
+from aspire_jax.flows._distrax import distrax
 from aspire_jax.flows.spline import RationalQuadraticSpline
-
-with warnings.catch_warnings():
-    # distrax pulls in tensorflow_probability's JAX substrate, which touches
-    # deprecated jax attributes at import time; the warning is not actionable
-    # for users of aspire_jax.
-    warnings.filterwarnings(
-        "ignore", category=DeprecationWarning, module=r"tensorflow_probability"
-    )
-    import distrax
 
 __all__ = [
     "COUPLING_KINDS",

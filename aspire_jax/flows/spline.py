@@ -33,19 +33,13 @@ NeurIPS, arXiv:1906.04032.
 """
 
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from aspire_jax._types import Array
-
-with warnings.catch_warnings():
-    warnings.filterwarnings(
-        "ignore", category=DeprecationWarning, module=r"tensorflow_probability"
-    )
-    import distrax
+from aspire_jax.flows._distrax import distrax
 
 __all__ = ["RationalQuadraticSpline"]
 
@@ -87,7 +81,8 @@ class RationalQuadraticSpline(distrax.Bijector):
                 f"spline parameters need 3K + 1 entries; got {params.shape[-1]}."
             )
         if not range_min < range_max:
-            raise ValueError(f"need range_min < range_max; got {range_min}, {range_max}")
+            raise ValueError(
+                f"need range_min < range_max; got {range_min}, {range_max}")
         span = range_max - range_min
         if n_bins * _MIN_BIN > span:
             raise ValueError(f"{n_bins} bins do not fit in an interval of {span}.")
@@ -117,8 +112,7 @@ class RationalQuadraticSpline(distrax.Bijector):
     def _bin(self, v: Array, pos: Array):
         """Gather the knots of the bin holding ``v`` (clamped to an end bin)."""
         pos = jnp.broadcast_to(pos, v.shape + pos.shape[-1:])
-        x, y = jnp.broadcast_to(self._x, pos.shape), jnp.broadcast_to(self._y, pos.shape)
-        d = jnp.broadcast_to(self._d, pos.shape)
+        x, y, d = (jnp.broadcast_to(a, pos.shape) for a in (self._x, self._y, self._d))
         k = jnp.sum(v[..., None] >= pos[..., 1:-1], axis=-1)[..., None]
 
         def at(a, offset):
