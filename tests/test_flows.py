@@ -358,3 +358,28 @@ def test_fit_validation(x_fn, kwargs, match):
     params = flow.init(jax.random.key(0), x, prior_bounds=bounds)
     with pytest.raises(ValidationError, match=match):
         fit(flow, params, jax.random.key(1), x_fn(x), **kwargs)
+
+
+def test_init_weights_follow_lecun_normal_and_the_key():
+    flow = Flow(FlowConfig(n_dims=6, hidden_sizes=(128, 128)))
+    x = np.random.default_rng(0).normal(size=(100, 6)).astype(np.float32)
+    params = flow.init(jax.random.key(3), x)
+    n_hidden = 0
+    for path, w in jax.tree_util.tree_leaves_with_path(params.net):
+        layer, name = path[-2].key, path[-1].key
+        w = np.asarray(w)
+        if name == "kernel" and layer != "Dense_2":
+            n_hidden += 1
+            # Truncated at 2 sd, rescaled: variance 1 / fan_in, |w| <= 2 sd.
+            sd = 1.0 / np.sqrt(w.shape[0])
+            assert abs(w.std() / sd - 1.0) < 5.0 / np.sqrt(w.size)
+            assert np.abs(w).max() <= 2.0 * sd / 0.87962566103423978 + 1e-6
+        else:
+            assert not w.any()  # biases and the last layer start at zero
+    assert n_hidden == 2 * 4
+    same = flow.init(jax.random.key(3), x)
+    other = flow.init(jax.random.key(4), x)
+    leaves = jax.tree.leaves
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(params.net), leaves(same.net)))
+    assert not all(np.array_equal(a, b)
+                   for a, b in zip(leaves(params.net), leaves(other.net)))
