@@ -601,16 +601,21 @@ class Aspire:
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
         key, seed = _as_key(key)
+        allowed = {"importance": (), "mcmc": _MCMC_OPTIONS, "smc": _SMC_OPTIONS}
+        _reject_options(options, allowed[sampler], sampler)
+        if sampler == "smc":
+            # Settle every engine setting now, so a refused call leaves no
+            # trace in the configuration that checkpoints record.
+            SMCConfig(n_particles=int(n_samples),
+                      **{k: v for k, v in options.items()
+                         if k not in ("n_final_samples", "driver")})
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
                                          seed=seed, options=_jsonable(options))
         if sampler == "importance":
-            _reject_options(options, (), "importance")
             out = self._run_importance(key, int(n_samples))
         elif sampler == "mcmc":
-            _reject_options(options, _MCMC_OPTIONS, "mcmc")
             out = self._run_mcmc(key, int(n_samples), options)
         else:
-            _reject_options(options, _SMC_OPTIONS, "smc")
             out = self._run_smc(
                 key, int(n_samples), options, resume=resume,
                 checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,

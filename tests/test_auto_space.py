@@ -140,6 +140,10 @@ def test_unknown_space_is_refused_before_anything_runs(curved):
     before = curved._last_sampler_config
     with pytest.raises(ValidationError, match="'auto'"):
         curved.sample_posterior(100, key=0, preconditioning="bogus")
+    with pytest.raises(ValidationError, match="target_efficiency"):
+        curved.sample_posterior(100, key=0, target_efficiency=2.0)
+    with pytest.raises(ValidationError, match="unknown option"):
+        curved.sample_posterior(100, key=0, sampler="importance", n_mcmc_steps=3)
     assert curved._last_sampler_config is before
 
 
