@@ -558,15 +558,11 @@ class Aspire:
                 f"mesh places SMC particles only; sampler={sampler!r} runs on one "
                 "device: drop mesh or use sampler='smc'")
         if resume and resume.get("sampler_config"):
-            _check_structure(resume["sampler_config"].get("options", {}), options)
             stored = dict(resume["sampler_config"].get("options", {}))
             if sampler in ("smc", "mcmc"):
                 # Runs stored without it used the engine's default.
                 stored.setdefault("preconditioning", "standard")
-            if options.get("preconditioning") == "auto":
-                options = {k: v for k, v in options.items() if k != "preconditioning"}
-            stored.update(options)
-            options = stored
+            options = _merge_resume_options(stored, options)
             if key is None and resume["sampler_config"].get("seed") is not None:
                 key = int(resume["sampler_config"]["seed"])
             if n_samples is None:
@@ -962,11 +958,7 @@ class Aspire:
             resume["sampler"] = sampler
         if resume_kwargs:
             sc = dict(resume.get("sampler_config") or {})
-            opts = dict(sc.get("options", {}))
-            _check_structure(opts, resume_kwargs)
-            opts.update({k: v for k, v in resume_kwargs.items()
-                         if not (k == "preconditioning" and v == "auto")})
-            sc["options"] = opts
+            sc["options"] = _merge_resume_options(sc.get("options", {}), resume_kwargs)
             resume["sampler_config"] = sc
         if resume.get("state") is None:
             logger.info("%s has no checkpoint yet; sampling will start afresh", path)
@@ -1210,6 +1202,19 @@ def _read_flow_history(group) -> FlowHistory | None:
 # Held-out nats per dimension the flow must gain over a Gaussian for
 # preconditioning="auto" to move the particles in its latent space.
 AUTO_FLOW_GAIN_PER_DIM = 0.1
+
+
+def _merge_resume_options(stored: Mapping, given: Mapping) -> dict:
+    """Stored sampler options updated by those given at resume.
+
+    The kernel and move space cannot change mid-run; ``preconditioning="auto"``
+    given at resume means "as stored".
+    """
+    _check_structure(stored, given)
+    merged = dict(stored)
+    merged.update({k: v for k, v in given.items()
+                   if not (k == "preconditioning" and v == "auto")})
+    return merged
 
 
 def _check_structure(stored: Mapping, given: Mapping):

@@ -66,6 +66,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+from common import versions, weighted_moments  # noqa: E402
 from problems import get_problem  # noqa: E402
 
 __all__ = ["GaussianProposal", "run_peers", "run_scaling", "main"]
@@ -77,16 +78,8 @@ FLOW_PEERS = ("aspire_jax", "aspire_jax_fixed", "aspire_jax_flowspace",
 
 
 def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for name in ("aspire-jax", "jax", "jaxlib", "flax", "distrax", "optax", "blackjax",
-                 "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return versions(("aspire-jax", "jax", "jaxlib", "flax", "distrax", "optax",
+                     "blackjax", "numpy"))
 
 
 def _timed(fn, *args):
@@ -95,19 +88,6 @@ def _timed(fn, *args):
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
     return out, time.perf_counter() - t0
-
-
-def _moments(x, log_w=None):
-    x = np.asarray(x, float)
-    if log_w is None:
-        w = np.full(len(x), 1.0 / len(x))
-    else:
-        lw = np.asarray(log_w, float)
-        lw = np.where(np.isfinite(lw), lw, -np.inf)
-        w = np.exp(lw - np.max(lw))
-        w /= w.sum()
-    mean = w @ x
-    return mean, np.sqrt(w @ (x - mean) ** 2), w
 
 
 class GaussianProposal:
@@ -242,7 +222,7 @@ def _smc_record(peer, seed, n, compiled, key, flow_params, problem, t_fit,
     n_steps = int(n_steps)
     hist = {f: np.asarray(v)[:n_steps] for f, v in history._asdict().items()}
     x = np.asarray(state.x)
-    mean, std, w = _moments(x, np.asarray(state.log_weights))
+    mean, std, w = weighted_moments(x, np.asarray(state.log_weights))
     n_evals = int(state.n_evaluations)
     t_like = like_time * n_evals / n
     extra = {}
@@ -298,7 +278,7 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
             try:
                 if peer == "aspire_jax_is":
                     r, t_sample = _timed(compiled, key, aspire.flow_params)
-                    mean, std, w = _moments(r.x, r.log_weights)
+                    mean, std, w = weighted_moments(r.x, r.log_weights)
                     extra = {}
                     if problem.mode_indicator is not None:
                         extra["mode_weight"] = float(
@@ -424,7 +404,7 @@ def _run_gaussian_peers(problem, peers, seeds, trains, n, n_mcmc, records):
                 if peer == "blackjax":
                     (x, w, n_iter, log_z), t_sample = _timed(compiled, key, qp)
                     x = np.asarray(x)
-                    mean, std, wn = _moments(x, np.log(np.asarray(w)))
+                    mean, std, wn = weighted_moments(x, np.log(np.asarray(w)))
                     n_iter = int(n_iter)
                     extra = {}
                     if problem.mode_indicator is not None:

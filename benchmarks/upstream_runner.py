@@ -36,35 +36,14 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+from common import versions, weighted_moments  # noqa: E402
 from problems import get_problem  # noqa: E402
 
 __all__ = ["run_spec", "main"]
 
 
 def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for name in ("aspire-inference", "torch", "zuko", "minipcn", "numpy", "orng"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _weighted_moments(x, log_w=None):
-    x = np.asarray(x, float)
-    if log_w is None:
-        w = np.full(len(x), 1.0 / len(x))
-    else:
-        lw = np.asarray(log_w, float)
-        lw = np.where(np.isfinite(lw), lw, -np.inf)
-        w = np.exp(lw - np.max(lw))
-        w /= w.sum()
-    mean = w @ x
-    std = np.sqrt(w @ (x - mean) ** 2)
-    return mean, std, w
+    return versions(("aspire-inference", "torch", "zuko", "minipcn", "numpy", "orng"))
 
 
 def _fit(problem, seed, x_train, fit_kwargs):
@@ -103,11 +82,11 @@ def _run_one(problem, aspire, t_fit, sampler, seed, n_particles):
     t_sample = time.perf_counter() - t1
 
     if sampler == "smc":
-        mean, std, w = _weighted_moments(samples.x)
+        mean, std, w = weighted_moments(samples.x)
         n_iter = len(history.beta)
         ess = float(history.ess[-1])
     else:
-        mean, std, w = _weighted_moments(samples.x, samples.log_w)
+        mean, std, w = weighted_moments(samples.x, samples.log_w)
         n_iter = 1
         ess = float(1.0 / np.sum(w**2))
     # The counter belongs to the sampler object, which each call replaces.
