@@ -58,7 +58,10 @@ JAX_PEERS = ("aspire_jax", "aspire_jax_fixed", "aspire_jax_flowspace",
 JAX_GROUPS = (("aspire_jax", "aspire_jax_fixed", "aspire_jax_flowspace",
                "aspire_jax_is"),
               ("aspire_jax_rwmh",), ("blackjax",))
-UPSTREAM_PEERS = ("upstream", "upstream_is")
+# The upstream package is run with each of its two flow backends: zuko (torch,
+# its default) and flowjax (JAX, outside jit).
+UPSTREAM_BACKENDS = {"upstream": "zuko", "upstream_jax": "flowjax"}
+UPSTREAM_PEERS = ("upstream", "upstream_is", "upstream_jax", "upstream_jax_is")
 PEER_LABELS = {
     "aspire_jax": "aspire_jax SMC (flow, t-pCN, adaptive length)",
     "aspire_jax_fixed": "aspire_jax SMC, fixed 5*d MCMC steps",
@@ -66,8 +69,10 @@ PEER_LABELS = {
     "aspire_jax_is": "aspire_jax importance sampling",
     "aspire_jax_rwmh": "aspire_jax SMC, Gaussian start, RWMH (blackjax's terms)",
     "blackjax": "blackjax adaptive_tempered_smc + rmh",
-    "upstream": "upstream aspire minipcn_smc (defaults)",
-    "upstream_is": "upstream aspire importance sampling",
+    "upstream": "upstream aspire minipcn_smc (defaults: zuko flow)",
+    "upstream_is": "upstream aspire importance sampling (zuko flow)",
+    "upstream_jax": "upstream aspire minipcn_smc with its flowjax (JAX) flow",
+    "upstream_jax_is": "upstream aspire importance sampling (flowjax flow)",
 }
 
 
@@ -165,30 +170,39 @@ def _ratio(a, b):
 
 
 def ratios(summary: dict, problems) -> dict:
-    """The headline ratios per problem (None where a peer is missing)."""
+    """The headline ratios per problem (None where a peer is missing).
+
+    Keys ``<up>_over_ours_*`` compare with the upstream package, one set per
+    flow backend: ``upstream`` (zuko) and ``upstream_jax`` (flowjax).
+    """
     out = {}
     for p in problems:
         ours = summary.get(f"{p}/aspire_jax", {})
         fixed = summary.get(f"{p}/aspire_jax_fixed", {})
         flowspace = summary.get(f"{p}/aspire_jax_flowspace", {})
-        up = summary.get(f"{p}/upstream", {})
         rw = summary.get(f"{p}/aspire_jax_rwmh", {})
         bj = summary.get(f"{p}/blackjax", {})
-        up_total = up.get("t_total")
-        out[p] = dict(
-            upstream_over_ours_sampling=_ratio(up.get("t_sample"),
-                                               ours.get("t_sample")),
-            upstream_over_ours_total=_ratio(up_total, ours.get("t_total")),
-            upstream_over_ours_total_cached=_ratio(up_total,
-                                                   ours.get("t_total_cached")),
-            upstream_over_flowspace_sampling=_ratio(up.get("t_sample"),
-                                                    flowspace.get("t_sample")),
-            upstream_over_flowspace_evaluations=_ratio(
-                up.get("n_evaluations"), flowspace.get("n_evaluations")),
-            upstream_over_ours_evaluations=_ratio(up.get("n_evaluations"),
-                                                  ours.get("n_evaluations")),
-            ours_over_upstream_evidence_rms_error=_ratio(
-                ours.get("log_evidence_rms_error"), up.get("log_evidence_rms_error")),
+        row = {}
+        for name in UPSTREAM_BACKENDS:
+            up = summary.get(f"{p}/{name}", {})
+            row.update({
+                f"{name}_over_ours_sampling": _ratio(up.get("t_sample"),
+                                                     ours.get("t_sample")),
+                f"{name}_over_ours_total": _ratio(up.get("t_total"),
+                                                  ours.get("t_total")),
+                f"{name}_over_ours_total_cached": _ratio(up.get("t_total"),
+                                                         ours.get("t_total_cached")),
+                f"{name}_over_ours_evaluations": _ratio(up.get("n_evaluations"),
+                                                        ours.get("n_evaluations")),
+                f"ours_over_{name}_evidence_rms_error": _ratio(
+                    ours.get("log_evidence_rms_error"),
+                    up.get("log_evidence_rms_error")),
+                f"{name}_over_flowspace_sampling": _ratio(up.get("t_sample"),
+                                                          flowspace.get("t_sample")),
+                f"{name}_over_flowspace_evaluations": _ratio(
+                    up.get("n_evaluations"), flowspace.get("n_evaluations")),
+            })
+        row.update(
             blackjax_over_ours_rwmh_total=_ratio(bj.get("t_total"),
                                                  rw.get("t_total")),
             blackjax_over_ours_rwmh_total_cached=_ratio(bj.get("t_total_cached"),
@@ -200,6 +214,7 @@ def ratios(summary: dict, problems) -> dict:
             fixed_over_adaptive_sampling=_ratio(fixed.get("t_sample"),
                                                 ours.get("t_sample")),
         )
+        out[p] = row
     return out
 
 
@@ -254,24 +269,34 @@ def write_markdown(path, meta, summary, ratio_table, scaling) -> str:
                 f"{_fmt(row['mode_weight_error'])} | "
                 f"{_fmt(row['outside_likelihood_share'], '.4f')} | "
                 f"{_fmt(row['peak_rss_mib'], '.0f')} |")
-    lines += ["", "## Ratios", "",
-              "| problem | upstream/ours sampling | upstream/ours total | "
-              "upstream/ours total (cached) | upstream/ours L evals | "
-              "ours/upstream logZ RMS err | upstream/flowspace sampling | "
-              "upstream/flowspace L evals | "
-              "blackjax/ours-rwmh total | blackjax/ours-rwmh total (cached) | "
-              "blackjax/ours-rwmh sampling | "
+    lines += ["", "## Ratios against the upstream package", "",
+              "Per flow backend of the upstream package: zuko (torch, its default) "
+              "and flowjax (JAX). 'flowspace' is aspire_jax with its moves in the "
+              "flow's latent space.", "",
+              "| problem | upstream flow | upstream/ours sampling | "
+              "upstream/ours total | upstream/ours total (cached) | "
+              "upstream/ours L evals | ours/upstream logZ RMS err | "
+              "upstream/flowspace sampling | upstream/flowspace L evals |",
+              "|" + "---|" * 9]
+    for prob, r in ratio_table.items():
+        for name, backend in UPSTREAM_BACKENDS.items():
+            keys = (f"{name}_over_ours_sampling", f"{name}_over_ours_total",
+                    f"{name}_over_ours_total_cached", f"{name}_over_ours_evaluations",
+                    f"ours_over_{name}_evidence_rms_error",
+                    f"{name}_over_flowspace_sampling",
+                    f"{name}_over_flowspace_evaluations")
+            cells = " | ".join(_fmt(r.get(k), ".3g") for k in keys)
+            lines.append(f"| {prob} | {backend} | {cells} |")
+    lines += ["", "## Ratios against blackjax, and what the adaptive length saves", "",
+              "| problem | blackjax/ours-rwmh total | "
+              "blackjax/ours-rwmh total (cached) | blackjax/ours-rwmh sampling | "
               "fixed/adaptive L evals | fixed/adaptive sampling |",
-              "|" + "---|" * 13]
-    keys = ("upstream_over_ours_sampling", "upstream_over_ours_total",
-            "upstream_over_ours_total_cached",
-            "upstream_over_ours_evaluations", "ours_over_upstream_evidence_rms_error",
-            "upstream_over_flowspace_sampling", "upstream_over_flowspace_evaluations",
-            "blackjax_over_ours_rwmh_total", "blackjax_over_ours_rwmh_total_cached",
+              "|" + "---|" * 6]
+    keys = ("blackjax_over_ours_rwmh_total", "blackjax_over_ours_rwmh_total_cached",
             "blackjax_over_ours_rwmh_sampling",
             "fixed_over_adaptive_evaluations", "fixed_over_adaptive_sampling")
     for prob, r in ratio_table.items():
-        cells = " | ".join(_fmt(r[k], ".3g") for k in keys)
+        cells = " | ".join(_fmt(r.get(k), ".3g") for k in keys)
         lines.append(f"| {prob} | {cells} |")
     if scaling and scaling.get("rows"):
         lines += ["", "## aspire_jax SMC step scaling", "",
@@ -414,18 +439,19 @@ def main(argv: list[str] | None = None) -> int:
                 out = _run_worker([sys.executable, str(HERE / "bench_jax.py")], spec,
                                   log_path, args.timeout)
                 _collect(out, name, group, records, peaks, meta, "jax")
-            if have_upstream:
-                print(f"[{time.perf_counter() - t_start:7.1f}s] {name}: upstream",
-                      file=sys.stderr, flush=True)
+            for peer, backend in (UPSTREAM_BACKENDS.items() if have_upstream
+                                  else ()):
+                print(f"[{time.perf_counter() - t_start:7.1f}s] {name}: {peer} "
+                      f"({backend} flow)", file=sys.stderr, flush=True)
                 spec = dict(problem=name, samplers=["smc", "importance"],
                             seeds=list(seeds), train_files=files, n_particles=n,
-                            fit_kwargs=cfg["upstream_fit_kwargs"])
+                            fit_kwargs=cfg["upstream_fit_kwargs"],
+                            flow_backend=backend)
                 out = _run_worker([str(up_python), str(HERE / "upstream_runner.py")],
                                   spec, log_path, args.timeout)
                 for r in out.get("records", []):
-                    r["sampler"] = {"smc": "upstream",
-                                    "importance": "upstream_is"}[r["sampler"]]
-                _collect(out, name, UPSTREAM_PEERS, records, peaks, meta, "upstream")
+                    r["sampler"] = {"smc": peer, "importance": f"{peer}_is"}[r["sampler"]]
+                _collect(out, name, (peer, f"{peer}_is"), records, peaks, meta, peer)
     scaling = None
     if not args.no_scaling:
         print(f"[{time.perf_counter() - t_start:7.1f}s] scaling", file=sys.stderr,

@@ -2,7 +2,8 @@
 
 ``python benchmarks/setup_peers.py`` builds ``benchmarks/.venv-upstream``, a
 separate virtual environment holding the upstream ``aspire-inference`` package
-with its torch (zuko) flow backend and its pCN SMC sampler. It is kept apart
+with both of its flow backends, torch (zuko) and JAX (flowjax, which pins an
+older JAX than ours), and its pCN SMC sampler. It is kept apart
 from the main environment because it brings its own numpy, torch and array-API
 stack. torch is pinned to the CPU release this machine carries, so no GPU
 build is downloaded.
@@ -26,9 +27,12 @@ VENV_DIR = pathlib.Path(__file__).resolve().parent / ".venv-upstream"
 # torch is pinned to a CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
 # The other pins are the versions the published results were measured with.
 UPSTREAM_REQUIREMENTS = (
-    "aspire-inference[torch,minipcn,scipy]==0.1.0",
+    "aspire-inference[torch,jax,minipcn,scipy]==0.1.0",
     "torch==2.13.0",
     "zuko==1.6.0",
+    "jax==0.8.1",
+    "jaxlib==0.8.1",
+    "flowjax==19.1.2",
     "minipcn==0.3.0a1",
 )
 
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     rc = subprocess.call(cmd)
     if rc:
         return rc
-    check = "import aspire, zuko, torch, minipcn; print('aspire', aspire.__file__)"
+    check = ("import aspire, zuko, torch, flowjax, minipcn; "
+             "print('aspire', aspire.__file__)")
     return subprocess.call([str(python), "-c", check])
 
 

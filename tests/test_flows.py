@@ -383,3 +383,18 @@ def test_init_weights_follow_lecun_normal_and_the_key():
     assert all(np.array_equal(a, b) for a, b in zip(leaves(params.net), leaves(same.net)))
     assert not all(np.array_equal(a, b)
                    for a, b in zip(leaves(params.net), leaves(other.net)))
+
+
+@pytest.mark.parametrize("idx", [[0, 2, 4, 6], [1, 3, 5], [0, 1, 2], [3, 4, 5, 6],
+                                 [6], [0, 3, 4], [1, 2, 5, 6]])
+def test_column_split_and_merge_match_fancy_indexing(idx):
+    from aspire_jax.flows.bijectors import _put_columns, _take_columns
+
+    idx = np.asarray(idx)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 7)))
+    values = -jnp.arange(1.0, idx.size + 1.0) * jnp.ones((3, 1))
+    expected = np.asarray(x).copy()
+    expected[:, idx] = np.asarray(values)
+    np.testing.assert_array_equal(np.asarray(_take_columns(x, idx)),
+                                  np.asarray(x)[:, idx])
+    np.testing.assert_array_equal(np.asarray(_put_columns(x, idx, values)), expected)
