@@ -18,6 +18,7 @@ import warnings
 from typing import Callable, NamedTuple
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -159,52 +160,101 @@ def _make_optimizer(settings: _OptimizerSettings) -> optax.GradientTransformatio
     return opt
 
 
-def _loss(flow: Flow, net: dict, u: Array, logdet_t: Array) -> Array:
+def _sum_log_prob(flow: Flow, net: dict, u: Array, logdet_t: Array,
+                  weight: Array) -> Array:
+    """``sum_i w_i log q(x_i)`` for training rows ``u`` on the real line."""
     z, logdet_c = flow._net_to_latent(net, u)
-    return -jnp.mean(_std_normal_log_prob(z) + logdet_c + logdet_t)
+    return jnp.sum(weight * (_std_normal_log_prob(z) + logdet_c + logdet_t))
 
 
 @functools.partial(
     jax.jit, static_argnames=("flow", "settings", "n_batches", "batch_size")
 )
 def _run_epoch(
-    net, opt_state, key, epoch, u_train, ld_train, u_val, ld_val, *, flow, settings,
+    net, opt_state, order, u_train, ld_train, u_val, ld_val, *, flow, settings,
     n_batches, batch_size,
 ):
+    """One pass over shuffled training batches, then the validation loss.
+
+    ``order`` holds the ``n_batches * batch_size`` training rows of the epoch,
+    in order. The validation rows, padded with zero-weight rows to whole
+    batches, are
+    scanned through the same body as the training batches with the update
+    switched off: the program then holds one copy of the flow and its
+    gradient instead of a second copy of the flow for validation alone.
+    """
     optimizer = _make_optimizer(settings)
-    # Each epoch sees a fresh permutation; the n_train mod batch_size samples
-    # left over are different ones every epoch, so none is dropped for good.
-    order = jax.random.permutation(jax.random.fold_in(key, epoch), u_train.shape[0])
-    batches = order[: n_batches * batch_size].reshape(n_batches, batch_size)
+    _, unravel = jax.flatten_util.ravel_pytree(net)
+    n_val = u_val.shape[0]
+    n_val_batches = -(-n_val // batch_size)
+    pad = n_val_batches * batch_size - n_val
+    dims = u_train.shape[1:]
+    u = jnp.concatenate([u_train[order], u_val, jnp.zeros((pad,) + dims, u_val.dtype)])
+    ld = jnp.concatenate([ld_train[order], ld_val, jnp.zeros(pad, ld_val.dtype)])
+    weight = jnp.concatenate([jnp.ones(n_batches * batch_size + n_val, ld.dtype),
+                              jnp.zeros(pad, ld.dtype)])
+    n_steps = n_batches + n_val_batches
+    train = jnp.arange(n_steps) < n_batches
 
-    def train_step(carry, idx):
+    def body(carry, xs):
         net, opt_state = carry
-        loss, grads = jax.value_and_grad(functools.partial(_loss, flow))(
-            net, u_train[idx], ld_train[idx]
-        )
-        updates, opt_state = optimizer.update(grads, opt_state, net)
-        return (optax.apply_updates(net, updates), opt_state), loss
+        u, ld, weight, train = xs
+        total, grads = jax.value_and_grad(functools.partial(_sum_log_prob, flow))(
+            net, u, ld, weight)
 
-    (net, opt_state), losses = jax.lax.scan(train_step, (net, opt_state), batches)
-    if u_val.shape[0]:
-        val_loss = _loss(flow, net, u_val, ld_val)
+        def update(args):
+            net, opt_state = args
+            flat, _ = jax.flatten_util.ravel_pytree(net)
+            # Adam(W) and global-norm clipping are unchanged by flattening; one
+            # vector instead of a tree of arrays keeps the update small.
+            flat_grads, _ = jax.flatten_util.ravel_pytree(grads)
+            updates, opt_state = optimizer.update(-flat_grads / batch_size,
+                                                  opt_state, flat)
+            return unravel(optax.apply_updates(flat, updates)), opt_state
+
+        net, opt_state = jax.lax.cond(train, update, lambda args: args,
+                                      (net, opt_state))
+        return (net, opt_state), total
+
+    def batched(a):
+        return a.reshape((n_steps, batch_size) + a.shape[1:])
+
+    (net, opt_state), totals = jax.lax.scan(
+        body, (net, opt_state), (batched(u), batched(ld), batched(weight), train))
+    train_loss = -jnp.sum(totals[:n_batches]) / (n_batches * batch_size)
+    if n_val:
+        val_loss = -jnp.sum(totals[n_batches:]) / n_val
     else:
-        val_loss = jnp.asarray(jnp.nan, dtype=losses.dtype)
-    return net, opt_state, jnp.mean(losses), val_loss
+        val_loss = jnp.asarray(jnp.nan, dtype=totals.dtype)
+    return net, opt_state, train_loss, val_loss
 
 
-@jax.jit
-def _gaussian_loss(u_train, u_val, ld_val):
-    """Validation loss of the maximum-likelihood Gaussian of ``u_train``."""
+def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray
+                   ) -> float:
+    """Validation loss of the maximum-likelihood Gaussian of ``u_train``
+    (float64, on the host: the sets are small)."""
+    u_train, u_val, ld_val = (np.asarray(a, np.float64) for a in (u_train, u_val,
+                                                                   ld_val))
     d = u_train.shape[1]
-    mean = jnp.mean(u_train, axis=0)
+    mean = u_train.mean(axis=0)
     c = u_train - mean
     cov = c.T @ c / u_train.shape[0]
-    cov = cov + 1e-6 * jnp.trace(cov) / d * jnp.eye(d, dtype=cov.dtype)
-    chol = jnp.linalg.cholesky(cov)
-    z = jax.scipy.linalg.solve_triangular(chol, (u_val - mean).T, lower=True).T
-    log_n = _std_normal_log_prob(z) - jnp.sum(jnp.log(jnp.diag(chol)))
-    return -jnp.mean(log_n + ld_val)
+    cov = cov + 1e-6 * np.trace(cov) / d * np.eye(d)
+    chol = np.linalg.cholesky(cov)
+    z = np.linalg.solve(chol, (u_val - mean).T).T
+    log_n = (-0.5 * np.sum(z**2, axis=1) - 0.5 * d * math.log(2 * math.pi)
+             - np.sum(np.log(np.diag(chol))))
+    return float(-np.mean(log_n + ld_val))
+
+
+def _host_rng(key: PRNGKey, stream: int) -> np.random.Generator:
+    """A numpy generator seeded by ``key`` and a stream number.
+
+    The validation split and the batch order are index permutations drawn on
+    the host: drawing them on the device compiles a sort per program.
+    """
+    seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel()
+    return np.random.default_rng([*seed.tolist(), stream])
 
 
 def _check_positive_int(name: str, value, *, allow_none: bool = False) -> None:
@@ -285,18 +335,20 @@ def _n_validation(n: int, validation_fraction: float) -> int:
     return n_val
 
 
-@functools.partial(jax.jit, static_argnames=("flow", "n_val"))
-def _prepare(params, key, x, *, flow, n_val):
-    """Unbounded training and validation sets and the key of the epochs.
+@functools.partial(jax.jit, static_argnames=("flow", "n_val", "settings"))
+def _prepare(params, order, x, *, flow, n_val, settings):
+    """Unbounded training and validation sets (the first ``n_val`` rows of the
+    permutation ``order`` are held out) and the optimizer state over the
+    flattened network parameters.
 
     One compiled program, so that the preparation does not compile a dozen
     small eager operations on a first call.
     """
-    key_split, key_epochs = jax.random.split(key)
     u, logdet_t = flow.to_unbounded(params, x)
-    order = jax.random.permutation(key_split, x.shape[0])
     i_train, i_val = order[n_val:], order[:n_val]
-    return u[i_train], logdet_t[i_train], u[i_val], logdet_t[i_val], key_epochs
+    flat, _ = jax.flatten_util.ravel_pytree(params.net)
+    opt_state = _make_optimizer(settings).init(flat)
+    return u[i_train], logdet_t[i_train], u[i_val], logdet_t[i_val], opt_state
 
 
 def fit(
@@ -384,18 +436,23 @@ def fit(
     )
 
     n_val = _n_validation(x.shape[0], float(validation_fraction))
-    u_train, ld_train, u_val, ld_val, key_epochs = _prepare(
-        params, key, x, flow=flow, n_val=n_val)
+    split = _host_rng(key, 0).permutation(x.shape[0]).astype(np.int32)
+    u_train, ld_train, u_val, ld_val, opt_state = _prepare(
+        params, split, x, flow=flow, n_val=n_val, settings=settings)
     batch = min(int(batch_size), u_train.shape[0])
     n_batches = u_train.shape[0] // batch
     use_val = u_val.shape[0] > 0
 
-    net, opt_state = params.net, _make_optimizer(settings).init(params.net)
+    net = params.net
     best_net, best_epoch, best_val = net, 0, math.inf
     train_hist, val_hist, stop_reason = [], [], "max_epochs"
+    shuffle = _host_rng(key, 1)
     for epoch in range(int(n_epochs)):
+        # A fresh permutation each epoch; the n_train mod batch_size samples
+        # left over differ from epoch to epoch, so none is dropped for good.
+        order = shuffle.permutation(u_train.shape[0])[: n_batches * batch]
         new_net, opt_state, train_loss, val_loss = _run_epoch(
-            net, opt_state, key_epochs, np.int32(epoch), u_train, ld_train, u_val,
+            net, opt_state, order.astype(np.int32), u_train, ld_train, u_val,
             ld_val,
             flow=flow, settings=settings, n_batches=n_batches, batch_size=batch,
         )
@@ -430,7 +487,8 @@ def fit(
             stop_reason = "early_stopping"
             break
 
-    gauss = float(_gaussian_loss(u_train, u_val, ld_val)) if use_val else math.nan
+    gauss = _gaussian_loss(*jax.device_get((u_train, u_val, ld_val))) if use_val \
+        else math.nan
     history = FlowHistory(
         training_loss=np.asarray(train_hist, dtype=np.float64),
         validation_loss=np.asarray(val_hist, dtype=np.float64),

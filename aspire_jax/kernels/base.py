@@ -33,6 +33,8 @@ __all__ = [
     "weighted_mean_cov",
     "safe_cholesky",
     "mh_accept",
+    "mh_select",
+    "draw_move_noise",
     "adapt_log_scale",
     "whiten",
     "CholeskyScaleParams",
@@ -122,14 +124,36 @@ def safe_cholesky(cov: ArrayLike) -> Array:
     return jnp.where(jnp.all(jnp.isfinite(chol)), chol, diag)
 
 
+def draw_move_noise(key: jax.Array, n: int, m: int, dtype) -> tuple[Array, Array]:
+    """All the randomness of one move: ``(n, m)`` standard normals and ``log U``.
+
+    The ``n`` uniforms of the accept step come from an extra column of
+    normals through the standard normal CDF, ``U = Phi(Z)``, which is exactly
+    uniform. One draw instead of one per purpose keeps the compiled move
+    small: each random-number call is a separate block of generated code.
+    """
+    z = jax.random.normal(key, (n, m + 1), dtype)
+    return z[:, :m], jnp.log(jax.scipy.special.ndtr(z[:, m]))
+
+
 def mh_accept(key: jax.Array, log_alpha: ArrayLike, proposal: KernelState,
               current: KernelState) -> tuple[KernelState, Array]:
     """Accept each particle's proposal with probability ``min(1, e^log_alpha)``.
 
     Non-finite ``log_alpha`` (NaN from an ill-defined density) rejects.
     """
-    log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
+    log_alpha = jnp.asarray(log_alpha)
     log_u = jnp.log(jax.random.uniform(key, log_alpha.shape, log_alpha.dtype))
+    return mh_select(log_u, log_alpha, proposal, current)
+
+
+def mh_select(log_u: ArrayLike, log_alpha: ArrayLike, proposal: KernelState,
+              current: KernelState) -> tuple[KernelState, Array]:
+    """:func:`mh_accept` with the ``log U`` of each particle drawn beforehand.
+
+    Returns the new state and the acceptance probability of each particle.
+    """
+    log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
     accept = log_u < log_alpha
 
     def pick(new, old):

@@ -37,7 +37,8 @@ import jax.numpy as jnp
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
 from .base import (CholeskyScaleParams, KernelInfo, KernelState, MCMCKernel,
-                   adapt_log_scale, mh_accept, safe_cholesky, weighted_mean_cov, whiten)
+                   adapt_log_scale, draw_move_noise, mh_select, safe_cholesky,
+                   weighted_mean_cov, whiten)
 
 __all__ = ["MALAParams", "MALASettings", "mala", "value_and_grad_batched"]
 
@@ -157,13 +158,12 @@ def mala(settings: MALASettings = MALASettings()) -> MCMCKernel:
              params: MALAParams) -> tuple[KernelState, KernelInfo]:
         if state.grad is None:
             state = prepare(state, log_density_fn)
-        key_z, key_accept = jax.random.split(key)
         u, chol = state.position, params.chol
         h = jnp.exp(params.log_scale)
         grad_ok = _finite_rows(state.grad)
         # A zero drift keeps the proposal finite; the move is rejected anyway.
         grad = jnp.where(grad_ok[:, None], state.grad, 0.0)
-        z = jax.random.normal(key_z, u.shape, u.dtype)
+        z, log_u = draw_move_noise(key, *u.shape, u.dtype)
         prop_u = u + 0.5 * h**2 * ((grad @ chol) @ chol.T) + h * (z @ chol.T)
         prop_logp, prop_aux, prop_grad = value_and_grad_batched(log_density_fn,
                                                                 prop_u)
@@ -176,7 +176,7 @@ def mala(settings: MALASettings = MALASettings()) -> MCMCKernel:
                      + 0.5 * jnp.sum(z**2, axis=-1))
         ok = grad_ok & _finite_rows(prop_grad)
         log_alpha = jnp.where(ok, log_alpha, -jnp.inf)
-        new_state, prob = mh_accept(key_accept, log_alpha, proposal, state)
+        new_state, prob = mh_select(log_u, log_alpha, proposal, state)
         return new_state, KernelInfo(acceptance=jnp.mean(prob))
 
     def adapt(params: MALAParams, acceptance: Array) -> MALAParams:

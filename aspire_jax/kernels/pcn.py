@@ -36,7 +36,8 @@ from flax import struct
 
 from .._types import Array, PRNGKey
 from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
-                   mh_accept, safe_cholesky, weighted_mean_cov, whiten)
+                   draw_move_noise, mh_select, safe_cholesky,
+                   weighted_mean_cov, whiten)
 
 __all__ = ["PCNParams", "PCNSettings", "pcn", "tpcn"]
 
@@ -103,19 +104,11 @@ def _fit_t(u: Array, nu: float, n_iter: int) -> tuple[Array, Array]:
     return jax.lax.fori_loop(0, n_iter, body, (mean, cov))
 
 
-def _standard_gamma(key: PRNGKey, shape: float, n: int, dtype) -> Array:
-    """``n`` draws of Gamma(shape, 1).
-
-    When ``2 * shape`` is an integer ``k`` (integer ``nu``, the usual case),
-    Gamma(k / 2, 1) is half a chi-square with ``k`` degrees of freedom, drawn
-    exactly as half the sum of ``k`` squared standard normals. That avoids the
-    rejection loop of the general sampler, which is slow to compile on CPU.
-    """
+def _half_chi2_width(shape: float) -> int | None:
+    """``k`` when Gamma(shape, 1) is half a chi-square with ``k`` (<= 512)
+    degrees of freedom, else None."""
     k = 2.0 * shape
-    if float(k).is_integer() and k <= 512:
-        z = jax.random.normal(key, (n, int(k)), dtype)
-        return 0.5 * jnp.sum(z**2, axis=1)
-    return jax.random.gamma(key, shape, (n,), dtype)
+    return int(k) if float(k).is_integer() and k <= 512 else None
 
 
 def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
@@ -143,25 +136,33 @@ def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
         return -0.5 * delta
 
     def step(key: PRNGKey, state: KernelState, log_density_fn, params: PCNParams):
-        key_w, key_z, key_accept = jax.random.split(key, 3)
         u = state.position
         n, d = u.shape
         rho = jax.nn.sigmoid(params.log_scale)
-        z = jax.random.normal(key_z, (n, d), u.dtype) @ params.chol.T
+        # When nu + d is an integer (integer nu, the usual case) the Gamma
+        # draw of t-pCN is half the sum of nu + d squared standard normals,
+        # exact and drawn with the move's other normals; the general Gamma
+        # sampler is a rejection loop, slow to compile on CPU.
+        shape = 0.5 * (settings.nu + d)
+        k = _half_chi2_width(shape) if student else 0
+        if student and not k:
+            key, key_gamma = jax.random.split(key)
+        noise, log_u = draw_move_noise(key, n, d + (k or 0), u.dtype)
+        z = noise[:, :d] @ params.chol.T
         if student:
             delta = _mahalanobis(u, params)
-            shape = 0.5 * (settings.nu + d)
-            gamma = _standard_gamma(key_w, shape, n, u.dtype)
+            if k:
+                gamma = 0.5 * jnp.sum(noise[:, d:] ** 2, axis=1)
+            else:
+                gamma = jax.random.gamma(key_gamma, shape, (n,), u.dtype)
             w = 0.5 * (settings.nu + delta) / gamma
             z = z * jnp.sqrt(w)[:, None]
-        else:
-            del key_w
         prop_u = params.mean + jnp.sqrt(1 - rho**2) * (u - params.mean) + rho * z
         prop_logp, prop_aux = log_density_fn(prop_u)
         proposal = KernelState(prop_u, prop_logp, prop_aux, None)
         log_alpha = (prop_logp - log_reference(prop_u, params)
                      - state.log_density + log_reference(u, params))
-        new_state, prob = mh_accept(key_accept, log_alpha, proposal, state)
+        new_state, prob = mh_select(log_u, log_alpha, proposal, state)
         return new_state, KernelInfo(acceptance=jnp.mean(prob))
 
     def adapt(params, acceptance):

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
 from .base import (CholeskyScaleParams, KernelInfo, KernelState, MCMCKernel,
-                   adapt_log_scale, mh_accept, safe_cholesky, weighted_mean_cov)
+                   adapt_log_scale, draw_move_noise, mh_select, safe_cholesky,
+                   weighted_mean_cov)
 
 __all__ = ["RWMHParams", "RWMHSettings", "rwmh"]
 
@@ -98,14 +99,13 @@ def rwmh(settings: RWMHSettings = RWMHSettings()) -> MCMCKernel:
 
     def step(key: PRNGKey, state: KernelState, log_density_fn,
              params: RWMHParams) -> tuple[KernelState, KernelInfo]:
-        key_z, key_accept = jax.random.split(key)
         u = state.position
-        z = jax.random.normal(key_z, u.shape, u.dtype)
+        z, log_u = draw_move_noise(key, *u.shape, u.dtype)
         prop_u = u + jnp.exp(params.log_scale) * (z @ params.chol.T)
         prop_logp, prop_aux = log_density_fn(prop_u)
         proposal = KernelState(prop_u, prop_logp, prop_aux, None)
         log_alpha = prop_logp - state.log_density
-        new_state, prob = mh_accept(key_accept, log_alpha, proposal, state)
+        new_state, prob = mh_select(log_u, log_alpha, proposal, state)
         return new_state, KernelInfo(acceptance=jnp.mean(prob))
 
     def adapt(params: RWMHParams, acceptance: Array) -> RWMHParams:

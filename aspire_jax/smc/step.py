@@ -233,7 +233,8 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
 
 
 def _choose_step(config: SMCConfig, state: SMCState, log_ratio: Array):
-    """Next step in beta, the efficiency it gives, and the search flag."""
+    """Next beta, the target efficiency, the CESS / N of the step, and the
+    search flag."""
     beta = state.beta
     room = 1.0 - beta
     target = target_efficiency_at(config, beta)
@@ -247,14 +248,21 @@ def _choose_step(config: SMCConfig, state: SMCState, log_ratio: Array):
                                 min_step=min_step, max_step=max_step,
                                 tolerance=config.beta_tolerance)
         delta, failed = search.delta, search.hit_min
+        efficiency = search.efficiency
     else:
         delta = jnp.clip(jnp.asarray(1.0 / config.n_steps, beta.dtype),
                          min_step, max_step)
         failed = jnp.asarray(False)
+        efficiency = None
     # Snap to 1 when the remaining gap is within round-off of the step.
     finish = delta >= room - 4 * jnp.finfo(beta.dtype).eps
     new_beta = jnp.where(finish, jnp.ones_like(beta), beta + delta)
-    return new_beta, target, failed
+    if efficiency is None:
+        efficiency = conditional_efficiency(new_beta - beta, state.log_weights,
+                                            log_ratio)
+    # With the search, the efficiency is that of the searched step, which the
+    # snap above changes by round-off at most.
+    return new_beta, target, failed, efficiency
 
 
 def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
@@ -358,12 +366,13 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     mutate = make_mutation(config, log_likelihood_fn, log_prior_fn, flow)
     n = config.n_particles
 
-    def step(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
+    def advance(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
         key, key_resample, key_mutate = jax.random.split(state.key, 3)
 
         log_ratio = state.log_prior + state.log_likelihood - state.log_q
         log_ratio = jnp.where(jnp.isnan(log_ratio), -jnp.inf, log_ratio)
-        new_beta, target, failed = _choose_step(config, state, log_ratio)
+        new_beta, target, failed, efficiency = _choose_step(config, state,
+                                                             log_ratio)
         delta = new_beta - state.beta
         lw = state.log_weights + incremental_log_weights(delta, log_ratio)
         log_inc = logsumexp(lw)
@@ -371,7 +380,6 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         var_inc = jnp.sum(jnp.exp(2 * state.log_weights) * (w_rel - 1.0) ** 2)
         log_weights = lw - log_inc
         ess = 1.0 / jnp.sum(jnp.exp(2 * log_weights))
-        efficiency = conditional_efficiency(delta, state.log_weights, log_ratio)
 
         if config.resample_threshold is None:
             resampled = jnp.asarray(True)
@@ -407,15 +415,28 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             n_mcmc_steps=n_sweeps, decorrelation=corr,
             n_evaluations=n_evals.astype(jnp.int32), beta_search_failed=failed)
 
+        return new_state, _cast_info(info, state.beta.dtype)
+
+    def finished(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
+        del flow_params
+        return state, _cast_info(SMCInfo(*[0] * len(SMCInfo._fields)),
+                                 state.beta.dtype)
+
+    def step(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
         # A finished run is a fixed point: stepping it again changes nothing.
-        done = state.beta >= 1.0
-        new_state = jax.tree_util.tree_map(
-            lambda old, new: jnp.where(done, old, new), state, new_state)
-        info = jax.tree_util.tree_map(
-            lambda v: jnp.where(done, jnp.zeros_like(v), v), info)
-        return new_state, info
+        # (Under vmap the cond becomes a select, as the fixed point needs.)
+        return jax.lax.cond(state.beta >= 1.0, finished, advance, state,
+                            flow_params)
 
     return step
+
+
+def _cast_info(info: SMCInfo, dtype) -> SMCInfo:
+    """``info`` with each field in its fixed dtype (flags bool, counts int32)."""
+    kinds = {"resampled": jnp.bool_, "beta_search_failed": jnp.bool_,
+             "n_mcmc_steps": jnp.int32, "n_evaluations": jnp.int32}
+    return SMCInfo(**{f: jnp.asarray(v).astype(kinds.get(f, dtype))
+                      for f, v in info._asdict().items()})
 
 
 def _step_size(kernel_params) -> Array:
