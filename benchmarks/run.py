@@ -449,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                             flow_backend=backend)
                 out = _run_worker([str(up_python), str(HERE / "upstream_runner.py")],
                                   spec, log_path, args.timeout)
+                names = {"smc": peer, "importance": f"{peer}_is"}
                 for r in out.get("records", []):
-                    r["sampler"] = {"smc": peer, "importance": f"{peer}_is"}[r["sampler"]]
+                    r["sampler"] = names[r["sampler"]]
                 _collect(out, name, (peer, f"{peer}_is"), records, peaks, meta, peer)
     scaling = None
     if not args.no_scaling:

@@ -380,7 +380,8 @@ def test_init_weights_follow_lecun_normal_and_the_key():
     same = flow.init(jax.random.key(3), x)
     other = flow.init(jax.random.key(4), x)
     leaves = jax.tree.leaves
-    assert all(np.array_equal(a, b) for a, b in zip(leaves(params.net), leaves(same.net)))
+    assert all(np.array_equal(a, b)
+               for a, b in zip(leaves(params.net), leaves(same.net)))
     assert not all(np.array_equal(a, b)
                    for a, b in zip(leaves(params.net), leaves(other.net)))
 

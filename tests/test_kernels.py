@@ -152,9 +152,9 @@ def _compiled_run(kernel_name: str, target_name: str, settings=None):
     return kernel, run
 
 
-def _invariance_run(kernel_name, target_name, key):
+def _invariance_run(kernel_name, target_name, key, settings=None):
     """Pilot-adapted, then frozen, sweeps from exact draws."""
-    kernel, run = _compiled_run(kernel_name, target_name)
+    kernel, run = _compiled_run(kernel_name, target_name, settings)
     target = TARGETS[target_name]
     key_pilot, key_draw, key_adapt, key_run = jax.random.split(key, 4)
     pilot = target.sample(key_pilot, N)
@@ -167,30 +167,33 @@ def _invariance_run(kernel_name, target_name, key):
 @pytest.mark.parametrize("target_name", INVARIANCE_TARGETS)
 @pytest.mark.parametrize("kernel_name", KERNELS)
 def test_kernel_leaves_target_invariant(kernel_name, target_name, keys):
-    target = TARGETS[target_name]
     for k in keys(3):
-        u0, state, acc = _invariance_run(kernel_name, target_name, k)
-        x = np.asarray(state.position, np.float64)
-        # The aux pytree travels with the accepted positions.
-        np.testing.assert_array_equal(np.asarray(state.aux["x"]),
-                                      np.asarray(state.position))
-        np.testing.assert_allclose(np.asarray(state.log_density),
-                                   np.asarray(target.log_density(state.position)),
-                                   rtol=1e-5, atol=1e-4)
-        # The chains must have moved for the check to mean anything.
-        assert 0.05 < float(jnp.mean(acc)) <= 1.0
-        corr = np.mean([np.corrcoef(np.asarray(u0)[:, j], x[:, j])[0, 1]
-                        for j in range(x.shape[1])])
-        assert corr < 0.8, f"chains barely moved (start/end correlation {corr})"
-        # N independent exact draws: the sample mean has sd sqrt(var / N) and
-        # the sample variance sd sqrt((mu_4 - var^2) / N). 5 sd per check: a
-        # two-sided tail of 6e-7, about 1e-4 over the ~200 checks of this
-        # test (kernels x targets x coordinates x 2 moments x 3 keys).
-        se_mean = np.sqrt(target.var / N)
-        se_var = np.sqrt((target.fourth - target.var**2) / N)
-        np.testing.assert_array_less(np.abs(x.mean(0) - target.mean), 5 * se_mean)
-        np.testing.assert_array_less(np.abs(x.var(0, ddof=1) - target.var),
-                                     5 * se_var)
+        _assert_invariant(TARGETS[target_name],
+                          *_invariance_run(kernel_name, target_name, k))
+
+
+def _assert_invariant(target, u0, state, acc):
+    x = np.asarray(state.position, np.float64)
+    # The aux pytree travels with the accepted positions.
+    np.testing.assert_array_equal(np.asarray(state.aux["x"]),
+                                  np.asarray(state.position))
+    np.testing.assert_allclose(np.asarray(state.log_density),
+                               np.asarray(target.log_density(state.position)),
+                               rtol=1e-5, atol=1e-4)
+    # The chains must have moved for the check to mean anything.
+    assert 0.05 < float(jnp.mean(acc)) <= 1.0
+    corr = np.mean([np.corrcoef(np.asarray(u0)[:, j], x[:, j])[0, 1]
+                    for j in range(x.shape[1])])
+    assert corr < 0.8, f"chains barely moved (start/end correlation {corr})"
+    # N independent exact draws: the sample mean has sd sqrt(var / N) and
+    # the sample variance sd sqrt((mu_4 - var^2) / N). 5 sd per check: a
+    # two-sided tail of 6e-7, about 1e-4 over the ~200 checks of this
+    # test (kernels x targets x coordinates x 2 moments x 3 keys).
+    se_mean = np.sqrt(target.var / N)
+    se_var = np.sqrt((target.fourth - target.var**2) / N)
+    np.testing.assert_array_less(np.abs(x.mean(0) - target.mean), 5 * se_mean)
+    np.testing.assert_array_less(np.abs(x.var(0, ddof=1) - target.var),
+                                 5 * se_var)
 
 
 # Adaptation: (kernel, target, settings, initial step too small, too large).
@@ -369,3 +372,31 @@ def test_build_kernel_validation():
 def test_settings_validation(cls, field, value):
     with pytest.raises(ValidationError, match=repr(value).replace(".", r"\.")):
         cls(**{field: value})
+
+
+def test_move_noise_is_standard_normal_and_uniform():
+    # draw_move_noise: normals and the accept uniforms U = Phi(Z) from one
+    # draw. Kolmogorov-Smirnov at 1e5 draws per column: a p-value below 1e-4
+    # would be a real departure (one check in 10^4 fails by chance).
+    from scipy import stats
+
+    from aspire_jax.kernels.base import draw_move_noise
+
+    z, log_u = draw_move_noise(jax.random.key(0), 100_000, 2, jnp.float32)
+    assert z.shape == (100_000, 2) and log_u.shape == (100_000,)
+    assert np.all(np.isfinite(np.asarray(log_u))) and np.all(np.asarray(log_u) <= 0)
+    for column in np.asarray(z).T:
+        assert stats.kstest(column, "norm").pvalue > 1e-4
+    u = np.exp(np.asarray(log_u, np.float64))
+    assert stats.kstest(u, "uniform").pvalue > 1e-4
+    # The uniforms are independent of the normals of the same rows.
+    assert abs(np.corrcoef(u, np.asarray(z)[:, 0])[0, 1]) < 5 / np.sqrt(u.size)
+
+
+def test_tpcn_with_non_integer_nu_keeps_the_target(keys):
+    # nu + d not an integer: the Gamma mixing variable comes from
+    # jax.random.gamma instead of the shared block of normals.
+    name = INVARIANCE_TARGETS[0]
+    for k in keys(2):
+        _assert_invariant(TARGETS[name], *_invariance_run(
+            "tpcn", name, k, PCNSettings(nu=4.5)))

@@ -174,20 +174,24 @@ def _check_batched(fn, name):
     return wrapped
 
 
-def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None):
-    """``n`` draws from the flow and their ``log q``, in batches if asked.
+def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None,
+          latent: bool = False):
+    """``n`` draws from the flow, their ``log q`` and, if asked, their latent
+    points (else None), in batches if asked.
 
     Notes
     -----
-    With ``batch_size`` set and a flow that has ``from_latent``, the latent
-    points are drawn as ``jax.random.normal(key, (n, n_dims))`` and mapped
-    batch by batch. This reproduces ``flow.sample_and_log_prob(params, key,
-    n)`` for flows that sample that way, as :class:`aspire_jax.flows.Flow`
-    does; this is assumed, not checked. ``log q`` is the one computed along
-    the sampling path (no second pass through the flow).
+    With ``batch_size`` set or ``latent`` asked, and a flow that has
+    ``from_latent``, the latent points are drawn as
+    ``jax.random.normal(key, (n, n_dims))`` and mapped batch by batch. This
+    reproduces ``flow.sample_and_log_prob(params, key, n)`` for flows that
+    sample that way, as :class:`aspire_jax.flows.Flow` does; this is assumed,
+    not checked. ``log q`` is the one computed along the sampling path (no
+    second pass through the flow).
     """
-    if batch_size is None or batch_size >= n or not hasattr(flow, "from_latent"):
-        return flow.sample_and_log_prob(flow_params, key, n)
+    explicit = (batch_size is not None and batch_size < n) or latent
+    if not explicit or not hasattr(flow, "from_latent"):
+        return flow.sample_and_log_prob(flow_params, key, n) + (None,)
     like = jax.eval_shape(lambda p, k: flow.sample_and_log_prob(p, k, n)[0],
                           flow_params, key)
     z = jax.random.normal(key, like.shape, like.dtype)
@@ -198,7 +202,7 @@ def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None):
             return x, flow.latent_log_prob(flow_params, z, x, log_det)
         return x, flow.log_prob(flow_params, x)
 
-    return map_batches(draw, z, batch_size)
+    return map_batches(draw, z, batch_size) + ((z if latent else None),)
 
 
 def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
@@ -210,10 +214,14 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     n = config.n_particles
 
     def init_from_particles(key: PRNGKey, x: Array, flow_params,
-                            _log_q: Array | None = None) -> SMCState:
+                            _log_q: Array | None = None,
+                            _u: Array | None = None) -> SMCState:
         lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
                                         flow_params, x, config.batch_size, _log_q)
-        u, _ = map_batches(lambda x: to_space(flow_params, x), x, config.batch_size)
+        if _u is None:
+            _u, _ = map_batches(lambda x: to_space(flow_params, x), x,
+                                config.batch_size)
+        u = _u
         dtype = x.dtype
         return SMCState(
             x=x, log_likelihood=ll, log_prior=lp, log_q=lq,
@@ -226,8 +234,11 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
 
     def init(key: PRNGKey, flow_params) -> SMCState:
         key, key_sample = jax.random.split(key)
-        x, log_q = _draw(flow, flow_params, key_sample, n, config.batch_size)
-        return init_from_particles(key, x, flow_params, log_q)
+        # In the flow's latent space the draws' latent points are their move
+        # coordinates: no pass back through the flow is needed.
+        x, log_q, z = _draw(flow, flow_params, key_sample, n, config.batch_size,
+                            latent=config.preconditioning == "flow")
+        return init_from_particles(key, x, flow_params, log_q, z)
 
     return init, init_from_particles
 
@@ -366,7 +377,7 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     mutate = make_mutation(config, log_likelihood_fn, log_prior_fn, flow)
     n = config.n_particles
 
-    def advance(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
+    def step(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
         key, key_resample, key_mutate = jax.random.split(state.key, 3)
 
         log_ratio = state.log_prior + state.log_likelihood - state.log_q
@@ -415,28 +426,17 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             n_mcmc_steps=n_sweeps, decorrelation=corr,
             n_evaluations=n_evals.astype(jnp.int32), beta_search_failed=failed)
 
-        return new_state, _cast_info(info, state.beta.dtype)
-
-    def finished(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
-        del flow_params
-        return state, _cast_info(SMCInfo(*[0] * len(SMCInfo._fields)),
-                                 state.beta.dtype)
-
-    def step(state: SMCState, flow_params) -> tuple[SMCState, SMCInfo]:
         # A finished run is a fixed point: stepping it again changes nothing.
-        # (Under vmap the cond becomes a select, as the fixed point needs.)
-        return jax.lax.cond(state.beta >= 1.0, finished, advance, state,
-                            flow_params)
+        # (A select, not lax.cond: under a sharded jit a conditional around
+        # the step's collectives was seen to deadlock XLA's CPU devices.)
+        done = state.beta >= 1.0
+        new_state = jax.tree_util.tree_map(
+            lambda old, new: jnp.where(done, old, new), state, new_state)
+        info = jax.tree_util.tree_map(
+            lambda v: jnp.where(done, jnp.zeros_like(v), v), info)
+        return new_state, info
 
     return step
-
-
-def _cast_info(info: SMCInfo, dtype) -> SMCInfo:
-    """``info`` with each field in its fixed dtype (flags bool, counts int32)."""
-    kinds = {"resampled": jnp.bool_, "beta_search_failed": jnp.bool_,
-             "n_mcmc_steps": jnp.int32, "n_evaluations": jnp.int32}
-    return SMCInfo(**{f: jnp.asarray(v).astype(kinds.get(f, dtype))
-                      for f, v in info._asdict().items()})
 
 
 def _step_size(kernel_params) -> Array:

@@ -120,8 +120,8 @@ def next_beta_step(log_weights: ArrayLike, log_ratio: ArrayLike, beta: ArrayLike
     def eff(delta):
         return conditional_efficiency(delta, log_weights, log_ratio)
 
-    # Both ends in one vectorised evaluation: one copy of the CESS code.
-    eff_hi, eff_lo = jax.vmap(eff)(jnp.stack([hi0, lo0]))
+    eff_hi = eff(hi0)
+    eff_lo = eff(lo0)
     take_hi = eff_hi >= target
     hit_min = jnp.logical_and(~take_hi, eff_lo < target)
 
