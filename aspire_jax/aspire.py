@@ -799,6 +799,7 @@ class Aspire:
                 "step) or min_beta_step, lower target_efficiency, or refit the flow."
                 + (f" The last state is saved in {checkpoint_path}."
                    if checkpoint_path else ""))
+        _warn_collapsed_steps(history, config.n_particles)
         samples = self._smc_samples(state, config, n_final, space)
         return samples, history
 
@@ -858,7 +859,12 @@ class Aspire:
             if self._auto is not None and self._auto.get("resume"):
                 path = self._auto["path"]
                 if os.path.exists(path):
-                    return _resume_from_path(path)
+                    resume = _resume_from_path(path)
+                    # A file that holds a flow and a configuration but no
+                    # state yet (written by fit, or cut off before the first
+                    # checkpoint) starts a fresh run.
+                    if resume.get("state") is not None:
+                        return resume
             return None
         if isinstance(resume_from, (bytes, bytearray, memoryview)):
             return dict(state=bytes(resume_from))
@@ -1204,12 +1210,33 @@ def _read_flow_history(group) -> FlowHistory | None:
 AUTO_FLOW_GAIN_PER_DIM = 0.1
 
 
+def _warn_collapsed_steps(history: History, n: int) -> None:
+    """Log a warning when a tempering step left fewer than 1% effective
+    particles: a step forced past the target efficiency (``min_beta_step``,
+    ``max_n_steps``, a fixed schedule) can make the evidence and its
+    delta-method error bar badly wrong without any other sign."""
+    if not len(history) or "ess" not in history.data:
+        return
+    ess = np.asarray(history.data["ess"], float)
+    low = ess < 0.01 * n
+    if low.any():
+        forced = int(np.sum(np.asarray(history.data.get(
+            "beta_search_failed", np.zeros(ess.shape)), bool)))
+        logger.warning(
+            "%d tempering step(s) left fewer than 1%% effective particles (ESS "
+            "down to %.1f of %d; %d step(s) forced past the target efficiency): "
+            "the evidence and its error bar are unreliable. Let the schedule "
+            "adapt: raise max_n_steps, lower min_beta_step, or use adaptive=True",
+            int(low.sum()), float(ess.min()), n, forced)
+
+
 def _merge_resume_options(stored: Mapping, given: Mapping) -> dict:
     """Stored sampler options updated by those given at resume.
 
     The kernel and move space cannot change mid-run; ``preconditioning="auto"``
     given at resume means "as stored".
     """
+    stored = _from_jsonable(stored)
     _check_structure(stored, given)
     merged = dict(stored)
     merged.update({k: v for k, v in given.items()
@@ -1299,6 +1326,29 @@ def _jsonable(options):
             out[k] = list(v)
         else:
             out[k] = v
+    return out
+
+
+def _from_jsonable(options: Mapping) -> dict:
+    """Inverse of :func:`_jsonable`: stored kernel settings become settings
+    objects again."""
+    from .kernels import MALASettings, PCNSettings, RWMHSettings
+
+    classes = {c.__name__: c for c in (PCNSettings, RWMHSettings, MALASettings)}
+    out = {}
+    for k, v in options.items():
+        if isinstance(v, Mapping) and "__settings__" in v:
+            fields = dict(v)
+            name = fields.pop("__settings__")
+            if name not in classes:
+                raise CheckpointError(
+                    f"the checkpoint's {k} names unknown kernel settings {name!r}")
+            try:
+                v = classes[name](**fields)
+            except (TypeError, ValidationError) as err:
+                raise CheckpointError(
+                    f"the checkpoint's {k} cannot be restored: {err}") from err
+        out[k] = v
     return out
 
 

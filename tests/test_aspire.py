@@ -273,3 +273,25 @@ def test_unwritable_checkpoint_folder_fails_before_sampling(fitted, tmp_path):
     with pytest.raises(ValidationError, match="does not exist"):
         fitted.sample_posterior(100, key=0,
                                 checkpoint_path=tmp_path / "missing" / "run.h5")
+
+
+def test_collapsed_forced_step_is_logged(caplog):
+    # A likelihood far narrower than the flow, and two forced steps: the
+    # first step leaves about one effective particle. The run finishes, but
+    # the user must be told that its evidence cannot be trusted.
+    def narrow(x):
+        return jnp.sum(-0.5 * ((x - problems.LIKE_MEAN) / 0.01) ** 2
+                       - jnp.log(0.01 * jnp.sqrt(2 * jnp.pi)), axis=-1)
+
+    aspire = problems.make_aspire(log_likelihood=narrow)
+    aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _, history = aspire.sample_posterior(500, key=1, max_n_steps=2,
+                                             return_history=True)
+    assert float(np.min(history.ess)) < 5
+    assert any("fewer than 1% effective particles" in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        aspire.sample_posterior(500, key=1)
+    assert not any("effective particles" in r.getMessage() for r in caplog.records)

@@ -303,3 +303,38 @@ def test_corrupt_flow_parameters_are_detected(fitted, tmp_path):
         f["flow/params"][...] = data
     with AspireFile(path, "r") as f, pytest.raises(CheckpointError, match="checksum"):
         problems.make_aspire().load_flow(f)
+
+
+def test_auto_checkpoint_with_resume_on_a_first_run(tmp_path):
+    # fit writes the flow and configuration first; with resume=True the
+    # sampler must see that no state is there yet and start afresh, then a
+    # second pass over the same file must resume the finished run.
+    path = str(tmp_path / "first.h5")
+    aspire = problems.make_aspire()
+    with aspire.auto_checkpoint(path, every=1, resume=True):
+        aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+        first = aspire.sample_posterior(300, key=6, return_history=True, **RUN)
+    assert read_checkpoint_bytes(path) is not None
+    again = _fresh_like(aspire)
+    with again.auto_checkpoint(path, every=1, resume=True):
+        second = again.sample_posterior(300, key=6, return_history=True, **RUN)
+    _assert_same_run(first, second)
+
+
+def test_resume_restores_kernel_settings(fitted, tmp_path):
+    # Settings objects are stored as plain JSON; a resume must rebuild them.
+    from aspire_jax.kernels import PCNSettings
+
+    path = str(tmp_path / "settings.h5")
+    settings = PCNSettings(nu=4.5, target_acceptance=0.3)
+    checkpoints = []
+    full = fitted.sample_posterior(300, key=7, return_history=True,
+                                   checkpoint_path=path,
+                                   checkpoint_callback=checkpoints.append,
+                                   kernel_settings=settings, **RUN)
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    _assert_same_run(full, resumed.sample_posterior(return_history=True))
+    mid = _fresh_like(fitted).sample_posterior(resume_from=checkpoints[0],
+                                               return_history=True)
+    _assert_same_run(full, mid)

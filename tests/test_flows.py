@@ -399,3 +399,16 @@ def test_column_split_and_merge_match_fancy_indexing(idx):
     np.testing.assert_array_equal(np.asarray(_take_columns(x, idx)),
                                   np.asarray(x)[:, idx])
     np.testing.assert_array_equal(np.asarray(_put_columns(x, idx, values)), expected)
+
+
+@pytest.mark.parametrize("x", [np.array([[0.1, 0.2], [0.3, 0.5]]),
+                               np.tile([[0.1, 0.2]], (50, 1))])
+def test_degenerate_training_sets_give_no_gaussian_baseline(x):
+    # One training row, or rows all equal: the Gaussian baseline has no
+    # density, so its loss is NaN (and the automatic move space cannot pick
+    # the flow's), instead of a linear-algebra error after training.
+    flow = Flow(FlowConfig(n_dims=2, kind="affine", n_layers=2, hidden_sizes=(8,)))
+    params = flow.init(jax.random.key(0), x)
+    _, history = fit(flow, params, jax.random.key(1), x, n_epochs=2)
+    assert np.isnan(history.gaussian_validation_loss)
+    assert np.isnan(history.gain_over_gaussian())

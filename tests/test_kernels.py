@@ -400,3 +400,14 @@ def test_tpcn_with_non_integer_nu_keeps_the_target(keys):
     for k in keys(2):
         _assert_invariant(TARGETS[name], *_invariance_run(
             "tpcn", name, k, PCNSettings(nu=4.5)))
+
+
+@pytest.mark.parametrize("bad", [dict(nu=0.0), dict(nu=-1.0), dict(nu=float("nan")),
+                                 dict(nu=float("inf")), dict(initial_rho=1.0),
+                                 dict(initial_rho=0.0), dict(target_acceptance=2.0),
+                                 dict(t_fit_iterations=-3), dict(t_fit_iterations=2.5),
+                                 dict(adaptation_rate=-0.1)])
+def test_pcn_settings_reject_bad_values(bad):
+    name = next(iter(bad))
+    with pytest.raises(ValidationError, match=f"PCNSettings.{name}"):
+        PCNSettings(**bad)

@@ -232,7 +232,8 @@ def _run_epoch(
 def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray
                    ) -> float:
     """Validation loss of the maximum-likelihood Gaussian of ``u_train``
-    (float64, on the host: the sets are small)."""
+    (float64, on the host: the sets are small); NaN where that Gaussian is
+    degenerate."""
     u_train, u_val, ld_val = (np.asarray(a, np.float64) for a in (u_train, u_val,
                                                                    ld_val))
     d = u_train.shape[1]
@@ -240,7 +241,12 @@ def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray
     c = u_train - mean
     cov = c.T @ c / u_train.shape[0]
     cov = cov + 1e-6 * np.trace(cov) / d * np.eye(d)
-    chol = np.linalg.cholesky(cov)
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        # One training row, or rows constant in some direction: no Gaussian
+        # density to compare with.
+        return math.nan
     z = np.linalg.solve(chol, (u_val - mean).T).T
     log_n = (-0.5 * np.sum(z**2, axis=1) - 0.5 * d * math.log(2 * math.pi)
              - np.sum(np.log(np.diag(chol))))

@@ -29,12 +29,14 @@ logit scale, ``rho = sigmoid(log_scale)``.
 
 import dataclasses
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from .._types import Array, PRNGKey
+from ..errors import ValidationError
 from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
                    draw_move_noise, mh_select, safe_cholesky,
                    weighted_mean_cov, whiten)
@@ -79,6 +81,28 @@ class PCNSettings:
     nu: float = 5.0
     t_fit_iterations: int = 5
     adaptation_rate: float = 1.0
+
+    def __post_init__(self):
+        def real(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+        checks = (
+            ("target_acceptance", lambda v: real(v) and 0.0 < v < 1.0, "in (0, 1)"),
+            ("initial_rho", lambda v: real(v) and 0.0 < v < 1.0, "in (0, 1)"),
+            ("nu", lambda v: real(v) and 0.0 < v < math.inf,
+             "a positive finite number"),
+            ("t_fit_iterations",
+             lambda v: (isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                        and v >= 0),
+             "an int >= 0"),
+            ("adaptation_rate", lambda v: real(v) and 0.0 <= v < math.inf,
+             "a finite number >= 0"),
+        )
+        for name, ok, want in checks:
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValidationError(
+                    f"PCNSettings.{name} must be {want}; got {value!r}")
 
 
 def _mahalanobis(u: Array, params: PCNParams) -> Array:
