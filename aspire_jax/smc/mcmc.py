@@ -2,8 +2,9 @@
 
 Chains start at draws of the flow and are moved by the same kernels as the
 SMC mutation phase at beta = 1. Each sweep moves every chain once; the scale
-adapts during ``n_burnin`` sweeps and is frozen afterwards so the recorded
-sweeps are a valid (non-adaptive) Markov chain. No evidence is estimated.
+adapts during ``n_burnin`` sweeps (the population reference is refitted
+halfway through) and is frozen afterwards so the recorded sweeps are a valid
+(non-adaptive) Markov chain. No evidence is estimated.
 """
 
 from typing import NamedTuple
@@ -65,10 +66,13 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
             adapted = kernel.adapt(params, info.acceptance)
             params = jax.tree_util.tree_map(
                 lambda a, b: jnp.where(i < n_burnin, a, b), adapted, params)
-            # Refit the population reference at the end of burn-in only.
+            # Refit the population reference halfway through burn-in, so the
+            # second half adapts the step to the reference the recorded sweeps
+            # use (a refit after the step is frozen would leave the
+            # acceptance far from its target).
             refit = kernel.fit(params, kstate.position)
             params = jax.tree_util.tree_map(
-                lambda a, b: jnp.where(i == n_burnin - 1, a, b), refit, params)
+                lambda a, b: jnp.where(i == n_burnin // 2 - 1, a, b), refit, params)
             size = jnp.asarray(getattr(params, "step_size", 0.0))
             return (key, kstate, params), (info.acceptance, size)
 
