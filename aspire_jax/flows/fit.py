@@ -25,7 +25,8 @@ import optax
 
 from aspire_jax._types import Array, ArrayLike, PRNGKey
 from aspire_jax.errors import FlowError, ValidationError
-from aspire_jax.flows.flow import Flow, FlowParams, _check_key, _std_normal_log_prob
+from aspire_jax.flows.flow import (Flow, FlowParams, _check_key, _host_rng,
+                                   _std_normal_log_prob)
 
 __all__ = ["FlowHistory", "fit"]
 
@@ -251,16 +252,6 @@ def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray
     log_n = (-0.5 * np.sum(z**2, axis=1) - 0.5 * d * math.log(2 * math.pi)
              - np.sum(np.log(np.diag(chol))))
     return float(-np.mean(log_n + ld_val))
-
-
-def _host_rng(key: PRNGKey, stream: int) -> np.random.Generator:
-    """A numpy generator seeded by ``key`` and a stream number.
-
-    The validation split and the batch order are index permutations drawn on
-    the host: drawing them on the device compiles a sort per program.
-    """
-    seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel()
-    return np.random.default_rng([*seed.tolist(), stream])
 
 
 def _check_positive_int(name: str, value, *, allow_none: bool = False) -> None:

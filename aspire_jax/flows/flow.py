@@ -33,6 +33,13 @@ _FORMAT = "aspire_jax.flow_params"
 _FORMAT_VERSION = 1
 
 
+def _host_rng(key: PRNGKey, *streams: int) -> np.random.Generator:
+    """A numpy generator seeded by the bits of ``key`` and optional stream
+    numbers, for draws made on the host (no random-bit programs to compile)."""
+    seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel()
+    return np.random.default_rng([*seed.tolist(), *streams])
+
+
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
@@ -253,8 +260,7 @@ class Flow:
         instead of ``flax.linen.Module.init`` avoids compiling one random-bit
         program per weight matrix, most of a first call's init time.
         """
-        seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel()
-        rng = np.random.default_rng(seed)
+        rng = _host_rng(key)
         n_hidden = len(self.config.hidden_sizes)
         # Standard deviation of a unit normal truncated to [-2, 2].
         truncated_sd = 0.87962566103423978

@@ -32,7 +32,6 @@ __all__ = [
     "MCMCKernel",
     "weighted_mean_cov",
     "safe_cholesky",
-    "mh_accept",
     "mh_select",
     "draw_move_noise",
     "adapt_log_scale",
@@ -136,21 +135,13 @@ def draw_move_noise(key: jax.Array, n: int, m: int, dtype) -> tuple[Array, Array
     return z[:, :m], jnp.log(jax.scipy.special.ndtr(z[:, m]))
 
 
-def mh_accept(key: jax.Array, log_alpha: ArrayLike, proposal: KernelState,
-              current: KernelState) -> tuple[KernelState, Array]:
-    """Accept each particle's proposal with probability ``min(1, e^log_alpha)``.
-
-    Non-finite ``log_alpha`` (NaN from an ill-defined density) rejects.
-    """
-    log_alpha = jnp.asarray(log_alpha)
-    log_u = jnp.log(jax.random.uniform(key, log_alpha.shape, log_alpha.dtype))
-    return mh_select(log_u, log_alpha, proposal, current)
-
-
 def mh_select(log_u: ArrayLike, log_alpha: ArrayLike, proposal: KernelState,
               current: KernelState) -> tuple[KernelState, Array]:
-    """:func:`mh_accept` with the ``log U`` of each particle drawn beforehand.
+    """Accept each particle's proposal with probability ``min(1, e^log_alpha)``,
+    given its ``log U`` (``U`` uniform on (0, 1), e.g. from
+    :func:`draw_move_noise`).
 
+    Non-finite ``log_alpha`` (NaN from an ill-defined density) rejects.
     Returns the new state and the acceptance probability of each particle.
     """
     log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)

@@ -168,10 +168,10 @@ def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
         # exact and drawn with the move's other normals; the general Gamma
         # sampler is a rejection loop, slow to compile on CPU.
         shape = 0.5 * (settings.nu + d)
-        k = _half_chi2_width(shape) if student else 0
+        k = (_half_chi2_width(shape) or 0) if student else 0
         if student and not k:
             key, key_gamma = jax.random.split(key)
-        noise, log_u = draw_move_noise(key, n, d + (k or 0), u.dtype)
+        noise, log_u = draw_move_noise(key, n, d + k, u.dtype)
         z = noise[:, :d] @ params.chol.T
         if student:
             delta = _mahalanobis(u, params)

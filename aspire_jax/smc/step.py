@@ -218,10 +218,10 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
                             _u: Array | None = None) -> SMCState:
         lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
                                         flow_params, x, config.batch_size, _log_q)
-        if _u is None:
-            _u, _ = map_batches(lambda x: to_space(flow_params, x), x,
-                                config.batch_size)
         u = _u
+        if u is None:
+            u, _ = map_batches(lambda x: to_space(flow_params, x), x,
+                               config.batch_size)
         dtype = x.dtype
         return SMCState(
             x=x, log_likelihood=ll, log_prior=lp, log_q=lq,
