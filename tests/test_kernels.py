@@ -375,22 +375,40 @@ def test_settings_validation(cls, field, value):
 
 
 def test_move_noise_is_standard_normal_and_uniform():
-    # draw_move_noise: normals and the accept uniforms U = Phi(Z) from one
-    # draw. Kolmogorov-Smirnov at 1e5 draws per column: a p-value below 1e-4
+    # draw_move_noise: normals and the accept uniforms U from one draw.
+    # Kolmogorov-Smirnov at 1e5 draws per column: a p-value below 1e-4
     # would be a real departure (one check in 10^4 fails by chance).
     from scipy import stats
 
     from aspire_jax.kernels.base import draw_move_noise
 
-    z, log_u = draw_move_noise(jax.random.key(0), 100_000, 2, jnp.float32)
-    assert z.shape == (100_000, 2) and log_u.shape == (100_000,)
-    assert np.all(np.isfinite(np.asarray(log_u))) and np.all(np.asarray(log_u) <= 0)
-    for column in np.asarray(z).T:
-        assert stats.kstest(column, "norm").pvalue > 1e-4
-    u = np.exp(np.asarray(log_u, np.float64))
-    assert stats.kstest(u, "uniform").pvalue > 1e-4
-    # The uniforms are independent of the normals of the same rows.
-    assert abs(np.corrcoef(u, np.asarray(z)[:, 0])[0, 1]) < 5 / np.sqrt(u.size)
+    for dtype in (jnp.float32, jnp.float64):
+        with jax.enable_x64(dtype == jnp.float64):
+            z, u = draw_move_noise(jax.random.key(0), 100_000, 2, dtype)
+        assert z.shape == (100_000, 2) and u.shape == (100_000,)
+        assert z.dtype == dtype and u.dtype == dtype
+        u = np.asarray(u, np.float64)
+        # Strictly inside (0, 1): U < prob must reject a zero probability and
+        # accept a probability of one.
+        assert np.all(u > 0) and np.all(u < 1)
+        for column in np.asarray(z).T:
+            assert np.all(np.isfinite(column))
+            assert stats.kstest(column, "norm").pvalue > 1e-4
+        assert stats.kstest(u, "uniform").pvalue > 1e-4
+        # The uniforms are independent of the normals of the same rows.
+        assert abs(np.corrcoef(u, np.asarray(z)[:, 0])[0, 1]) < 5 / np.sqrt(u.size)
+
+
+def test_mh_select_accepts_with_probability_min_one_ratio():
+    from aspire_jax.kernels.base import KernelState, mh_select
+
+    log_alpha = jnp.array([0.0, 1.0, jnp.log(0.25), -jnp.inf, jnp.nan, jnp.log(0.25)])
+    u = jnp.array([0.999, 0.5, 0.2, 1e-30, 1e-30, 0.3])
+    current = KernelState(jnp.zeros((6, 1)), jnp.zeros(6), None)
+    proposal = KernelState(jnp.ones((6, 1)), jnp.ones(6), None)
+    state, prob = mh_select(u, log_alpha, proposal, current)
+    np.testing.assert_allclose(prob, [1, 1, 0.25, 0, 0, 0.25], rtol=1e-6)
+    np.testing.assert_array_equal(state.position[:, 0], [1, 1, 1, 0, 0, 0])
 
 
 def test_tpcn_with_non_integer_nu_keeps_the_target(keys):

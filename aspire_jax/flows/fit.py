@@ -53,6 +53,11 @@ class FlowHistory:
         Loss on the validation set of the Gaussian (in the unbounded,
         whitened space of the parameter transform) fitted to the training
         set: the baseline the flow has to beat. NaN without a validation set.
+    held_out_index, held_out_log_q
+        Rows of the training samples held out for validation, and their
+        ``log q`` under the returned parameters (``None`` without a
+        validation set). Per-sample data of this fit: not part of
+        :meth:`to_dict`, so a history read back from a file has neither.
     """
 
     training_loss: np.ndarray
@@ -60,6 +65,8 @@ class FlowHistory:
     best_epoch: int
     stop_reason: str = "max_epochs"
     gaussian_validation_loss: float = math.nan
+    held_out_index: np.ndarray | None = None
+    held_out_log_q: np.ndarray | None = None
 
     @property
     def best_validation_loss(self) -> float:
@@ -109,7 +116,8 @@ class FlowHistory:
             ``best_epoch`` is not an integer inside the epochs run, the loss
             lengths disagree or ``stop_reason`` is unknown.
         """
-        keys = {f.name for f in dataclasses.fields(cls)}
+        keys = {f.name for f in dataclasses.fields(cls)} - {"held_out_index",
+                                                            "held_out_log_q"}
         if not isinstance(data, dict) or not set(data) <= keys:
             got = sorted(data) if isinstance(data, dict) else type(data).__name__
             raise ValidationError(
@@ -162,10 +170,12 @@ def _make_optimizer(settings: _OptimizerSettings) -> optax.GradientTransformatio
 
 
 def _sum_log_prob(flow: Flow, net: dict, u: Array, logdet_t: Array,
-                  weight: Array) -> Array:
-    """``sum_i w_i log q(x_i)`` for training rows ``u`` on the real line."""
+                  weight: Array) -> tuple[Array, Array]:
+    """``sum_i w_i log q(x_i)`` for training rows ``u`` on the real line, and
+    the ``log q(x_i)`` of each row."""
     z, logdet_c = flow._net_to_latent(net, u)
-    return jnp.sum(weight * (_std_normal_log_prob(z) + logdet_c + logdet_t))
+    log_q = _std_normal_log_prob(z) + logdet_c + logdet_t
+    return jnp.sum(weight * log_q), log_q
 
 
 @functools.partial(
@@ -200,8 +210,8 @@ def _run_epoch(
     def body(carry, xs):
         net, opt_state = carry
         u, ld, weight, train = xs
-        total, grads = jax.value_and_grad(functools.partial(_sum_log_prob, flow))(
-            net, u, ld, weight)
+        (total, log_q), grads = jax.value_and_grad(
+            functools.partial(_sum_log_prob, flow), has_aux=True)(net, u, ld, weight)
 
         def update(args):
             net, opt_state = args
@@ -215,19 +225,22 @@ def _run_epoch(
 
         net, opt_state = jax.lax.cond(train, update, lambda args: args,
                                       (net, opt_state))
-        return (net, opt_state), total
+        return (net, opt_state), (total, log_q)
 
     def batched(a):
         return a.reshape((n_steps, batch_size) + a.shape[1:])
 
-    (net, opt_state), totals = jax.lax.scan(
+    (net, opt_state), (totals, log_q) = jax.lax.scan(
         body, (net, opt_state), (batched(u), batched(ld), batched(weight), train))
     train_loss = -jnp.sum(totals[:n_batches]) / (n_batches * batch_size)
     if n_val:
         val_loss = -jnp.sum(totals[n_batches:]) / n_val
     else:
         val_loss = jnp.asarray(jnp.nan, dtype=totals.dtype)
-    return net, opt_state, train_loss, val_loss
+    # The validation rows are scanned after the last update, so their log q
+    # is that of the returned parameters.
+    val_log_q = log_q[n_batches:].reshape(-1)[:n_val]
+    return net, opt_state, train_loss, val_loss, val_log_q
 
 
 def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray
@@ -441,14 +454,14 @@ def fit(
     use_val = u_val.shape[0] > 0
 
     net = params.net
-    best_net, best_epoch, best_val = net, 0, math.inf
+    best_net, best_epoch, best_val, best_log_q = net, 0, math.inf, None
     train_hist, val_hist, stop_reason = [], [], "max_epochs"
     shuffle = _host_rng(key, 1)
     for epoch in range(int(n_epochs)):
         # A fresh permutation each epoch; the n_train mod batch_size samples
         # left over differ from epoch to epoch, so none is dropped for good.
         order = shuffle.permutation(u_train.shape[0])[: n_batches * batch]
-        new_net, opt_state, train_loss, val_loss = _run_epoch(
+        new_net, opt_state, train_loss, val_loss, val_log_q = _run_epoch(
             net, opt_state, order.astype(np.int32), u_train, ld_train, u_val,
             ld_val,
             flow=flow, settings=settings, n_batches=n_batches, batch_size=batch,
@@ -479,7 +492,7 @@ def fit(
         if not use_val:
             best_net, best_epoch = net, epoch
         elif val_loss < best_val:
-            best_net, best_epoch, best_val = net, epoch, val_loss
+            best_net, best_epoch, best_val, best_log_q = net, epoch, val_loss, val_log_q
         elif patience is not None and epoch - best_epoch >= patience:
             stop_reason = "early_stopping"
             break
@@ -492,5 +505,8 @@ def fit(
         best_epoch=int(best_epoch),
         stop_reason=stop_reason,
         gaussian_validation_loss=gauss,
+        held_out_index=split[:n_val] if use_val else None,
+        held_out_log_q=(np.asarray(best_log_q, np.float64)
+                        if use_val and best_log_q is not None else None),
     )
     return params.replace(net=best_net), history

@@ -23,6 +23,7 @@ import numpy as np
 from flax import struct
 
 from aspire_jax import transforms
+from aspire_jax._random import compact_draws
 from aspire_jax._types import Array, ArrayLike, PRNGKey
 from aspire_jax.errors import FlowError, ValidationError
 from aspire_jax.flows.bijectors import COUPLING_KINDS, CouplingStack
@@ -509,6 +510,7 @@ class Flow:
         return self._sample_and_log_prob(params, key, int(n))
 
     @functools.partial(jax.jit, static_argnums=(0, 3))
+    @compact_draws
     def _sample_and_log_prob(self, params: FlowParams, key: PRNGKey, n: int):
         dtype = params.transform.lower.dtype
         z = jax.random.normal(key, (n, self.n_dims), dtype=dtype)

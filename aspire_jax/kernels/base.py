@@ -18,10 +18,12 @@ log-prior, log-likelihood and flow density) that is carried along with the
 accepted positions.
 """
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from .._types import Array, ArrayLike
@@ -124,35 +126,40 @@ def safe_cholesky(cov: ArrayLike) -> Array:
 
 
 def draw_move_noise(key: jax.Array, n: int, m: int, dtype) -> tuple[Array, Array]:
-    """All the randomness of one move: ``(n, m)`` standard normals and ``log U``.
+    """All the randomness of one move: ``(n, m)`` standard normals and ``n``
+    accept uniforms ``U`` on (0, 1).
 
-    The ``n`` uniforms of the accept step come from an extra column of
-    normals through the standard normal CDF, ``U = Phi(Z)``, which is exactly
-    uniform. One draw instead of one per purpose keeps the compiled move
-    small: each random-number call is a separate block of generated code.
+    One block of ``(n, m + 1)`` uniforms on (-1, 1) is drawn. The first ``m``
+    columns become normals as in ``jax.random.normal``,
+    ``Z = sqrt(2) erfinv(V)``; the last becomes ``U = (V + 1) / 2``. One draw
+    instead of one per purpose keeps the compiled move small: every
+    random-number call, and every special function, is a separate block of
+    generated code.
     """
-    z = jax.random.normal(key, (n, m + 1), dtype)
-    return z[:, :m], jnp.log(jax.scipy.special.ndtr(z[:, m]))
+    dtype = jnp.dtype(dtype)
+    low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
+    v = jax.random.uniform(key, (n, m + 1), dtype, minval=low, maxval=1.0)
+    z = np.array(math.sqrt(2.0), dtype) * jax.lax.erf_inv(v[:, :m])
+    return z, 0.5 * (v[:, m] + 1.0)
 
 
-def mh_select(log_u: ArrayLike, log_alpha: ArrayLike, proposal: KernelState,
+def mh_select(u: ArrayLike, log_alpha: ArrayLike, proposal: KernelState,
               current: KernelState) -> tuple[KernelState, Array]:
     """Accept each particle's proposal with probability ``min(1, e^log_alpha)``,
-    given its ``log U`` (``U`` uniform on (0, 1), e.g. from
-    :func:`draw_move_noise`).
+    given its uniform ``U`` on (0, 1) (e.g. from :func:`draw_move_noise`).
 
     Non-finite ``log_alpha`` (NaN from an ill-defined density) rejects.
     Returns the new state and the acceptance probability of each particle.
     """
     log_alpha = jnp.where(jnp.isnan(log_alpha), -jnp.inf, log_alpha)
-    accept = log_u < log_alpha
+    prob = jnp.exp(jnp.minimum(log_alpha, 0.0))
+    accept = u < prob
 
     def pick(new, old):
         mask = accept.reshape(accept.shape + (1,) * (new.ndim - 1))
         return jnp.where(mask, new, old)
 
     state = jax.tree_util.tree_map(pick, proposal, current)
-    prob = jnp.exp(jnp.minimum(log_alpha, 0.0))
     return state, prob
 
 

@@ -163,7 +163,7 @@ def mala(settings: MALASettings = MALASettings()) -> MCMCKernel:
         grad_ok = _finite_rows(state.grad)
         # A zero drift keeps the proposal finite; the move is rejected anyway.
         grad = jnp.where(grad_ok[:, None], state.grad, 0.0)
-        z, log_u = draw_move_noise(key, *u.shape, u.dtype)
+        z, u_accept = draw_move_noise(key, *u.shape, u.dtype)
         prop_u = u + 0.5 * h**2 * ((grad @ chol) @ chol.T) + h * (z @ chol.T)
         prop_logp, prop_aux, prop_grad = value_and_grad_batched(log_density_fn,
                                                                 prop_u)
@@ -176,7 +176,7 @@ def mala(settings: MALASettings = MALASettings()) -> MCMCKernel:
                      + 0.5 * jnp.sum(z**2, axis=-1))
         ok = grad_ok & _finite_rows(prop_grad)
         log_alpha = jnp.where(ok, log_alpha, -jnp.inf)
-        new_state, prob = mh_select(log_u, log_alpha, proposal, state)
+        new_state, prob = mh_select(u_accept, log_alpha, proposal, state)
         return new_state, KernelInfo(acceptance=jnp.mean(prob))
 
     def adapt(params: MALAParams, acceptance: Array) -> MALAParams:

@@ -23,8 +23,18 @@ respect to the t reference, hence the ratio uses the t density in place of
 the Gaussian one. Heavy tails make it robust when the reference is narrower
 than the target.
 
-The step size ``rho`` is adapted toward a target acceptance rate on the
-logit scale, ``rho = sigmoid(log_scale)``.
+One adapted number ``lambda`` (``log_scale``) sets the step, toward a
+target acceptance rate. Up to ``lambda_max`` it is the logit of the step,
+``rho = sigmoid(lambda)``. Past it ``rho`` stays at ``sigmoid(lambda_max)``
+(about 0.993, nearly an independence proposal) and the reference widens
+instead, to covariance ``s^2 Sigma`` with ``s = exp(lambda - lambda_max)``.
+Both moves are exact for any fixed ``(rho, s)``: the reference, the proposal
+and the ratio all use the widened covariance. The widening matters when the
+particles are narrower than the target, as when a flow trained on an earlier
+posterior has lighter tails than the new one: a reference fitted to those
+particles then proposes too rarely into the tails, the acceptance stays
+above its target even at the largest step, and the tails, and the evidence
+they carry, are missed.
 """
 
 import dataclasses
@@ -54,8 +64,22 @@ class PCNParams:
 
     @property
     def step_size(self) -> Array:
-        """The Crank–Nicolson step ``rho`` in (0, 1)."""
-        return jax.nn.sigmoid(self.log_scale)
+        """``rho * s``: the Crank–Nicolson step times the widening of the
+        reference (``rho`` alone while the reference is not widened)."""
+        rho, width = _rho_and_width(self.log_scale)
+        return rho * width
+
+
+# lambda_max: rho stops at sigmoid(5) ~ 0.9933; beyond, the reference widens,
+# up to exp(3) ~ 20 times the particles' spread.
+_LOGIT_RHO_MAX = 5.0
+_MAX_LOG_WIDTH = 3.0
+
+
+def _rho_and_width(log_scale: Array) -> tuple[Array, Array]:
+    rho = jax.nn.sigmoid(jnp.minimum(log_scale, _LOGIT_RHO_MAX))
+    width = jnp.exp(jnp.maximum(log_scale - _LOGIT_RHO_MAX, 0.0))
+    return rho, width
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +129,8 @@ class PCNSettings:
                     f"PCNSettings.{name} must be {want}; got {value!r}")
 
 
-def _mahalanobis(u: Array, params: PCNParams) -> Array:
-    return jnp.sum(whiten(params.chol, u - params.mean) ** 2, axis=1)
+def _mahalanobis(u: Array, mean: Array, chol: Array) -> Array:
+    return jnp.sum(whiten(chol, u - mean) ** 2, axis=1)
 
 
 def _fit_t(u: Array, nu: float, n_iter: int) -> tuple[Array, Array]:
@@ -152,8 +176,8 @@ def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
             mean, cov = weighted_mean_cov(position)
         return params.replace(mean=mean, chol=safe_cholesky(cov))
 
-    def log_reference(u, params):
-        delta = _mahalanobis(u, params)
+    def log_reference(u, mean, chol):
+        delta = _mahalanobis(u, mean, chol)
         if student:
             d = u.shape[1]
             return -0.5 * (settings.nu + d) * jnp.log1p(delta / settings.nu)
@@ -162,7 +186,8 @@ def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
     def step(key: PRNGKey, state: KernelState, log_density_fn, params: PCNParams):
         u = state.position
         n, d = u.shape
-        rho = jax.nn.sigmoid(params.log_scale)
+        rho, width = _rho_and_width(params.log_scale)
+        mean, chol = params.mean, width * params.chol
         # When nu + d is an integer (integer nu, the usual case) the Gamma
         # draw of t-pCN is half the sum of nu + d squared standard normals,
         # exact and drawn with the move's other normals; the general Gamma
@@ -171,28 +196,29 @@ def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
         k = (_half_chi2_width(shape) or 0) if student else 0
         if student and not k:
             key, key_gamma = jax.random.split(key)
-        noise, log_u = draw_move_noise(key, n, d + k, u.dtype)
-        z = noise[:, :d] @ params.chol.T
+        noise, u_accept = draw_move_noise(key, n, d + k, u.dtype)
+        z = noise[:, :d] @ chol.T
         if student:
-            delta = _mahalanobis(u, params)
+            delta = _mahalanobis(u, mean, chol)
             if k:
                 gamma = 0.5 * jnp.sum(noise[:, d:] ** 2, axis=1)
             else:
                 gamma = jax.random.gamma(key_gamma, shape, (n,), u.dtype)
             w = 0.5 * (settings.nu + delta) / gamma
             z = z * jnp.sqrt(w)[:, None]
-        prop_u = params.mean + jnp.sqrt(1 - rho**2) * (u - params.mean) + rho * z
+        prop_u = mean + jnp.sqrt(1 - rho**2) * (u - mean) + rho * z
         prop_logp, prop_aux = log_density_fn(prop_u)
         proposal = KernelState(prop_u, prop_logp, prop_aux, None)
-        log_alpha = (prop_logp - log_reference(prop_u, params)
-                     - state.log_density + log_reference(u, params))
-        new_state, prob = mh_select(log_u, log_alpha, proposal, state)
+        log_alpha = (prop_logp - log_reference(prop_u, mean, chol)
+                     - state.log_density + log_reference(u, mean, chol))
+        new_state, prob = mh_select(u_accept, log_alpha, proposal, state)
         return new_state, KernelInfo(acceptance=jnp.mean(prob))
 
     def adapt(params, acceptance):
         return params.replace(log_scale=adapt_log_scale(
             params.log_scale, acceptance, settings.target_acceptance,
-            settings.adaptation_rate, bounds=(-9.0, 5.0)))
+            settings.adaptation_rate,
+            bounds=(-9.0, _LOGIT_RHO_MAX + _MAX_LOG_WIDTH)))
 
     return MCMCKernel(name=name, init=init, fit=fit, step=step, adapt=adapt)
 

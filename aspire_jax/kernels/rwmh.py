@@ -100,12 +100,12 @@ def rwmh(settings: RWMHSettings = RWMHSettings()) -> MCMCKernel:
     def step(key: PRNGKey, state: KernelState, log_density_fn,
              params: RWMHParams) -> tuple[KernelState, KernelInfo]:
         u = state.position
-        z, log_u = draw_move_noise(key, *u.shape, u.dtype)
+        z, u_accept = draw_move_noise(key, *u.shape, u.dtype)
         prop_u = u + jnp.exp(params.log_scale) * (z @ params.chol.T)
         prop_logp, prop_aux = log_density_fn(prop_u)
         proposal = KernelState(prop_u, prop_logp, prop_aux, None)
         log_alpha = prop_logp - state.log_density
-        new_state, prob = mh_select(log_u, log_alpha, proposal, state)
+        new_state, prob = mh_select(u_accept, log_alpha, proposal, state)
         return new_state, KernelInfo(acceptance=jnp.mean(prob))
 
     def adapt(params: RWMHParams, acceptance: Array) -> RWMHParams:

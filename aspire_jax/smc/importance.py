@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from .._types import Array, PRNGKey
+from .._random import compact_draws
 from .step import _check_batched, evaluate_densities
 
 __all__ = ["ImportanceResult", "make_importance_sampler"]
@@ -45,10 +46,10 @@ def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: in
         log_sum = logsumexp(log_w)
         log_z = log_sum - jnp.log(n_samples)
         w_rel = jnp.exp(log_w - log_z)
-        var = jnp.sum((w_rel - 1.0) ** 2) / n_samples**2
+        var = jnp.sum((w_rel - 1.0) ** 2) / float(n_samples) ** 2
         log_weights = log_w - log_sum
         ess = 1.0 / jnp.sum(jnp.exp(2 * log_weights))
         return ImportanceResult(x, ll, lp, lq, log_weights, log_z, var, ess,
                                 jnp.asarray(n_samples, jnp.int32))
 
-    return sample
+    return compact_draws(sample)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .._random import compact_draws
 from .._types import Array, PRNGKey
 from ..kernels import KernelState, build_kernel
 from .state import SMCConfig
@@ -83,4 +84,4 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
         return MCMCResult(a.x, a.log_likelihood, a.log_prior, a.log_q, acc, size,
                           jnp.asarray(evals, jnp.int32))
 
-    return sample
+    return compact_draws(sample)

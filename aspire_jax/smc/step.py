@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from .._random import compact_draws
 from .._types import Array, PRNGKey
 from ..kernels import KernelState, build_kernel
 from .resampling import get_resampler
@@ -240,7 +241,7 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
                             latent=config.preconditioning == "flow")
         return init_from_particles(key, x, flow_params, log_q, z)
 
-    return init, init_from_particles
+    return compact_draws(init), init_from_particles
 
 
 def _choose_step(config: SMCConfig, state: SMCState, log_ratio: Array):
@@ -348,7 +349,7 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         n_evals = (n_sweeps + extra_evals) * x.shape[0]
         return kstate.aux, kernel_params, acceptance, n_sweeps, corr, n_evals
 
-    return mutate
+    return compact_draws(mutate)
 
 
 def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
@@ -436,7 +437,7 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             lambda v: jnp.where(done, jnp.zeros_like(v), v), info)
         return new_state, info
 
-    return step
+    return compact_draws(step)
 
 
 def _step_size(kernel_params) -> Array:
