@@ -52,6 +52,14 @@ def test_importance_end_to_end(fitted):
     assert len(history) == 1 and history.sampler == "importance"
 
 
+def test_importance_with_more_draws_than_int32_squares(fitted):
+    # The variance divides by n^2, which for n > 46340 does not fit an int32.
+    post = fitted.sample_posterior(50_000, sampler="importance", key=7)
+    truth = problems.log_evidence()
+    assert np.isfinite(post.log_evidence_error) and post.log_evidence_error > 0
+    assert abs(post.log_evidence - truth) < 4 * post.log_evidence_error + 1e-3
+
+
 def test_mcmc_end_to_end(fitted):
     post, history = fitted.sample_posterior(
         1000, sampler="mcmc", key=6, return_history=True, n_steps=60, n_burnin=40)
