@@ -227,7 +227,10 @@ class Aspire:
         self.flow_params = None
         self.flow_history = None
         self._held_out: np.ndarray | None = None
-        self._auto_space: tuple[str, int] | None = None
+        self._auto_space: str | None = None
+        # Likelihood evaluations made outside a run (the "auto" density test),
+        # added to the next run's n_likelihood_evaluations.
+        self._uncounted_evaluations = 0
         self._auto: dict | None = None
         self._resume: dict | None = None
         self._last_sampler_config: dict | None = None
@@ -724,34 +727,31 @@ class Aspire:
         samples).
         """
         if self._auto_space is not None:
-            return self._auto_space[0]
+            return self._auto_space
         h = self.flow_history
         gain = math.nan if h is None else h.gain_over_gaussian() / self.dims
         choice = ("flow" if math.isfinite(gain) and gain > AUTO_FLOW_GAIN_PER_DIM
                   and not any(self.periodic) else "standard")
         logger.info("preconditioning='auto': flow gains %.3g nats per dimension over "
                     "a Gaussian on held-out samples", gain)
-        n_evals = 0
         if choice == "flow" and self._held_out is not None \
                 and h.held_out_log_q is not None:
             rank = self._density_rank(self._held_out, h.held_out_log_q)
-            n_evals = len(self._held_out)
+            self._uncounted_evaluations += len(self._held_out)
             logger.info("preconditioning='auto': the new posterior's median flow "
-                        "density ranks %.3g on %d held-out samples", rank, n_evals)
+                        "density ranks %.3g on %d held-out samples", rank,
+                        len(self._held_out))
             if not rank >= AUTO_FLOW_MIN_DENSITY_RANK:
                 choice = "standard"
         logger.info("preconditioning='auto' -> %r", choice)
-        self._auto_space = (choice, n_evals)
+        self._auto_space = choice
         return choice
 
     def _count_evaluations(self, n_run: int) -> None:
         """Set ``n_likelihood_evaluations`` for a finished run: its own
         evaluations plus those of an ``"auto"`` density test not yet counted."""
-        extra = 0
-        if self._auto_space is not None:
-            choice, extra = self._auto_space
-            self._auto_space = (choice, 0)
-        self.n_likelihood_evaluations = n_run + extra
+        self.n_likelihood_evaluations = n_run + self._uncounted_evaluations
+        self._uncounted_evaluations = 0
 
     def _density_rank(self, x: np.ndarray, log_q: np.ndarray) -> float:
         """Where the new posterior sits in the flow, estimated on held-out

@@ -264,7 +264,7 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
     t0 = time.perf_counter()
     space = fitted[0][0].auto_preconditioning()
     t_auto = time.perf_counter() - t0
-    n_auto = fitted[0][0]._auto_space[1]
+    n_auto = fitted[0][0]._uncounted_evaluations
     configs = {"aspire_jax": SMCConfig(n_particles=n, preconditioning=space),
                "aspire_jax_fixed": SMCConfig(n_particles=n, preconditioning=space,
                                              n_mcmc_steps=5 * problem.dims),
