@@ -151,7 +151,7 @@ def test_history_round_trips_and_old_dicts_load(tmp_path):
 def curved():
     """An Aspire whose flow asks for the latent space, with a checkpoint file
     of a run that moved in the whitened space instead."""
-    aspire = _aspire(2)
+    aspire = _banana_aspire()
     aspire.fit(_banana(1000, 7), key=0, n_epochs=40)
     assert aspire.auto_preconditioning() == "flow"
     return aspire
@@ -165,22 +165,20 @@ def _checkpointed(aspire, path, **kw):
     return blobs
 
 
-def _gauss(x):
-    return jnp.sum(-0.5 * x**2, axis=-1)
-
-
 def test_resume_keeps_the_stored_space(curved, tmp_path):
     from aspire_jax import CheckpointError
 
     path = tmp_path / "run.h5"
     blobs = _checkpointed(curved, path, preconditioning="standard")
     for given in ({}, {"preconditioning": "auto"}):
-        again = Aspire.resume_from_file(path, log_likelihood=_gauss, log_prior=_gauss,
+        again = Aspire.resume_from_file(path, log_likelihood=_banana_log_density,
+                                        log_prior=_broad_prior,
                                         resume_kwargs=given)
         again.sample_posterior(progress=False)
         assert again._last_sampler_config["options"]["preconditioning"] == "standard"
     with pytest.raises(CheckpointError, match="preconditioning"):
-        Aspire.resume_from_file(path, log_likelihood=_gauss, log_prior=_gauss,
+        Aspire.resume_from_file(path, log_likelihood=_banana_log_density,
+                                log_prior=_broad_prior,
                                 resume_kwargs={"preconditioning": "flow"})
     # Bare state bytes carry no settings: the engine's default, not a guess.
     curved.sample_posterior(200, progress=False, resume_from=blobs[0]["state"],

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import pathlib
 
 import flax.serialization
 import jax
@@ -369,9 +370,10 @@ def test_init_weights_follow_lecun_normal_and_the_key():
         layer, name = path[-2].key, path[-1].key
         w = np.asarray(w)
         if name == "kernel" and layer != "Dense_2":
-            n_hidden += 1
+            # Stacked over the coupling layers: (n_layers, fan_in, fan_out).
+            n_hidden += w.shape[0]
             # Truncated at 2 sd, rescaled: variance 1 / fan_in, |w| <= 2 sd.
-            sd = 1.0 / np.sqrt(w.shape[0])
+            sd = 1.0 / np.sqrt(w.shape[1])
             assert abs(w.std() / sd - 1.0) < 5.0 / np.sqrt(w.size)
             assert np.abs(w).max() <= 2.0 * sd / 0.87962566103423978 + 1e-6
         else:
@@ -386,19 +388,71 @@ def test_init_weights_follow_lecun_normal_and_the_key():
                    for a, b in zip(leaves(params.net), leaves(other.net)))
 
 
-@pytest.mark.parametrize("idx", [[0, 2, 4, 6], [1, 3, 5], [0, 1, 2], [3, 4, 5, 6],
-                                 [6], [0, 3, 4], [1, 2, 5, 6]])
-def test_column_split_and_merge_match_fancy_indexing(idx):
-    from aspire_jax.flows.bijectors import _put_columns, _take_columns
+def _masked_coupling_reference(flow, net, u):
+    """The coupling stack written directly from its definition: layer l keeps
+    the columns of mask l, and a spline conditioned on them moves the rest."""
+    from aspire_jax.flows.bijectors import Conditioner, coupling_masks
+    from aspire_jax.flows.spline import RationalQuadraticSpline
 
-    idx = np.asarray(idx)
-    x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 7)))
-    values = -jnp.arange(1.0, idx.size + 1.0) * jnp.ones((3, 1))
-    expected = np.asarray(x).copy()
-    expected[:, idx] = np.asarray(values)
-    np.testing.assert_array_equal(np.asarray(_take_columns(x, idx)),
-                                  np.asarray(x)[:, idx])
-    np.testing.assert_array_equal(np.asarray(_put_columns(x, idx, values)), expected)
+    c = flow.config
+    width, n_params = (c.n_dims + 1) // 2, 3 * c.n_bins + 1
+    cond = Conditioner(width, n_params, c.hidden_sizes)
+    u, total = np.asarray(u, np.float64), 0.0
+    for layer, mask in enumerate(coupling_masks(c.n_dims, c.n_layers)):
+        p = jax.tree.map(lambda a: a[layer], net["params"]["conditioners"])
+        kept, moved = np.flatnonzero(mask), np.flatnonzero(~mask)
+        cond_in = np.zeros((u.shape[0], width))
+        cond_in[:, :kept.size] = u[:, kept]
+        spline_params = cond.apply({"params": p}, jnp.asarray(cond_in, jnp.float32))
+        spline = RationalQuadraticSpline(spline_params[:, width - moved.size:],
+                                         -c.spline_range, c.spline_range)
+        y, log_det = spline.forward_and_log_det(jnp.asarray(u[:, moved], jnp.float32))
+        u = u.copy()
+        u[:, moved] = np.asarray(y)
+        total = total + np.asarray(log_det).sum(axis=1)
+    return u, total
+
+
+@pytest.mark.parametrize("n_dims", [1, 2, 3, 5, 6])
+def test_scanned_layers_are_the_masked_couplings(n_dims):
+    # The stack runs every layer as one scanned body over permuted, padded
+    # columns; it must be exactly the chain of masked couplings.
+    flow = Flow(FlowConfig(n_dims=n_dims, n_layers=4, hidden_sizes=(8,), n_bins=4))
+    x = np.random.default_rng(0).normal(size=(64, n_dims)).astype(np.float32)
+    params = flow.init(jax.random.key(0), x)
+    noise = jax.random.split(jax.random.key(1), len(jax.tree.leaves(params.net)))
+    leaves, tree = jax.tree.flatten(params.net)
+    net = jax.tree.unflatten(tree, [a + 0.1 * jax.random.normal(k, a.shape, a.dtype)
+                                    for a, k in zip(leaves, noise)])
+    u = np.random.default_rng(2).normal(size=(64, n_dims)).astype(np.float32)
+    z, log_det = flow._net_to_latent(net, jnp.asarray(u))
+    z_ref, log_det_ref = _masked_coupling_reference(flow, net, u)
+    # float32 round-off through four splines; a misplaced column or padding
+    # slot changes values by O(0.1).
+    np.testing.assert_allclose(np.asarray(z), z_ref, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(log_det), log_det_ref, atol=1e-4, rtol=1e-5)
+    assert np.abs(log_det_ref).max() > 0.1  # the layers are far from the identity
+
+
+def test_format_1_parameters_are_read_as_the_same_map():
+    # Written by aspire_jax 0.x with one conditioner per layer (format 1):
+    # a 3-d flow, so two of its layers have a padding column once stacked.
+    data = pathlib.Path(__file__).parent / "data"
+    blob = (data / "flow_params_v1.msgpack").read_bytes()
+    expected = np.load(data / "flow_params_v1_values.npz")
+    flow = Flow(FlowConfig(n_dims=3, n_layers=4, hidden_sizes=(8,), n_bins=4))
+    params = flow.params_from_bytes(blob)
+    np.testing.assert_allclose(np.asarray(flow.log_prob(params, expected["x"])),
+                               expected["log_q"], atol=1e-5, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(flow.to_latent(params, expected["x"])[0]),
+                               expected["z"], atol=1e-5, rtol=1e-6)
+    # Saved again, it is format 2 and reads back bit for bit.
+    again = flow.params_from_bytes(flow.params_to_bytes(params))
+    assert all(np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(params), jax.tree.leaves(again)))
+    with pytest.raises(FlowError, match="different architecture"):
+        Flow(FlowConfig(n_dims=3, n_layers=2, hidden_sizes=(8,), n_bins=4)
+             ).params_from_bytes(blob)
 
 
 @pytest.mark.parametrize("x", [np.array([[0.1, 0.2], [0.3, 0.5]]),

@@ -19,10 +19,12 @@ where the conditioner ``g`` is a small MLP. Two inner bijectors are offered:
     ``f(x) = shift + exp(s) * x`` with ``s = S * tanh(raw / S)``, so that one
     layer never rescales by more than ``exp(S)``; ``distrax.ScalarAffine``.
 
-The layer gathers ``x_A`` and ``x_B`` with static indices, so the conditioner
-emits parameters for the transformed half only and the spline is evaluated on
-that half only. This computes the same map as ``distrax.MaskedCoupling`` but
-at about half the cost, which is most of the training time.
+The layer permutes the columns so that ``x_A`` comes first and ``x_B`` last,
+so the conditioner emits parameters for the transformed half only and the
+spline is evaluated on that half only. This computes the same map as
+``distrax.MaskedCoupling`` but at about half the cost, which is most of the
+training time. The permutation is data (a row of :class:`LayerPlan`), so all
+layers are one compiled body under ``lax.scan``.
 
 The conditioner's last layer starts at zero, and zero parameters make both
 inner bijectors the identity, so every layer starts as the identity map; the
@@ -38,7 +40,10 @@ Durkan, Bekasov, Murray, Papamakarios (2019), "Neural spline flows",
 NeurIPS, arXiv:1906.04032.
 """
 
+from typing import NamedTuple
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,8 +55,11 @@ __all__ = [
     "COUPLING_KINDS",
     "coupling_masks",
     "Conditioner",
-    "SubsetCoupling",
+    "LayerPlan",
+    "layer_plan",
+    "PermutedCoupling",
     "CouplingStack",
+    "stack_layer_params",
 ]
 
 COUPLING_KINDS = ("spline", "affine")
@@ -125,86 +133,105 @@ class Conditioner(nn.Module):
         return out.reshape(x.shape[:-1] + (self.n_out, self.n_params))
 
 
-class SubsetCoupling(distrax.Bijector):
-    """Coupling bijector on ``(..., n_dims)`` defined by a static boolean mask.
+class LayerPlan(NamedTuple):
+    """Static column bookkeeping of every coupling layer, stacked over layers.
+
+    Each layer permutes the columns so that the ``n_kept`` conditioning
+    columns come first and the transformed ones last (both in increasing
+    order), conditions on the first ``width`` permuted columns and transforms
+    the last ``width``, with ``width = ceil(n_dims / 2)``. For even ``n_dims``
+    these are exactly the two halves. For odd ``n_dims`` a layer keeps either
+    ``width`` or ``width - 1`` columns, and the one extra column is padding:
+    zeroed on the way into the conditioner, or passed through unchanged (with
+    no log-determinant) on the way out. Every layer then has the same shapes,
+    so the stack is one ``lax.scan`` over stacked parameters.
+
+    Attributes
+    ----------
+    perm, inverse
+        ``(n_layers, n_dims)`` int32 column permutation and its inverse.
+    keep
+        ``(n_layers, width)`` float, 1 for a real conditioner input.
+    move
+        ``(n_layers, width)`` bool, True for a really transformed column.
+    width
+        ``ceil(n_dims / 2)`` (1 when ``n_dims == 1``).
+    padded
+        Whether any layer has a padding column (``keep`` or ``move`` not all
+        set), i.e. odd ``n_dims``.
+    """
+
+    perm: np.ndarray
+    inverse: np.ndarray
+    keep: np.ndarray
+    move: np.ndarray
+    width: int
+    padded: bool
+
+
+def layer_plan(n_dims: int, n_layers: int) -> LayerPlan:
+    """The :class:`LayerPlan` of the masks of :func:`coupling_masks`."""
+    width = (n_dims + 1) // 2
+    perms, keeps, moves = [], [], []
+    for mask in coupling_masks(n_dims, n_layers):
+        kept, moved = np.flatnonzero(mask), np.flatnonzero(~mask)
+        perms.append(np.concatenate([kept, moved]))
+        keeps.append(np.arange(width) < kept.size)
+        moves.append(np.arange(n_dims - width, n_dims) >= kept.size)
+    perm = np.stack(perms).astype(np.int32)
+    keep, move = np.stack(keeps), np.stack(moves)
+    return LayerPlan(perm=perm, inverse=np.argsort(perm, axis=1).astype(np.int32),
+                     keep=keep.astype(np.float32), move=move, width=width,
+                     padded=not (keep.all() and move.all()))
+
+
+class PermutedCoupling(distrax.Bijector):
+    """One coupling layer on ``(..., n_dims)``, given one row of a
+    :class:`LayerPlan` (which may be traced, as inside ``lax.scan``).
 
     Parameters
     ----------
-    mask
-        ``(n_dims,)`` boolean numpy array; True marks dimensions that pass
-        through and condition the rest. At least one entry must be False.
+    perm, inverse, keep, move
+        The layer's rows of :class:`LayerPlan` (``width`` is the length of
+        ``keep``).
     conditioner
-        Callable ``(..., n_kept) -> params`` of the inner bijector for the
-        ``n_dims - n_kept`` transformed dimensions. If every entry of ``mask``
-        is False it receives a constant ``(..., 1)`` array of zeros.
+        Callable ``(..., width) -> (..., width, n_params)``.
     bijector
         Callable ``params -> distrax`` scalar bijector acting elementwise.
+    padded
+        Whether ``keep`` and ``move`` must be applied (static).
     """
 
-    def __init__(self, mask: np.ndarray, conditioner, bijector):
-        mask = np.asarray(mask, dtype=bool)
-        if mask.ndim != 1 or mask.all():
-            raise ValueError(f"mask must be 1-D with a False entry; got {mask}")
-        self._kept = np.flatnonzero(mask)
-        self._moved = np.flatnonzero(~mask)
-        self._conditioner = conditioner
-        self._bijector = bijector
+    def __init__(self, perm, inverse, keep, move, conditioner, bijector, padded: bool):
+        self._perm, self._inverse = perm, inverse
+        self._keep, self._move = keep, move
+        self._conditioner, self._bijector = conditioner, bijector
+        self._padded = padded
         super().__init__(event_ndims_in=1)
 
-    def _inner(self, x: Array):
-        if self._kept.size:
-            cond_in = _take_columns(x, self._kept)
-        else:
-            cond_in = jnp.zeros(x.shape[:-1] + (1,), dtype=x.dtype)
-        return self._bijector(self._conditioner(cond_in))
+    def _apply(self, x: Array, inverse: bool) -> tuple[Array, Array]:
+        d, width = x.shape[-1], self._keep.shape[-1]
+        xp = jnp.take(x, self._perm, axis=-1)
+        cond_in = xp[..., :width]
+        if self._padded:
+            cond_in = cond_in * self._keep.astype(x.dtype)
+        inner = self._bijector(self._conditioner(cond_in))
+        block = xp[..., d - width:]
+        out, log_det = (inner.inverse_and_log_det(block) if inverse
+                        else inner.forward_and_log_det(block))
+        if self._padded:
+            out = jnp.where(self._move, out, block)
+            log_det = jnp.where(self._move, log_det, 0.0)
+        yp = jnp.concatenate([xp[..., :d - width], out], axis=-1)
+        return jnp.take(yp, self._inverse, axis=-1), jnp.sum(log_det, axis=-1)
 
     def forward_and_log_det(self, x: Array) -> tuple[Array, Array]:
         """Computes ``y = f(x)`` and ``log|det J_f(x)|``."""
-        y_moved, logdet = self._inner(x).forward_and_log_det(
-            _take_columns(x, self._moved))
-        return (_put_columns(x, self._moved, y_moved),
-                jnp.sum(logdet, axis=-1))
+        return self._apply(x, inverse=False)
 
     def inverse_and_log_det(self, y: Array) -> tuple[Array, Array]:
         """Computes ``x = f^{-1}(y)`` and ``log|det J_{f^{-1}}(y)|``."""
-        x_moved, logdet = self._inner(y).inverse_and_log_det(
-            _take_columns(y, self._moved))
-        return (_put_columns(y, self._moved, x_moved),
-                jnp.sum(logdet, axis=-1))
-
-
-# The column index sets of the masks are static, so splitting and merging are
-# written as strided slices and one concatenation: XLA compiles those far more
-# cheaply than the gather and scatter of fancy indexing.
-def _as_slice(idx: np.ndarray) -> slice | None:
-    if idx.size == 1:
-        return slice(int(idx[0]), int(idx[0]) + 1)
-    step = int(idx[1] - idx[0])
-    if step > 0 and np.array_equal(idx, np.arange(idx[0], idx[-1] + 1, step)):
-        return slice(int(idx[0]), int(idx[-1]) + 1, step)
-    return None
-
-
-def _take_columns(x: Array, idx: np.ndarray) -> Array:
-    sl = _as_slice(idx)
-    return x[..., sl] if sl is not None else jnp.take(x, idx, axis=-1)
-
-
-def _put_columns(x: Array, idx: np.ndarray, values: Array) -> Array:
-    """``x`` with columns ``idx`` (sorted, static) replaced by ``values``."""
-    where = {int(c): j for j, c in enumerate(idx)}
-    pieces, start, source = [], 0, None
-    # Runs of adjacent columns taken from the same array become one slice.
-    for c in range(x.shape[-1] + 1):
-        src = None if c == x.shape[-1] else ("v" if c in where else "x")
-        if c and src != source:
-            if source == "x":
-                pieces.append(x[..., start:c])
-            else:
-                pieces.append(values[..., where[start]:where[c - 1] + 1])
-            start = c
-        source = src
-    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
+        return self._apply(y, inverse=True)
 
 
 def _spline_fn(spline_range: float):
@@ -224,7 +251,12 @@ class CouplingStack(nn.Module):
     """A chain of coupling layers on ``(n, n_dims)`` arrays.
 
     ``forward_and_log_det`` maps data (already on the real line) to the latent
-    space; ``inverse_and_log_det`` maps latent points back.
+    space; ``inverse_and_log_det`` maps latent points back. The layers share
+    their shapes (see :class:`LayerPlan`), so their conditioners are one
+    ``nn.vmap``-ed :class:`Conditioner` with parameters stacked on a leading
+    layer axis, and the chain is a ``lax.scan`` over layers: XLA compiles one
+    layer instead of ``n_layers`` copies, which roughly halves the compile
+    time of every program that evaluates the flow.
 
     Attributes
     ----------
@@ -256,40 +288,104 @@ class CouplingStack(nn.Module):
             n_params, inner = 2, _affine
         else:
             raise ValueError(f"unknown coupling kind {self.kind!r}")
-        self._masks = coupling_masks(self.n_dims, self.n_layers)
-        self.conditioners = [
-            Conditioner(int((~mask).sum()), n_params, tuple(self.hidden_sizes))
-            for mask in self._masks
-        ]
+        self._plan = layer_plan(self.n_dims, self.n_layers)
+        self._n_params = n_params
         self._inner = inner
+        self.conditioners = nn.vmap(
+            Conditioner, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=0, out_axes=0, axis_size=self.n_layers,
+        )(self._plan.width, n_params, tuple(self.hidden_sizes))
 
-    def _chain(self):
-        layers = [
-            SubsetCoupling(mask, cond, self._inner)
-            for mask, cond in zip(self._masks, self.conditioners)
-        ]
-        # distrax chains apply their last element first; reverse so that layer 0
-        # is the first map applied on the way to the latent space.
-        return distrax.Chain(layers[::-1])
+    def _scan(self, v: Array, inverse: bool) -> tuple[Array, Array]:
+        plan = self._plan
+        params = self.conditioners.variables["params"]
+        # An unbound copy of one layer's conditioner, applied to that layer's
+        # slice of the stacked parameters.
+        cond = Conditioner(plan.width, self._n_params, tuple(self.hidden_sizes),
+                           parent=None)
+
+        def body(v, layer):
+            p, perm, inv, keep, move = layer
+            coupling = PermutedCoupling(
+                perm, inv, keep, move, lambda c: cond.apply({"params": p}, c),
+                self._inner, plan.padded)
+            return (coupling.inverse_and_log_det(v) if inverse
+                    else coupling.forward_and_log_det(v))
+
+        stacked = (params, plan.perm, plan.inverse, plan.keep, plan.move)
+        # Layer 0 is the first map on the way to the latent space, so the way
+        # back runs the layers in reverse.
+        v, log_det = jax.lax.scan(body, v, stacked, reverse=inverse)
+        return v, jnp.sum(log_det, axis=0)
 
     def forward_and_log_det(self, u: Array) -> tuple[Array, Array]:
         """Data ``(n, n_dims)`` -> latent, with ``log|det dz/du|`` of shape (n,)."""
-        return self._chain().forward_and_log_det(u)
+        return self._scan(u, inverse=False)
 
     def inverse_and_log_det(self, z: Array) -> tuple[Array, Array]:
         """Latent ``(n, n_dims)`` -> data, with ``log|det du/dz|`` of shape (n,)."""
-        return self._chain().inverse_and_log_det(z)
+        return self._scan(z, inverse=True)
 
     def __call__(self, u: Array) -> tuple[Array, Array]:
         return self.forward_and_log_det(u)
 
     def init_conditioners(self, u: Array) -> None:
-        """Create every conditioner's parameters from ``(n, n_dims)`` input.
+        """Create the stacked conditioner parameters from ``(n, n_dims)`` input.
 
         Used as the ``method`` of ``init``: it gives the same variables as
         initialising through :meth:`forward_and_log_det`, without tracing the
-        chain of bijectors (most of the compile time of an init).
+        chain of bijectors.
         """
-        for mask, cond in zip(self._masks, self.conditioners):
-            kept = int(mask.sum())
-            cond(jnp.zeros(u.shape[:-1] + (max(kept, 1),), u.dtype))
+        width = self._plan.width
+        self.conditioners(jnp.zeros((self.n_layers,) + u.shape[:-1] + (width,), u.dtype))
+
+
+def stack_layer_params(layers: list[dict], n_dims: int, n_layers: int) -> dict:
+    """Stacked :class:`CouplingStack` parameters from per-layer ones.
+
+    Parameters
+    ----------
+    layers
+        ``n_layers`` dicts ``{"Dense_0": {"kernel", "bias"}, ...}`` of
+        conditioners that take only the layer's kept columns (in increasing
+        order) and emit parameters for only its transformed columns (in
+        increasing order), as stored by flow parameter format 1.
+    n_dims, n_layers
+        The architecture.
+
+    Returns
+    -------
+    dict
+        ``{"Dense_0": {"kernel": (n_layers, ...), ...}, ...}`` with the padding
+        rows of :class:`LayerPlan` filled with zeros, so the stacked stack
+        computes exactly the same map.
+    """
+    plan = layer_plan(n_dims, n_layers)
+    width = plan.width
+    masks = coupling_masks(n_dims, n_layers)
+    if len(layers) != n_layers:
+        raise ValueError(f"expected {n_layers} layers; got {len(layers)}")
+    names = sorted(layers[0], key=lambda k: int(k.rsplit("_", 1)[1]))
+    out = {name: {"kernel": [], "bias": []} for name in names}
+    for mask, layer in zip(masks, layers):
+        n_kept = max(int(mask.sum()), 1)  # one constant input when n_dims == 1
+        n_moved = n_dims - int(mask.sum())
+        for j, name in enumerate(names):
+            kernel = np.asarray(layer[name]["kernel"])
+            bias = np.asarray(layer[name]["bias"])
+            if j == 0:
+                # Missing conditioner inputs are the last rows.
+                kernel = np.pad(kernel, [(0, width - n_kept), (0, 0)])
+            if j == len(names) - 1:
+                # A padding output column comes first in the transformed block.
+                n_params = bias.shape[0] // n_moved
+                front = width - n_moved
+                kernel = kernel.reshape(kernel.shape[0], n_moved, n_params)
+                kernel = np.pad(kernel, [(0, 0), (front, 0), (0, 0)])
+                kernel = kernel.reshape(kernel.shape[0], width * n_params)
+                bias = np.pad(bias.reshape(n_moved, n_params), [(front, 0), (0, 0)])
+                bias = bias.reshape(width * n_params)
+            out[name]["kernel"].append(kernel)
+            out[name]["bias"].append(bias)
+    return {name: {k: np.stack(v) for k, v in arrays.items()}
+            for name, arrays in out.items()}

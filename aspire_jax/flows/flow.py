@@ -26,12 +26,15 @@ from aspire_jax import transforms
 from aspire_jax._random import compact_draws
 from aspire_jax._types import Array, ArrayLike, PRNGKey
 from aspire_jax.errors import FlowError, ValidationError
-from aspire_jax.flows.bijectors import COUPLING_KINDS, CouplingStack
+from aspire_jax.flows.bijectors import COUPLING_KINDS, CouplingStack, stack_layer_params
 
 __all__ = ["FlowConfig", "FlowParams", "Flow"]
 
 _FORMAT = "aspire_jax.flow_params"
-_FORMAT_VERSION = 1
+# 2: conditioner parameters stacked over layers (one scanned layer body).
+# 1: one conditioner per layer, sized to that layer's columns; read by
+#    converting to 2 (the map is unchanged).
+_FORMAT_VERSION = 2
 
 
 def _host_rng(key: PRNGKey, *streams: int) -> np.random.Generator:
@@ -273,7 +276,8 @@ class Flow:
             z = rng.standard_normal(shape.shape)
             while np.any(bad := np.abs(z) > 2.0):
                 z[bad] = rng.standard_normal(int(bad.sum()))
-            scale = 1.0 / math.sqrt(shape.shape[0]) / truncated_sd
+            # Kernels are stacked over layers: (n_layers, fan_in, fan_out).
+            scale = 1.0 / math.sqrt(shape.shape[-2]) / truncated_sd
             return (scale * z).astype(shape.dtype)
 
         net = jax.tree_util.tree_map_with_path(draw, self._net_shapes(dtype))
@@ -590,17 +594,35 @@ class Flow:
             raise FlowError(f"could not decode flow parameters: {err}") from err
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise FlowError("bytes are not aspire_jax flow parameters.")
-        if payload.get("version") != _FORMAT_VERSION:
+        version = payload.get("version")
+        if version not in (1, _FORMAT_VERSION):
             raise FlowError(
-                f"flow parameter format version {payload.get('version')!r} is not "
-                f"supported (expected {_FORMAT_VERSION})."
+                f"flow parameter format version {version!r} is not supported "
+                f"(this aspire_jax reads 1 and {_FORMAT_VERSION})."
             )
         _check_same_config(payload.get("config"), self.config)
         template = self._template(payload.get("transform"))
         state = payload.get("state")
+        if version == 1:
+            state = self._upgrade_v1(state)
         _check_tree(flax.serialization.to_state_dict(template), state, "params")
         restored = flax.serialization.from_state_dict(template, state)
         return jax.tree.map(jnp.asarray, restored)
+
+    def _upgrade_v1(self, state):
+        """Format-1 state dict -> format 2: stack the per-layer conditioners."""
+        c = self.config
+        try:
+            layers = state["net"]["params"]
+            per_layer = [layers[f"conditioners_{i}"] for i in range(c.n_layers)]
+            if len(layers) != c.n_layers:
+                raise KeyError(f"{len(layers)} conditioners")
+            stacked = stack_layer_params(per_layer, c.n_dims, c.n_layers)
+        except (TypeError, KeyError, ValueError, IndexError) as err:
+            raise FlowError(
+                f"format-1 flow parameters do not match the architecture: {err!r}"
+            ) from err
+        return {**state, "net": {"params": {"conditioners": stacked}}}
 
     def _template(self, static: dict) -> FlowParams:
         try:
