@@ -453,6 +453,17 @@ def test_format_1_parameters_are_read_as_the_same_map():
     with pytest.raises(FlowError, match="different architecture"):
         Flow(FlowConfig(n_dims=3, n_layers=2, hidden_sizes=(8,), n_bins=4)
              ).params_from_bytes(blob)
+    # A format-1 payload with a layer missing or a mis-sized array is refused.
+    payload = flax.serialization.msgpack_restore(blob)
+    layers = payload["state"]["net"]["params"]
+    del layers["conditioners_3"]
+    with pytest.raises(FlowError, match="format-1"):
+        flow.params_from_bytes(flax.serialization.msgpack_serialize(payload))
+    payload = flax.serialization.msgpack_restore(blob)
+    last = payload["state"]["net"]["params"]["conditioners_1"]["Dense_1"]
+    last["bias"] = last["bias"][:-1]
+    with pytest.raises(FlowError, match="format-1"):
+        flow.params_from_bytes(flax.serialization.msgpack_serialize(payload))
 
 
 @pytest.mark.parametrize("x", [np.array([[0.1, 0.2], [0.3, 0.5]]),

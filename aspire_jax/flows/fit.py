@@ -173,7 +173,10 @@ def _sum_log_prob(flow: Flow, net: dict, u: Array, logdet_t: Array,
                   weight: Array) -> tuple[Array, Array]:
     """``sum_i w_i log q(x_i)`` for training rows ``u`` on the real line, and
     the ``log q(x_i)`` of each row."""
-    z, logdet_c = flow._net_to_latent(net, u)
+    # Unrolled: training takes many small steps, where the scanned stack's
+    # per-layer slicing of saved intermediates costs more than it saves in
+    # compile time (gauss10, 50 epochs: 3.3 s unrolled against 5.3 s).
+    z, logdet_c = flow._net_to_latent(net, u, unroll=True)
     log_q = _std_normal_log_prob(z) + logdet_c + logdet_t
     return jnp.sum(weight * log_q), log_q
 

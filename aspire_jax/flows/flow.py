@@ -335,9 +335,14 @@ class Flow:
             )
         return x
 
-    def _net_to_latent(self, net: dict, u: Array) -> tuple[Array, Array]:
-        """Coupling stack on ``(m, n_dims)``: u -> z and ``log|det dz/du|``."""
-        return self._net.apply(net, u, method=CouplingStack.forward_and_log_det)
+    def _net_to_latent(self, net: dict, u: Array,
+                       unroll: bool = False) -> tuple[Array, Array]:
+        """Coupling stack on ``(m, n_dims)``: u -> z and ``log|det dz/du|``.
+
+        ``unroll`` as in :meth:`CouplingStack.forward_and_log_det` (training
+        uses it).
+        """
+        return self._net.apply(net, u, unroll, method=CouplingStack.forward_and_log_det)
 
     def _net_from_latent(self, net: dict, z: Array) -> tuple[Array, Array]:
         return self._net.apply(net, z, method=CouplingStack.inverse_and_log_det)
@@ -618,7 +623,7 @@ class Flow:
             if len(layers) != c.n_layers:
                 raise KeyError(f"{len(layers)} conditioners")
             stacked = stack_layer_params(per_layer, c.n_dims, c.n_layers)
-        except (TypeError, KeyError, ValueError, IndexError) as err:
+        except (TypeError, KeyError, ValueError, IndexError, AttributeError) as err:
             raise FlowError(
                 f"format-1 flow parameters do not match the architecture: {err!r}"
             ) from err
