@@ -255,8 +255,8 @@ class CouplingStack(nn.Module):
     their shapes (see :class:`LayerPlan`), so their conditioners are one
     ``nn.vmap``-ed :class:`Conditioner` with parameters stacked on a leading
     layer axis, and the chain is a ``lax.scan`` over layers: XLA compiles one
-    layer instead of ``n_layers`` copies, which roughly halves the compile
-    time of every program that evaluates the flow.
+    layer instead of ``n_layers`` copies (a flow pass compiles about 40 %
+    faster with four layers).
 
     Attributes
     ----------
@@ -369,14 +369,13 @@ def stack_layer_params(layers: list[dict], n_dims: int, n_layers: int) -> dict:
     """
     plan = layer_plan(n_dims, n_layers)
     width = plan.width
-    masks = coupling_masks(n_dims, n_layers)
     if len(layers) != n_layers:
         raise ValueError(f"expected {n_layers} layers; got {len(layers)}")
     names = sorted(layers[0], key=lambda k: int(k.rsplit("_", 1)[1]))
     out = {name: {"kernel": [], "bias": []} for name in names}
-    for mask, layer in zip(masks, layers):
-        n_kept = max(int(mask.sum()), 1)  # one constant input when n_dims == 1
-        n_moved = n_dims - int(mask.sum())
+    for keep, move, layer in zip(plan.keep, plan.move, layers):
+        n_kept = max(int(keep.sum()), 1)  # one constant input when n_dims == 1
+        n_moved = int(move.sum())
         for j, name in enumerate(names):
             kernel = np.asarray(layer[name]["kernel"])
             bias = np.asarray(layer[name]["bias"])
