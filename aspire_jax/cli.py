@@ -15,7 +15,66 @@ import time
 
 import numpy as np
 
+from .errors import ValidationError
+
 __all__ = ["main", "run_demo"]
+
+_SEED_LIMIT = 2**63  # int seeds the library accepts: [0, 2**63)
+
+
+def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
+                         flags: bool = False):
+    """Refuse demo settings that would fail only after the flow is fitted.
+
+    Parameters
+    ----------
+    n_samples, n_training, n_epochs, seed, output
+        As for :func:`run_demo`.
+    flags
+        Name the settings by their command-line flags (``--n-samples``).
+
+    Raises
+    ------
+    ValidationError
+        With one line naming the setting, the rule and the value. A usable
+        ``output`` directory is created.
+    """
+
+    def name(n):
+        return "--" + n.replace("_", "-") if flags else n
+
+    for n, value, least in (("n_samples", n_samples, 2), ("n_training", n_training, 2),
+                            ("n_epochs", n_epochs, 1)):
+        if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                or value < least):
+            raise ValidationError(f"{name(n)} must be an integer >= {least}; "
+                                  f"got {value!r}")
+    if (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+            or not 0 <= seed < _SEED_LIMIT):
+        raise ValidationError(f"{name('seed')} must be an integer in [0, 2**63); "
+                              f"got {seed!r}")
+    if output:
+        _check_output_dir(os.fspath(output), name("output"))
+
+
+def _check_output_dir(output: str, what: str):
+    """Make sure ``output`` is, or can be made, a writable directory; create it."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise ValidationError(f"{what} {output!r} exists and is not a directory")
+    ancestor = os.path.abspath(output)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValidationError(f"{what} {output!r} cannot be created: {ancestor!r} is "
+                              "not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValidationError(f"{what} {output!r} cannot be written: directory "
+                              f"{ancestor!r} is not writable")
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(f"{what} {output!r} cannot be created: "
+                              f"{exc.strerror or exc}") from exc
 
 
 def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
@@ -26,7 +85,15 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
 
     Returns a dict with the evidence, its error, the reference and the errors
     of the posterior moments in units of the reference standard deviation.
+
+    Raises
+    ------
+    ValidationError
+        Before any work, if ``n_samples`` or ``n_training`` is below 2,
+        ``n_epochs`` below 1, ``seed`` outside ``[0, 2**63)``, or ``output``
+        is not a directory that exists or can be created and written.
     """
+    _check_demo_settings(n_samples, n_training, n_epochs, seed, output)
     import jax
 
     from .aspire import Aspire
@@ -89,7 +156,7 @@ def _demo_plots(output, old, aspire, post, history, seed):
         print("matplotlib is not installed: skipping plots "
               "(pip install 'aspire-jax[plot]')", file=sys.stderr)
         return
-    flow = aspire.sample_flow(len(post.x), key=seed + 17)
+    flow = aspire.sample_flow(len(post.x), key=(seed + 17) % _SEED_LIMIT)
     names = list(post.parameters)[:4] + [post.parameters[-1]]
     fig = corner_plot(old, flow, post, parameters=names,
                       labels=["earlier samples", "flow", "new posterior"])
@@ -124,14 +191,27 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="run the whole job on a real case")
     demo.add_argument("--case", default="diabetes_linreg",
                       choices=["diabetes_linreg", "eight_schools"])
-    demo.add_argument("--n-samples", type=int, default=4000)
-    demo.add_argument("--n-training", type=int, default=5000)
-    demo.add_argument("--n-epochs", type=int, default=150)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--output", default="demo_output")
+    demo.add_argument("--n-samples", type=int, default=4000,
+                      help="SMC particles (>= 2)")
+    demo.add_argument("--n-training", type=int, default=5000,
+                      help="earlier samples the flow is fitted to (>= 2)")
+    demo.add_argument("--n-epochs", type=int, default=150,
+                      help="flow training epochs (>= 1)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="random seed, in [0, 2**63)")
+    demo.add_argument("--output", default="demo_output",
+                      help="directory for samples, summary and plots "
+                           "(created if missing; '' writes nothing)")
     demo.add_argument("--no-plot", action="store_true")
     demo.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        # Bad settings would otherwise surface only after the flow is fitted.
+        try:
+            _check_demo_settings(args.n_samples, args.n_training, args.n_epochs,
+                                 args.seed, args.output, flags=True)
+        except ValidationError as exc:
+            demo.error(str(exc))
     logging.getLogger("jax").setLevel(logging.WARNING)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
