@@ -17,6 +17,7 @@ import sys
 import zlib
 from typing import Any, Callable, Mapping, Sequence
 
+import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,7 +192,7 @@ class Aspire:
         if not callable(log_likelihood) or not callable(log_prior):
             raise ValidationError("log_likelihood and log_prior must be callables "
                                   "mapping (n, dims) arrays to (n,) arrays")
-        if not isinstance(dims, (int, np.integer)) or dims < 1:
+        if not isinstance(dims, (int, np.integer)) or isinstance(dims, bool) or dims < 1:
             raise ValidationError(f"dims must be a positive integer; got {dims!r}")
         if str(flow_backend).lower() in _TORCH_BACKENDS:
             raise ValidationError(
@@ -360,6 +361,21 @@ class Aspire:
                 raise ValidationError(
                     f"{name} must map a batch of shape (n, {self.dims}) to shape (n,); "
                     f"for input {tuple(probe.shape)} it returned {tuple(out.shape)}")
+            if not jnp.issubdtype(out.dtype, jnp.floating):
+                raise ValidationError(
+                    f"{name} must return real floating-point log-densities; it "
+                    f"returned dtype {out.dtype}. Return a float array (impossible "
+                    "points as -inf)")
+            values = np.asarray(out)
+            bad = np.isnan(values) | (values == np.inf)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValidationError(
+                    f"{name} returned {values[i]} at {int(bad.sum())} of "
+                    f"{values.size} points drawn from the flow (first: "
+                    f"{np.asarray(probe[i]).tolist()}). A log-density must be finite "
+                    "or -inf; return -inf for impossible points. (During a run NaN "
+                    "and +inf are treated as -inf, i.e. the point is rejected.)")
             try:
                 jax.eval_shape(fn, probe)
             except (jax.errors.TracerArrayConversionError,
@@ -425,6 +441,19 @@ class Aspire:
         if checkpoint_path is None and self._auto is not None:
             checkpoint_path = self._auto["path"]
         x = self._as_array(samples, "training samples")
+        constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
+        if constant.size:
+            c = int(constant[0])
+            raise ValidationError(
+                f"training samples: parameter {self.parameters[c]!r} takes the single "
+                f"value {x[0, c]} in every row (and {constant.size} parameter(s) in "
+                "all are constant); a flow cannot be fitted to a point mass. Remove "
+                "fixed parameters from the analysis or pass the earlier posterior's "
+                "actual draws")
+        if checkpoint_path is not None:
+            # Before training, so a bad path does not cost the fit.
+            _check_h5_suffix(checkpoint_path)
+            _check_writable(checkpoint_path)
         key, seed = _as_key(key)
         key_init, key_fit = jax.random.split(key)
         x = x.astype(_float_dtype())
@@ -513,7 +542,9 @@ class Aspire:
             ``"smc"`` (default), ``"importance"`` or ``"mcmc"``.
         key
             Typed key, int seed or None (a seed is drawn and recorded in the
-            checkpoint, so the run can be reproduced).
+            checkpoint, so the run can be reproduced). A resumed run continues
+            with the random state stored in its checkpoint: a key other than the
+            one it was started with raises.
         return_history
             Also return the per-iteration :class:`History`.
         checkpoint_path
@@ -561,6 +592,11 @@ class Aspire:
         if sampler not in SAMPLERS:
             raise ValidationError(f"unknown sampler {sampler!r}; choose one of "
                                   f"{list(SAMPLERS)}")
+        if resume is not None and sampler != "smc":
+            raise ValidationError(
+                f"resuming continues an SMC run; sampler={sampler!r} cannot resume. "
+                "Drop resume_from (or call resume_from_file's sample_posterior with "
+                "sampler='smc'), or start a fresh run")
         if mesh is not None and sampler != "smc":
             raise NotImplementedError(
                 f"mesh places SMC particles only; sampler={sampler!r} runs on one "
@@ -571,10 +607,21 @@ class Aspire:
                 # Runs stored without it used the engine's default.
                 stored.setdefault("preconditioning", "standard")
             options = _merge_resume_options(stored, options)
-            if key is None and resume["sampler_config"].get("seed") is not None:
-                key = int(resume["sampler_config"]["seed"])
+            stored_seed = resume["sampler_config"].get("seed")
+            if stored_seed is not None:
+                if key is not None and not _same_seed(key, int(stored_seed)):
+                    raise ValidationError(
+                        f"the checkpoint's run was started with key={int(stored_seed)} "
+                        "and continues with the random state it stored; another key "
+                        "cannot take effect. Drop key (or pass the same one)")
+                key = int(stored_seed)
+            stored_n = resume["sampler_config"].get("n_samples")
             if n_samples is None:
-                n_samples = resume["sampler_config"].get("n_samples")
+                n_samples = stored_n
+            elif stored_n is not None and n_samples != stored_n:
+                raise ValidationError(
+                    f"the checkpoint holds {stored_n} particles; n_samples={n_samples} "
+                    "cannot resume it. Drop n_samples (or pass the same count)")
         n_samples = 1000 if n_samples is None else n_samples
         _check_count(n_samples, "n_samples")
         options = _translate_sampler_kwargs(sampler_kwargs, options)
@@ -963,10 +1010,21 @@ class Aspire:
         template = jax.eval_shape(smc.init, key, self.flow_params)
         if mesh is not None:
             template = sharded_template(template, mesh)
-        if resume.get("state") is not None:
-            state = state_from_bytes(template, resume["state"])
-        else:
-            state = state_from_state_dict(template, resume["state_dict"])
+        try:
+            if resume.get("state") is not None:
+                state = state_from_bytes(template, resume["state"])
+            else:
+                state = state_from_state_dict(template, resume["state_dict"])
+        except CheckpointError as exc:
+            if "does not match the template" not in str(exc):
+                raise
+            n = int(template.x.shape[0])
+            raise CheckpointError(
+                f"the checkpoint's state does not fit this run ({n} particles of "
+                f"{self.dims} parameters, the settings given now): it was made "
+                "with another particle count, dimension or sampler setting. Resume "
+                "with the n_samples and options of that run. Details: "
+                f"{exc}") from exc
         self._check_cached_densities(state)
         if mesh is not None:
             state = shard_state(state, mesh)
@@ -1176,6 +1234,7 @@ class Aspire:
         (and a stored flow is loaded, so ``fit`` is skipped).
         """
         _check_h5_suffix(path)
+        _check_writable(path)
         if not isinstance(every, int) or every < 1:
             raise ValidationError(f"every must be a positive integer; got {every!r}")
         previous = self._auto
@@ -1196,7 +1255,8 @@ class Aspire:
 
 # ---------------------------------------------------------------- helpers
 class _CheckpointWriter:
-    """Writes checkpoints every ``every`` iterations; never raises mid-run."""
+    """Writes checkpoints every ``every`` iterations (the path was checked
+    before the run, so a write fails only if the file system does)."""
 
     def __init__(self, aspire, path, every, save_config, save_flow, callback):
         self.aspire, self.path, self.every = aspire, path, every
@@ -1219,21 +1279,23 @@ class _CheckpointWriter:
             return
         blob = state_to_bytes(state)
         sc = self.aspire._last_sampler_config
+        # The file is written before the callback is called, so a callback that
+        # stops the run (raising, e.g. KeyboardInterrupt) leaves a file at
+        # least as recent as what it was given.
+        if self.path is not None:
+            groups = {"sampler_config": self.aspire._write_sampler_config,
+                      "history": lambda g: _fill_history(g, history)}
+            if self.save_config:
+                groups["aspire_config"] = self.aspire._write_config
+            if self.save_flow:
+                groups["flow"] = self.aspire._write_flow
+            write_checkpoint_file(self.path, state_bytes=blob, groups=groups)
+            logger.debug("checkpoint written to %s at iteration %d", self.path,
+                         int(state.iteration))
         if self.callback is not None and not force:
             self.callback(dict(state=blob, history=history.to_dict(),
                                iteration=int(state.iteration), beta=float(state.beta),
                                sampler="smc", sampler_config=sc))
-        if self.path is None:
-            return
-        groups = {"sampler_config": self.aspire._write_sampler_config,
-                  "history": lambda g: _fill_history(g, history)}
-        if self.save_config:
-            groups["aspire_config"] = self.aspire._write_config
-        if self.save_flow:
-            groups["flow"] = self.aspire._write_flow
-        write_checkpoint_file(self.path, state_bytes=blob, groups=groups)
-        logger.debug("checkpoint written to %s at iteration %d", self.path,
-                     int(state.iteration))
 
 
 def _fill_history(group, history: History):
@@ -1348,6 +1410,10 @@ def _check_writable(path):
                               f"{os.fspath(path)!r}; choose a writable location")
     if os.path.isdir(os.fspath(path)):
         raise ValidationError(f"checkpoint_path {os.fspath(path)!r} is a directory")
+    if os.path.exists(os.fspath(path)) and not h5py.is_hdf5(os.fspath(path)):
+        raise ValidationError(
+            f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
+            "aspire_jax does not overwrite it. Remove it or choose another path")
 
 
 def _check_h5_suffix(path):
@@ -1357,6 +1423,15 @@ def _check_h5_suffix(path):
     if os.path.splitext(os.fspath(path))[1].lower() not in (".h5", ".hdf5"):
         raise ValidationError(f"checkpoint files must be HDF5 with a .h5 or .hdf5 "
                               f"suffix; got {os.fspath(path)!r}")
+
+
+def _same_seed(key, seed: int) -> bool:
+    """Whether ``key`` (an int seed or a key) is the one made from ``seed``."""
+    typed, given = _as_key(key)
+    if given is not None:
+        return given == seed
+    return bool(np.array_equal(np.asarray(jax.random.key_data(typed)),
+                               np.asarray(jax.random.key_data(jax.random.key(seed)))))
 
 
 def _check_count(n, name):

@@ -133,6 +133,25 @@ def test_likelihood_wrong_shape(fitted):
         bad.sample_posterior(100, key=0)
 
 
+@pytest.mark.parametrize("fn, message", [
+    (lambda x: x[:, 0] > 0, "floating-point"),
+    (lambda x: jnp.zeros(x.shape[0], jnp.int32), "floating-point"),
+    (lambda x: jnp.zeros(x.shape[0], jnp.complex64), "floating-point"),
+    (lambda x: jnp.where(jnp.arange(x.shape[0]) == 1, jnp.inf, 0.0), r"returned inf at 1 of 4"),
+    (lambda x: jnp.full(x.shape[0], jnp.nan), r"returned nan at 4 of 4"),
+])
+def test_likelihood_values_that_are_not_log_densities(fitted, fn, message):
+    # Probed on flow draws before anything compiles: a boolean, integer or
+    # complex output, or a +inf / NaN at a point, is a bug in the user's code,
+    # which the run itself would silently treat as an impossible point.
+    for which in ("log_likelihood", "log_prior"):
+        bad = problems.make_aspire(**{which: fn})
+        bad.flow_params = fitted.flow_params
+        for sampler in ("smc", "importance"):
+            with pytest.raises(ValidationError, match=f"{which} .*{message}|{message}"):
+                bad.sample_posterior(100, sampler=sampler, key=0)
+
+
 def test_target_efficiency_out_of_range(fitted):
     with pytest.raises(ValidationError, match=r"target_efficiency must be in \(0, 1\)"):
         fitted.sample_posterior(100, key=0, target_efficiency=1.5)

@@ -338,3 +338,68 @@ def test_resume_restores_kernel_settings(fitted, tmp_path):
     mid = _fresh_like(fitted).sample_posterior(resume_from=checkpoints[0],
                                                return_history=True)
     _assert_same_run(full, mid)
+
+
+def test_callback_sees_nothing_newer_than_the_file(fitted, tmp_path):
+    # A callback that stops the run leaves the file at its iteration.
+    path = tmp_path / "stopped.h5"
+    seen = []
+
+    def stop(checkpoint):
+        seen.append(checkpoint["iteration"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fitted.sample_posterior(300, key=8, checkpoint_path=path,
+                                checkpoint_callback=stop, **RUN)
+    assert seen == [1] and _iteration_in(path) == 1
+    full = fitted.sample_posterior(300, key=8, return_history=True, **RUN)
+    resumed = _fresh_like(fitted).sample_posterior(resume_from=str(path),
+                                                   return_history=True, **RUN)
+    _assert_same_run(full, resumed)
+
+
+def test_bad_checkpoint_paths_are_refused_before_any_work(fitted, tmp_path, monkeypatch):
+    import aspire_jax.aspire as facade
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the flow was trained before the path was checked")
+
+    monkeypatch.setattr(facade, "fit_flow", no_training)
+    missing = tmp_path / "no" / "such" / "run.h5"
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    aspire = problems.make_aspire()
+    for path, message in ((missing, "does not exist"), (text, "not an HDF5 file")):
+        with pytest.raises(ValidationError, match=message):
+            aspire.fit(problems.earlier_samples(), checkpoint_path=path,
+                       **problems.FIT_SETTINGS)
+        with pytest.raises(ValidationError, match=message):
+            with aspire.auto_checkpoint(path):
+                pass
+        with pytest.raises(ValidationError, match=message):
+            fitted.sample_posterior(300, key=0, checkpoint_path=path, **RUN)
+    assert text.read_text() == "not hdf5"
+
+
+def test_resume_settings_that_cannot_take_effect_are_refused(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    blobs = []
+    fitted.sample_posterior(300, key=9, checkpoint_path=path,
+                            checkpoint_callback=blobs.append, **RUN)
+    for source in (str(path), blobs[0]):
+        with pytest.raises(ValidationError, match="cannot resume"):
+            fitted.sample_posterior(resume_from=source, sampler="importance")
+        with pytest.raises(ValidationError, match="holds 300 particles"):
+            fitted.sample_posterior(200, resume_from=source, **RUN)
+        with pytest.raises(ValidationError, match="key=9"):
+            fitted.sample_posterior(resume_from=source, key=10, **RUN)
+    import jax
+
+    # The same key, as an int or as the typed key made from it, is accepted.
+    for key in (9, jax.random.key(9)):
+        fitted.sample_posterior(300, resume_from=blobs[0], key=key, **RUN)
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    with pytest.raises(ValidationError, match="cannot resume"):
+        resumed.sample_posterior(sampler="importance")
