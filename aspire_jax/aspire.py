@@ -24,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CheckpointError, TemperingError, ValidationError
-from .flows import Flow, FlowConfig, FlowHistory, fit as fit_flow
+from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit_flow
 from .history import History
 from .io import (AspireFile, history_from_group, history_to_group,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
@@ -46,8 +46,10 @@ logger = logging.getLogger(__name__)
 
 SAMPLERS = ("smc", "importance", "mcmc")
 _ALIASES = {"minipcn_smc": "smc", "minipcn": "mcmc"}
+_REFERENCE_OPTIONS = ("defensive_weight", "defensive_scale")
 _SMC_OPTIONS = tuple(f.name for f in dataclasses.fields(SMCConfig)
-                     if f.name != "n_particles") + ("n_final_samples", "driver")
+                     if f.name != "n_particles") + ("n_final_samples", "driver",
+                                                    *_REFERENCE_OPTIONS)
 _MCMC_OPTIONS = ("kernel", "kernel_settings", "n_steps", "n_burnin",
                  "preconditioning")
 _SPACES = PRECONDITIONING
@@ -578,6 +580,14 @@ class Aspire:
             ``n_final_samples`` and ``driver`` (``"host"`` or ``"device"``); for
             ``"mcmc"`` ``kernel``, ``kernel_settings``, ``n_steps``, ``n_burnin``,
             ``preconditioning``. Unknown names raise at once.
+            ``"smc"`` and ``"importance"`` also take ``defensive_weight`` (default
+            0) and ``defensive_scale`` (default 1.5): start from the defensive
+            reference ``(1 - w) q + w q_s``, in which a share ``w`` of the flow's
+            draws come from its base widened ``s`` times
+            (:class:`~aspire_jax.flows.DefensiveReference`). It bounds the
+            heavy-tailed weights of a flow lighter-tailed than the new
+            posterior, which otherwise bias log Z low with too small an error
+            bar; ``defensive_weight=0.1`` is a good start.
 
         Returns
         -------
@@ -652,18 +662,21 @@ class Aspire:
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
         key, seed = _as_key(key)
-        allowed = {"importance": (), "mcmc": _MCMC_OPTIONS, "smc": _SMC_OPTIONS}
+        allowed = {"importance": _REFERENCE_OPTIONS, "mcmc": _MCMC_OPTIONS,
+                   "smc": _SMC_OPTIONS}
         _reject_options(options, allowed[sampler], sampler)
+        self._reference(options)
         if sampler == "smc":
             # Settle every engine setting now, so a refused call leaves no
             # trace in the configuration that checkpoints record.
             SMCConfig(n_particles=int(n_samples),
                       **{k: v for k, v in options.items()
-                         if k not in ("n_final_samples", "driver")})
+                         if k not in ("n_final_samples", "driver",
+                                      *_REFERENCE_OPTIONS)})
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
                                          seed=seed, options=_jsonable(options))
         if sampler == "importance":
-            out = self._run_importance(key, int(n_samples))
+            out = self._run_importance(key, int(n_samples), options)
         elif sampler == "mcmc":
             out = self._run_mcmc(key, int(n_samples), options)
         else:
@@ -677,10 +690,11 @@ class Aspire:
         return (samples, history) if return_history else samples
 
     # ------------------------------------------------------------ importance
-    def _run_importance(self, key, n):
+    def _run_importance(self, key, n, options):
         self._probe()
-        sample = self._cached("importance", n, lambda: jax.jit(make_importance_sampler(
-            self.log_likelihood, self.log_prior, self.flow, n)))
+        reference = self._reference(options)
+        sample = self._cached("importance", (n, reference), lambda: jax.jit(
+            make_importance_sampler(self.log_likelihood, self.log_prior, reference, n)))
         r = jax.device_get(sample(key, self.flow_params))
         self._count_evaluations(int(r.n_evaluations))
         err = float(np.sqrt(r.log_evidence_var))
@@ -828,14 +842,32 @@ class Aspire:
         return float(np.mean(log_q < median))
 
     # ------------------------------------------------------------------- smc
-    def _space(self, config: SMCConfig):
+    def _reference(self, options: Mapping):
+        """The flow, or its defensive mixture when ``defensive_weight > 0``."""
+        weight = options.get("defensive_weight", 0.0)
+        scale = options.get("defensive_scale", 1.5)
+        for name, v in (("defensive_weight", weight), ("defensive_scale", scale)):
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)):
+                raise ValidationError(f"{name} must be a number; got {v!r}")
+        if not 0.0 <= float(weight) < 1.0:
+            raise ValidationError(
+                f"defensive_weight must be in [0, 1) (0: the flow alone); got {weight!r}")
+        if not (math.isfinite(float(scale)) and float(scale) > 1.0):
+            raise ValidationError(f"defensive_scale must be a finite number > 1; "
+                                  f"got {scale!r}")
+        if float(weight) == 0.0:
+            return self.flow
+        return DefensiveReference(self.flow, float(weight), float(scale))
+
+    def _space(self, config: SMCConfig, reference=None):
+        reference = self.flow if reference is None else reference
         if (config.preconditioning == "standard" and any(self.periodic)
                 and config.kernel in ("rwmh", "mala")):
             bounds = self.prior_bounds
-            return PeriodicSpace(self.flow, self.periodic,
+            return PeriodicSpace(reference, self.periodic,
                                  tuple(float(b) for b in bounds[:, 0]),
                                  tuple(float(b) for b in bounds[:, 1]))
-        return self.flow
+        return reference
 
     def _run_smc(self, key, n, options, *, resume, checkpoint_path, checkpoint_every,
                  save_config, save_flow, callback, progress, log_every, mesh=None):
@@ -846,11 +878,14 @@ class Aspire:
             raise ValidationError(f"driver must be 'host' or 'device'; got {driver!r}")
         if n_final is not None:
             _check_count(n_final, "n_final_samples")
+        reference = self._reference(options)
+        for name in _REFERENCE_OPTIONS:
+            options.pop(name, None)
         config = SMCConfig(n_particles=n, **options)
         self._probe()
         if config.kernel == "mala":
             self._check_differentiable()
-        space = self._space(config)
+        space = self._space(config, reference)
         smc, step, init, run = self._cached(
             "smc", (config, space, mesh),
             lambda: self._build_smc(config, space, mesh, key))
@@ -858,7 +893,7 @@ class Aspire:
             self.flow_params, mesh)
         history = History.empty("smc")
         if resume is not None:
-            state, history = self._restore_state(smc, key, resume, mesh)
+            state, history = self._restore_state(smc, key, resume, mesh, reference)
             logger.info("resuming SMC at iteration %d, beta = %.4g",
                         int(state.iteration), float(state.beta))
         else:
@@ -1004,7 +1039,7 @@ class Aspire:
             "resume_from must be checkpoint bytes, a checkpoint dict, a state dict or "
             f"an .h5/.hdf5 path; got {type(resume_from).__name__}")
 
-    def _restore_state(self, smc, key, resume, mesh=None):
+    def _restore_state(self, smc, key, resume, mesh=None, reference=None):
         if resume.get("state") is None and resume.get("state_dict") is None:
             raise CheckpointError("the checkpoint holds no SMC state to resume from")
         template = jax.eval_shape(smc.init, key, self.flow_params)
@@ -1025,7 +1060,7 @@ class Aspire:
                 "with another particle count, dimension or sampler setting. Resume "
                 "with the n_samples and options of that run. Details: "
                 f"{exc}") from exc
-        self._check_cached_densities(state)
+        self._check_cached_densities(state, reference)
         if mesh is not None:
             state = shard_state(state, mesh)
         hist = resume.get("history")
@@ -1035,7 +1070,7 @@ class Aspire:
                                       for k, v in history.data.items()})
         return state, history
 
-    def _check_cached_densities(self, state):
+    def _check_cached_densities(self, state, reference=None):
         """The state's cached densities must match the functions given now.
 
         A checkpoint made with another likelihood, prior or flow would
@@ -1045,7 +1080,8 @@ class Aspire:
         x = jnp.asarray(np.asarray(state.x)[idx])
         checks = (("log_likelihood", self.log_likelihood, state.log_likelihood),
                   ("log_prior", self.log_prior, state.log_prior),
-                  ("flow log_q", lambda v: self.flow.log_prob(self.flow_params, v),
+                  ("flow log_q", lambda v: (self.flow if reference is None else reference).log_prob(
+                      self.flow_params, v),
                    state.log_q))
         for name, fn, cached in checks:
             now = np.asarray(fn(x), dtype=np.float64)

@@ -17,6 +17,7 @@ enforces this.
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 from .transforms import wrap_periodic
@@ -60,6 +61,12 @@ class PeriodicSpace:
 
     def sample_and_log_prob(self, params, key, n):
         return self.flow.sample_and_log_prob(params, key, n)
+
+    def draw_latent(self, key, n, dtype):
+        inner = getattr(self.flow, "draw_latent", None)
+        if inner is not None:
+            return inner(key, n, dtype)
+        return jax.random.normal(key, (n, self.n_dims), dtype)
 
     def to_latent(self, params, x):
         return self.flow.to_latent(params, x)

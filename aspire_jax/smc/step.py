@@ -187,7 +187,8 @@ def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None,
     ``jax.random.normal(key, (n, n_dims))`` and mapped batch by batch. This
     reproduces ``flow.sample_and_log_prob(params, key, n)`` for flows that
     sample that way, as :class:`aspire_jax.flows.Flow` does; this is assumed,
-    not checked. ``log q`` is the one computed along the sampling path (no
+    not checked. A flow with ``draw_latent(key, n, dtype)`` (a defensive
+    reference) draws its latent points with it instead. ``log q`` is the one computed along the sampling path (no
     second pass through the flow).
     """
     explicit = (batch_size is not None and batch_size < n) or latent
@@ -195,7 +196,10 @@ def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None,
         return flow.sample_and_log_prob(flow_params, key, n) + (None,)
     like = jax.eval_shape(lambda p, k: flow.sample_and_log_prob(p, k, n)[0],
                           flow_params, key)
-    z = jax.random.normal(key, like.shape, like.dtype)
+    if hasattr(flow, "draw_latent"):
+        z = flow.draw_latent(key, like.shape[0], like.dtype)
+    else:
+        z = jax.random.normal(key, like.shape, like.dtype)
 
     def draw(z):
         x, log_det = flow.from_latent(flow_params, z)

@@ -1,0 +1,103 @@
+"""The defensive reference (1 - w) q + w q_s and the options that select it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import problems
+from aspire_jax import ValidationError
+from aspire_jax.flows import DefensiveReference, defensive
+from aspire_jax.smc import SMCConfig, build_smc
+
+RUN = dict(target_efficiency=0.9, n_mcmc_steps=4)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    aspire = problems.make_aspire()
+    aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+    return aspire
+
+
+def test_density_is_normalised_and_matches_its_draws(fitted):
+    ref = defensive(fitted.flow, weight=0.2, scale=2.0)
+    params = fitted.flow_params
+    x, log_q = ref.sample_and_log_prob(params, jax.random.key(0), 4000)
+    np.testing.assert_allclose(np.asarray(log_q), np.asarray(ref.log_prob(params, x)),
+                               atol=1e-4)
+    # Over draws of the mixture, E[q / q_def] = 1 exactly when log q_def is
+    # the normalised density of those draws (the ratio is at most 1 / (1 - w),
+    # so the Monte Carlo error is well estimated); four standard errors.
+    xd, ld = ref.sample_and_log_prob(params, jax.random.key(1), 100_000)
+    r = np.asarray(jnp.exp(fitted.flow.log_prob(params, xd) - ld), np.float64)
+    assert r.max() <= 1 / 0.8 + 1e-4
+    assert abs(r.mean() - 1.0) < 4 * r.std() / np.sqrt(r.size)
+    # The latent draws are the mixture: E|z|^2 / d = (1 - w) + w s^2 = 1.6.
+    z = np.asarray(ref.draw_latent(jax.random.key(2), 100_000, jnp.float32), np.float64)
+    m = np.mean(z**2, axis=1)
+    assert abs(m.mean() - 1.6) < 4 * m.std() / np.sqrt(m.size)
+
+
+def test_batched_draws_use_the_mixture(fitted):
+    # With batch_size set, the engine draws the latent points itself; they must
+    # be the reference's mixture draws, as in the unbatched path.
+    ref = defensive(fitted.flow)
+    states = [build_smc(SMCConfig(n_particles=256, batch_size=b),
+                        problems.log_likelihood, problems.log_prior, ref)
+              .init(jax.random.key(3), fitted.flow_params) for b in (None, 100)]
+    np.testing.assert_allclose(np.asarray(states[0].x), np.asarray(states[1].x),
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(states[0].log_q),
+                               np.asarray(states[1].log_q), atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["smc", "importance"])
+def test_evidence_with_a_defensive_reference(fitted, sampler):
+    exact = problems.log_evidence()
+    for k in range(3):
+        post = fitted.sample_posterior(2000, sampler=sampler, key=k,
+                                       defensive_weight=0.2, defensive_scale=2.0)
+        err = float(post.log_evidence_error)
+        assert 0 < err < 0.1
+        assert abs(float(post.log_evidence) - exact) < 4 * err
+
+
+def test_defensive_run_resumes_exactly(fitted):
+    blobs = []
+    options = dict(defensive_weight=0.1, defensive_scale=1.5, **RUN)
+    full = fitted.sample_posterior(300, key=4, checkpoint_callback=blobs.append,
+                                   **options)
+    again = fitted.sample_posterior(resume_from=blobs[0])
+    np.testing.assert_array_equal(np.asarray(full.x), np.asarray(again.x))
+    assert float(full.log_evidence) == float(again.log_evidence)
+    # The same state resumed with the plain flow would mix two references;
+    # its cached log q no longer matches and the resume is refused.
+    with pytest.raises(Exception, match="log_q"):
+        fitted.sample_posterior(300, key=4, resume_from=blobs[0]["state"], **RUN)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(defensive_weight=1.0), r"defensive_weight must be in \[0, 1\)"),
+    (dict(defensive_weight=-0.1), r"defensive_weight must be in \[0, 1\)"),
+    (dict(defensive_weight="0.1"), "defensive_weight must be a number"),
+    (dict(defensive_weight=0.1, defensive_scale=1.0), "defensive_scale must be"),
+    (dict(defensive_weight=0.1, defensive_scale=float("inf")), "defensive_scale must be"),
+])
+def test_bad_defensive_options(fitted, options, message):
+    for sampler in ("smc", "importance"):
+        with pytest.raises(ValidationError, match=message):
+            fitted.sample_posterior(100, sampler=sampler, key=0, **options)
+    with pytest.raises(ValidationError, match="unknown option"):
+        fitted.sample_posterior(100, sampler="mcmc", key=0, defensive_weight=0.1)
+    with pytest.raises(ValidationError):
+        DefensiveReference(fitted.flow, 0.0, 2.0)
+
+
+def test_constant_training_column_and_boolean_dims():
+    x = problems.earlier_samples()
+    x[:, 1] = 2.0
+    with pytest.raises(ValidationError, match="single value 2.0"):
+        problems.make_aspire().fit(x, n_epochs=1)
+    with pytest.raises(ValidationError, match="dims must be a positive integer"):
+        problems.make_aspire(dims=True)
