@@ -140,7 +140,10 @@ class Aspire:
         Batched log-densities of the NEW analysis, ``(n, dims) -> (n,)``,
         written in JAX (wrap a NumPy function with
         :func:`aspire_jax.wrap_numpy_likelihood`). The prior must be
-        normalised for the evidence to be the marginal likelihood.
+        normalised for the evidence to be the marginal likelihood. Return
+        ``-inf`` for impossible points: NaN or ``+inf`` at the first points
+        probed is refused, and anywhere else during a run it is treated as
+        ``-inf`` (the point is rejected), without a warning.
     dims
         Number of parameters.
     parameters
@@ -344,7 +347,8 @@ class Aspire:
             raise ValidationError(
                 f"{what}: {int(outside.any(axis=1).sum())} rows lie outside "
                 f"prior_bounds (first: row {r}, {self.parameters[c]!r} = {x[r, c]} "
-                f"not in {tuple(bounds[c])}); widen prior_bounds or drop those rows")
+                f"not in ({float(bounds[c, 0])}, {float(bounds[c, 1])})); widen "
+                "prior_bounds or drop those rows")
         return x
 
     def _check_user_functions(self, x: np.ndarray):
@@ -607,6 +611,11 @@ class Aspire:
                 f"resuming continues an SMC run; sampler={sampler!r} cannot resume. "
                 "Drop resume_from (or call resume_from_file's sample_posterior with "
                 "sampler='smc'), or start a fresh run")
+        if checkpoint_path is not None and sampler != "smc":
+            raise ValidationError(
+                f"checkpoint_path applies to SMC runs; sampler={sampler!r} runs in "
+                "one call and writes no checkpoint. Drop checkpoint_path (save the "
+                "result with Samples.save) or use sampler='smc'")
         if mesh is not None and sampler != "smc":
             raise NotImplementedError(
                 f"mesh places SMC particles only; sampler={sampler!r} runs on one "

@@ -380,6 +380,12 @@ def test_bad_checkpoint_paths_are_refused_before_any_work(fitted, tmp_path, monk
         with pytest.raises(ValidationError, match=message):
             fitted.sample_posterior(300, key=0, checkpoint_path=path, **RUN)
     assert text.read_text() == "not hdf5"
+    with pytest.raises(ValidationError, match="applies to SMC"):
+        fitted.sample_posterior(300, sampler="importance", key=0,
+                                checkpoint_path=tmp_path / "is.h5")
+    # Under auto_checkpoint the file is for the SMC runs; importance runs on.
+    with fitted.auto_checkpoint(tmp_path / "auto.h5"):
+        fitted.sample_posterior(300, sampler="importance", key=0)
 
 
 def test_resume_settings_that_cannot_take_effect_are_refused(fitted, tmp_path):
