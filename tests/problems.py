@@ -49,3 +49,10 @@ def make_aspire(**kwargs):
                     **FLOW_SETTINGS)
     settings.update(kwargs)
     return Aspire(**settings)
+
+
+def fitted_aspire(**kwargs):
+    """``make_aspire(**kwargs)`` fitted to ``earlier_samples()`` with ``FIT_SETTINGS``."""
+    aspire = make_aspire(**kwargs)
+    aspire.fit(earlier_samples(), **FIT_SETTINGS)
+    return aspire

@@ -11,9 +11,7 @@ from aspire_jax import Aspire, Samples, TemperingError, ValidationError
 
 @pytest.fixture(scope="module")
 def fitted():
-    aspire = problems.make_aspire()
-    aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
-    return aspire
+    return problems.fitted_aspire()
 
 
 def _check_posterior(samples, n_eff):

@@ -21,9 +21,7 @@ RUN = dict(target_efficiency=0.9, n_mcmc_steps=4)
 
 @pytest.fixture(scope="module")
 def fitted():
-    aspire = problems.make_aspire()
-    aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
-    return aspire
+    return problems.fitted_aspire()
 
 
 def _fresh_like(aspire):
