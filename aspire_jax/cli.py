@@ -23,12 +23,12 @@ _SEED_LIMIT = 2**63  # int seeds the library accepts: [0, 2**63)
 
 
 def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
-                         flags: bool = False):
+                         defensive_weight=0.0, flags: bool = False):
     """Refuse demo settings that would fail only after the flow is fitted.
 
     Parameters
     ----------
-    n_samples, n_training, n_epochs, seed, output
+    n_samples, n_training, n_epochs, seed, output, defensive_weight
         As for :func:`run_demo`.
     flags
         Name the settings by their command-line flags (``--n-samples``).
@@ -53,6 +53,10 @@ def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
             or not 0 <= seed < _SEED_LIMIT):
         raise ValidationError(f"{name('seed')} must be an integer in [0, 2**63); "
                               f"got {seed!r}")
+    if (not isinstance(defensive_weight, (int, float, np.floating))
+            or isinstance(defensive_weight, bool) or not 0 <= defensive_weight < 1):
+        raise ValidationError(f"{name('defensive_weight')} must be a number in "
+                              f"[0, 1); got {defensive_weight!r}")
     if output:
         _check_output_dir(os.fspath(output), name("output"))
 
@@ -80,7 +84,7 @@ def _check_output_dir(output: str, what: str):
 def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
              n_training: int = 5000, n_epochs: int = 150, seed: int = 0,
              output: str | None = "demo_output", plot: bool = True,
-             progress: bool | None = None) -> dict:
+             progress: bool | None = None, defensive_weight: float = 0.0) -> dict:
     """Fit a flow to the case's earlier samples, run SMC, compare to reference.
 
     Returns a dict with the evidence, its error, the reference and the errors
@@ -90,10 +94,12 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
     ------
     ValidationError
         Before any work, if ``n_samples`` or ``n_training`` is below 2,
-        ``n_epochs`` below 1, ``seed`` outside ``[0, 2**63)``, or ``output``
+        ``n_epochs`` below 1, ``seed`` outside ``[0, 2**63)``,
+        ``defensive_weight`` outside ``[0, 1)``, or ``output``
         is not a directory that exists or can be created and written.
     """
-    _check_demo_settings(n_samples, n_training, n_epochs, seed, output)
+    _check_demo_settings(n_samples, n_training, n_epochs, seed, output,
+                         defensive_weight=defensive_weight)
     import jax
 
     from .aspire import Aspire
@@ -111,7 +117,8 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
     aspire.fit(old, key=key_fit, n_epochs=n_epochs, progress=progress)
     t_fit = time.perf_counter() - t0
     post, history = aspire.sample_posterior(n_samples, sampler="smc", key=key_smc,
-                                            return_history=True, progress=progress)
+                                            return_history=True, progress=progress,
+                                            defensive_weight=defensive_weight)
     t_total = time.perf_counter() - t0
     ref = c.reference()
     mean = np.asarray(post.mean(), dtype=float)
@@ -202,6 +209,9 @@ def main(argv=None) -> int:
     demo.add_argument("--output", default="demo_output",
                       help="directory for samples, summary and plots "
                            "(created if missing; '' writes nothing)")
+    demo.add_argument("--defensive-weight", type=float, default=0.0,
+                      help="share of the first particles drawn from the flow's "
+                           "widened base, in [0, 1) (0: the flow alone)")
     demo.add_argument("--no-plot", action="store_true")
     demo.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -209,7 +219,8 @@ def main(argv=None) -> int:
         # Bad settings would otherwise surface only after the flow is fitted.
         try:
             _check_demo_settings(args.n_samples, args.n_training, args.n_epochs,
-                                 args.seed, args.output, flags=True)
+                                 args.seed, args.output,
+                                 defensive_weight=args.defensive_weight, flags=True)
         except ValidationError as exc:
             demo.error(str(exc))
     logging.getLogger("jax").setLevel(logging.WARNING)
@@ -218,7 +229,7 @@ def main(argv=None) -> int:
     if args.command == "demo":
         r = run_demo(args.case, n_samples=args.n_samples, n_training=args.n_training,
                      n_epochs=args.n_epochs, seed=args.seed, output=args.output,
-                     plot=not args.no_plot)
+                     plot=not args.no_plot, defensive_weight=args.defensive_weight)
         _print_result(r)
         if args.output:
             print(f"samples, summary and plots written to {args.output}/")

@@ -57,6 +57,28 @@ def test_demo_refuses_bad_counts_before_running(no_demo, capsys, flag, value, ru
     assert not out.exists()  # counts are checked before the output is made
 
 
+@pytest.mark.parametrize("value", ["1.0", "-0.1", "nan"])
+def test_demo_refuses_a_bad_defensive_weight(no_demo, capsys, value):
+    out = no_demo / "out"
+    line = _usage_error(capsys, ["demo", "--defensive-weight", value, "--output", str(out)])
+    assert line == ("aspire-jax demo: error: --defensive-weight must be a number in "
+                    f"[0, 1); got {float(value)!r}")
+    assert not out.exists()
+
+
+def test_demo_passes_the_defensive_weight_on(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake(case, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "run_demo", fake)
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--defensive-weight", "0.1", "--output", str(tmp_path / "o")])
+    assert seen["defensive_weight"] == 0.1
+
+
 def test_demo_refuses_output_under_a_regular_file(no_demo, capsys):
     (no_demo / "f").write_text("not a directory")
     line = _usage_error(capsys, ["demo", "--output", "f/sub"])
@@ -99,7 +121,8 @@ def test_demo_with_good_settings_makes_output_and_runs(monkeypatch, tmp_path, ca
                      "1", "--seed", "5", "--output", "a/b", "--no-plot",
                      "--quiet"]) == 0
     assert calls == [("diabetes_linreg", dict(n_samples=2, n_training=2, n_epochs=1,
-                                              seed=5, output="a/b", plot=False))]
+                                              seed=5, output="a/b", plot=False,
+                                              defensive_weight=0.0))]
 
 
 def test_run_demo_refuses_bad_settings_before_loading_the_case(monkeypatch, tmp_path):
