@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import numbers
 import os
 import secrets
 import sys
@@ -611,15 +612,21 @@ class Aspire:
                 f"resuming continues an SMC run; sampler={sampler!r} cannot resume. "
                 "Drop resume_from (or call resume_from_file's sample_posterior with "
                 "sampler='smc'), or start a fresh run")
-        if checkpoint_path is not None and sampler != "smc":
+        given = [n for n, v in (("checkpoint_path", checkpoint_path),
+                                ("checkpoint_every", checkpoint_every),
+                                ("checkpoint_callback", checkpoint_callback))
+                 if v is not None]
+        if given and sampler != "smc":
             raise ValidationError(
-                f"checkpoint_path applies to SMC runs; sampler={sampler!r} runs in "
-                "one call and writes no checkpoint. Drop checkpoint_path (save the "
-                "result with Samples.save) or use sampler='smc'")
+                f"{', '.join(given)} applies to SMC runs; sampler={sampler!r} runs in "
+                "one call and writes no checkpoint. Drop it (save the result with "
+                "Samples.save) or use sampler='smc'")
         if mesh is not None and sampler != "smc":
             raise NotImplementedError(
                 f"mesh places SMC particles only; sampler={sampler!r} runs on one "
                 "device: drop mesh or use sampler='smc'")
+        # Translated first, so that a resume checks them like their new names.
+        options = _translate_sampler_kwargs(sampler_kwargs, options)
         if resume and resume.get("sampler_config"):
             stored = dict(resume["sampler_config"].get("options", {}))
             if sampler in ("smc", "mcmc"):
@@ -643,7 +650,6 @@ class Aspire:
                     "cannot resume it. Drop n_samples (or pass the same count)")
         n_samples = 1000 if n_samples is None else n_samples
         _check_count(n_samples, "n_samples")
-        options = _translate_sampler_kwargs(sampler_kwargs, options)
         if sampler in ("smc", "mcmc") and options.get("preconditioning",
                                                       "auto") == "auto":
             if resume is not None and not resume.get("sampler_config"):
@@ -856,8 +862,12 @@ class Aspire:
         weight = options.get("defensive_weight", 0.0)
         scale = options.get("defensive_scale", 1.5)
         for name, v in (("defensive_weight", weight), ("defensive_scale", scale)):
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
                 raise ValidationError(f"{name} must be a number; got {v!r}")
+        if "defensive_scale" in options and float(weight) == 0.0:
+            raise ValidationError(
+                "defensive_scale has no effect without defensive_weight > 0; set "
+                "defensive_weight (e.g. 0.1) or drop defensive_scale")
         if not 0.0 <= float(weight) < 1.0:
             raise ValidationError(
                 f"defensive_weight must be in [0, 1) (0: the flow alone); got {weight!r}")
@@ -1110,8 +1120,11 @@ class Aspire:
                     f"the checkpoint's cached {name} values differ from the {name} "
                     "evaluated now at the stored particles (e.g. "
                     f"{old[~same][0]:.6g} stored vs {now[~same][0]:.6g} now): it was "
-                    "made with a different likelihood, prior or flow. Resume with "
-                    "the functions and flow of that run, or start a new run")
+                    "made with a different likelihood, prior or flow"
+                    + (", or with other defensive_weight / defensive_scale settings"
+                       if name == "flow log_q" else "")
+                    + ". Resume with the functions, flow and settings of that run, "
+                    "or start a new run")
 
     @classmethod
     def resume_from_file(cls, path, *, log_likelihood: Callable, log_prior: Callable,
@@ -1433,8 +1446,9 @@ def _merge_resume_options(stored: Mapping, given: Mapping) -> dict:
 
 
 def _check_structure(stored: Mapping, given: Mapping):
-    """Refuse to resume with a different kernel or move space."""
-    for name, default in (("kernel", "tpcn"), ("preconditioning", "standard")):
+    """Refuse to resume with a different kernel, move space or reference."""
+    for name, default in (("kernel", "tpcn"), ("preconditioning", "standard"),
+                          ("defensive_weight", 0.0), ("defensive_scale", 1.5)):
         if name == "preconditioning" and given.get(name) == "auto":
             continue
         if name in given and given[name] != stored.get(name, default):

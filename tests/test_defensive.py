@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import problems
-from aspire_jax import ValidationError
+from aspire_jax import CheckpointError, ValidationError
 from aspire_jax.flows import DefensiveReference, defensive
 from aspire_jax.smc import SMCConfig, build_smc
 
@@ -69,10 +69,18 @@ def test_defensive_run_resumes_exactly(fitted):
     again = fitted.sample_posterior(resume_from=blobs[0])
     np.testing.assert_array_equal(np.asarray(full.x), np.asarray(again.x))
     assert float(full.log_evidence) == float(again.log_evidence)
-    # The same state resumed with the plain flow would mix two references;
-    # its cached log q no longer matches and the resume is refused.
-    with pytest.raises(Exception, match="log_q"):
+    # The same state resumed with the plain flow would mix two references:
+    # with the stored settings at hand the change is named; from bare bytes the
+    # cached log q no longer matches and the message says why that may be.
+    for changed in (dict(defensive_weight=0.3), dict(defensive_weight=0.0),
+                    dict(defensive_weight=0.1, defensive_scale=2.0)):
+        with pytest.raises(CheckpointError, match="made with defensive_"):
+            fitted.sample_posterior(resume_from=blobs[0], **changed)
+    with pytest.raises(CheckpointError, match="log_q.*defensive_weight"):
         fitted.sample_posterior(300, key=4, resume_from=blobs[0]["state"], **RUN)
+    # The original aspire's spelling of the kernel is checked like kernel=.
+    with pytest.raises(CheckpointError, match="made with kernel='tpcn'"):
+        fitted.sample_posterior(resume_from=blobs[0], sampler_kwargs={"step_fn": "pcn"})
 
 
 @pytest.mark.parametrize("options, message", [
@@ -90,6 +98,25 @@ def test_bad_defensive_options(fitted, options, message):
         fitted.sample_posterior(100, sampler="mcmc", key=0, defensive_weight=0.1)
     with pytest.raises(ValidationError):
         DefensiveReference(fitted.flow, 0.0, 2.0)
+
+
+def test_defensive_settings_edge_cases(fitted):
+    with pytest.raises(ValidationError, match="no effect without defensive_weight"):
+        fitted.sample_posterior(100, key=0, defensive_scale=3.0)
+    for bad in (None, "x", jnp.asarray(0.1)):
+        with pytest.raises(ValidationError, match="static"):
+            DefensiveReference(fitted.flow, bad, 2.0)
+    with pytest.raises(ValidationError, match="already a defensive reference"):
+        defensive(defensive(fitted.flow))
+    # NumPy scalars are numbers: weight 0 is the plain flow.
+    plain = fitted.sample_posterior(300, sampler="importance", key=0)
+    same = fitted.sample_posterior(300, sampler="importance", key=0,
+                                   defensive_weight=np.int64(0))
+    np.testing.assert_array_equal(np.asarray(plain.x), np.asarray(same.x))
+    assert defensive(fitted.flow, np.float32(0.1), 2).weight == pytest.approx(0.1)
+    for option in (dict(checkpoint_callback=print), dict(checkpoint_every=2)):
+        with pytest.raises(ValidationError, match="applies to SMC"):
+            fitted.sample_posterior(100, sampler="importance", key=0, **option)
 
 
 def test_constant_training_column_and_boolean_dims():

@@ -17,6 +17,7 @@ two-component mixture in the latent space.
 
 import dataclasses
 import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,9 @@ class DefensiveReference:
         Mixture weight of the wide component, in ``(0, 1)``.
     scale
         Standard deviation of the wide component's latent base, > 1.
+
+    Both are static Python (or NumPy) numbers: like the flow's architecture
+    they shape the compiled program, so they cannot be traced values.
     """
 
     flow: object
@@ -51,11 +55,21 @@ class DefensiveReference:
     scale: float
 
     def __post_init__(self):
+        if isinstance(self.flow, DefensiveReference):
+            raise ValidationError(
+                "the flow is already a defensive reference; widen the plain flow "
+                "once, with the weight and scale wanted")
         for name in ("to_latent", "from_latent"):
             if not hasattr(self.flow, name):
                 raise ValidationError(
                     f"a defensive reference needs a flow with {name}; "
                     f"{type(self.flow).__name__} has none")
+        for name in ("weight", "scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise ValidationError(
+                    f"defensive {name} must be a Python or NumPy number (it is "
+                    f"static, not traced); got {v!r}")
         if not 0.0 < float(self.weight) < 1.0:
             raise ValidationError(
                 f"defensive weight must be in (0, 1); got {self.weight!r}")
