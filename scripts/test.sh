@@ -12,4 +12,4 @@ fi
 if [ "$#" -eq 0 ]; then
     set -- -m "not slow"
 fi
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=15 "$@"
