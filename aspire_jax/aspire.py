@@ -355,6 +355,9 @@ class Aspire:
     def _check_user_functions(self, x: np.ndarray):
         """Evaluate the user's functions on a few points, eagerly, with clear errors."""
         probe = jnp.asarray(x[: min(4, len(x))], _float_dtype())
+        # Where the prior is -inf the likelihood is never used (it may be
+        # undefined there, e.g. outside an ordering constraint).
+        possible = np.ones(probe.shape[0], bool)
         for name, fn in (("log_prior", self.log_prior),
                          ("log_likelihood", self.log_likelihood)):
             try:
@@ -374,7 +377,9 @@ class Aspire:
                     f"returned dtype {out.dtype}. Return a float array (impossible "
                     "points as -inf)")
             values = np.asarray(out)
-            bad = np.isnan(values) | (values == np.inf)
+            bad = (np.isnan(values) | (values == np.inf)) & possible
+            if name == "log_prior":
+                possible = ~np.isneginf(values)
             if bad.any():
                 i = int(np.argmax(bad))
                 raise ValidationError(

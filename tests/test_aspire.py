@@ -150,6 +150,25 @@ def test_likelihood_values_that_are_not_log_densities(fitted, fn, message):
                 bad.sample_posterior(100, sampler=sampler, key=0)
 
 
+def test_likelihood_may_be_undefined_where_the_prior_is_impossible(fitted):
+    # An ordering constraint in the prior; the likelihood is NaN beyond it.
+    def log_prior(x):
+        return jnp.where(x[:, 0] < x[:, 1], problems.log_prior(x), -jnp.inf)
+
+    def log_likelihood(x):
+        return jnp.where(x[:, 0] < x[:, 1], problems.log_likelihood(x), jnp.nan)
+
+    constrained = problems.make_aspire(log_prior=log_prior, log_likelihood=log_likelihood)
+    constrained.flow_params = fitted.flow_params
+    x = np.asarray(fitted.flow.sample(fitted.flow_params, jax.random.key(0), 4))
+    assert not np.all(x[:, 0] < x[:, 1])  # the probe meets the constraint
+    post = constrained.sample_posterior(300, sampler="importance", key=0)
+    x, w = np.asarray(post.x), np.asarray(post.weights)
+    outside = x[:, 0] >= x[:, 1]
+    assert outside.any() and np.all(w[outside] == 0) and np.all(w[~outside] > 0)
+    assert np.isfinite(float(post.log_evidence))
+
+
 def test_target_efficiency_out_of_range(fitted):
     with pytest.raises(ValidationError, match=r"target_efficiency must be in \(0, 1\)"):
         fitted.sample_posterior(100, key=0, target_efficiency=1.5)
