@@ -685,7 +685,7 @@ class Aspire:
         allowed = {"importance": _REFERENCE_OPTIONS, "mcmc": _MCMC_OPTIONS,
                    "smc": _SMC_OPTIONS}
         _reject_options(options, allowed[sampler], sampler)
-        self._reference(options)
+        reference = self._reference(options)
         if sampler == "smc":
             # Settle every engine setting now, so a refused call leaves no
             # trace in the configuration that checkpoints record.
@@ -696,7 +696,7 @@ class Aspire:
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
                                          seed=seed, options=_jsonable(options))
         if sampler == "importance":
-            out = self._run_importance(key, int(n_samples), options)
+            out = self._run_importance(key, int(n_samples), reference)
         elif sampler == "mcmc":
             out = self._run_mcmc(key, int(n_samples), options)
         else:
@@ -705,14 +705,13 @@ class Aspire:
                 checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                 save_config=checkpoint_save_config, save_flow=checkpoint_save_flow,
                 callback=checkpoint_callback, progress=progress, log_every=log_every,
-                mesh=mesh)
+                mesh=mesh, reference=reference)
         samples, history = out
         return (samples, history) if return_history else samples
 
     # ------------------------------------------------------------ importance
-    def _run_importance(self, key, n, options):
+    def _run_importance(self, key, n, reference):
         self._probe()
-        reference = self._reference(options)
         sample = self._cached("importance", (n, reference), lambda: jax.jit(
             make_importance_sampler(self.log_likelihood, self.log_prior, reference, n)))
         r = jax.device_get(sample(key, self.flow_params))
@@ -894,7 +893,8 @@ class Aspire:
         return reference
 
     def _run_smc(self, key, n, options, *, resume, checkpoint_path, checkpoint_every,
-                 save_config, save_flow, callback, progress, log_every, mesh=None):
+                 save_config, save_flow, callback, progress, log_every, mesh=None,
+                 reference=None):
         options = dict(options)
         n_final = options.pop("n_final_samples", None)
         driver = options.pop("driver", "host")
@@ -902,7 +902,7 @@ class Aspire:
             raise ValidationError(f"driver must be 'host' or 'device'; got {driver!r}")
         if n_final is not None:
             _check_count(n_final, "n_final_samples")
-        reference = self._reference(options)
+        reference = self.flow if reference is None else reference
         for name in _REFERENCE_OPTIONS:
             options.pop(name, None)
         config = SMCConfig(n_particles=n, **options)

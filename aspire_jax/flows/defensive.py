@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
+from .flow import _inside_bounds, _std_normal_log_prob
 
 __all__ = ["DefensiveReference", "defensive"]
 
@@ -85,12 +86,9 @@ class DefensiveReference:
 
     def base_log_prob(self, z: Array) -> Array:
         """Log density of the latent mixture ``(1 - w) N(0, I) + w N(0, s^2 I)``."""
-        d = z.shape[-1]
-        r2 = jnp.sum(z**2, axis=-1)
-        const = -0.5 * d * math.log(2.0 * math.pi)
-        narrow = math.log1p(-self.weight) + const - 0.5 * r2
-        wide = (math.log(self.weight) + const - d * math.log(self.scale)
-                - 0.5 * r2 / self.scale**2)
+        narrow = math.log1p(-self.weight) + _std_normal_log_prob(z)
+        wide = (math.log(self.weight) + _std_normal_log_prob(z / self.scale)
+                - z.shape[-1] * math.log(self.scale))
         return jnp.logaddexp(narrow, wide)
 
     def draw_latent(self, key: PRNGKey, n: int, dtype) -> Array:
@@ -100,20 +98,16 @@ class DefensiveReference:
         wide = jax.random.uniform(key_c, (n, 1), dtype) < self.weight
         return jnp.where(wide, self.scale * z, z)
 
-    def _inside(self, params, x: Array) -> Array:
-        t = params.transform
-        return jnp.all((x > t.lower) & (x < t.upper), axis=-1)
-
     def log_prob(self, params, x: Array) -> Array:
         """``log q_def(x)``; ``-inf`` outside the prior bounds."""
         x = jnp.asarray(x)
         z, log_det = self.flow.to_latent(params, x)
-        return jnp.where(self._inside(params, x), self.base_log_prob(z) + log_det,
+        return jnp.where(_inside_bounds(params, x), self.base_log_prob(z) + log_det,
                          -jnp.inf)
 
     def latent_log_prob(self, params, z: Array, x: Array, log_det: Array) -> Array:
         """``log q_def(x)`` for ``x, log_det = from_latent(params, z)``."""
-        return jnp.where(self._inside(params, x), self.base_log_prob(z) - log_det,
+        return jnp.where(_inside_bounds(params, x), self.base_log_prob(z) - log_det,
                          -jnp.inf)
 
     def sample_and_log_prob(self, params, key: PRNGKey, n: int

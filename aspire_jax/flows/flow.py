@@ -195,6 +195,13 @@ def _std_normal_log_prob(z: Array) -> Array:
     return -0.5 * jnp.sum(z**2, axis=-1) - 0.5 * d * math.log(2.0 * math.pi)
 
 
+def _inside_bounds(params: "FlowParams", x: Array) -> Array:
+    """Whether each row of ``x`` lies strictly inside the transform's bounds
+    (NaN coordinates count as outside)."""
+    t = params.transform
+    return jnp.all((x > t.lower) & (x < t.upper), axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flow:
     """A normalizing flow from native parameter space to a standard normal.
@@ -464,9 +471,8 @@ class Flow:
         """
         x = self._check_points(x, "x")
         z, logdet = self.to_latent(params, x)
-        t = params.transform
-        inside = jnp.all((x > t.lower) & (x < t.upper), axis=-1)
-        return jnp.where(inside, _std_normal_log_prob(z) + logdet, -jnp.inf)
+        return jnp.where(_inside_bounds(params, x), _std_normal_log_prob(z) + logdet,
+                         -jnp.inf)
 
     def latent_log_prob(
         self, params: FlowParams, z: Array, x: Array, log_det: Array
@@ -488,9 +494,8 @@ class Flow:
             ``log N(z; 0, I) - log_det``, ``-inf`` where ``x`` is not strictly
             inside the bounds: :meth:`log_prob` at ``x`` up to round-off.
         """
-        t = params.transform
-        inside = jnp.all((x > t.lower) & (x < t.upper), axis=-1)
-        return jnp.where(inside, _std_normal_log_prob(z) - log_det, -jnp.inf)
+        return jnp.where(_inside_bounds(params, x), _std_normal_log_prob(z) - log_det,
+                         -jnp.inf)
 
     def sample_and_log_prob(
         self, params: FlowParams, key: PRNGKey, n: int

@@ -188,8 +188,8 @@ def _draw(flow, flow_params, key: PRNGKey, n: int, batch_size: int | None,
     reproduces ``flow.sample_and_log_prob(params, key, n)`` for flows that
     sample that way, as :class:`aspire_jax.flows.Flow` does; this is assumed,
     not checked. A flow with ``draw_latent(key, n, dtype)`` (a defensive
-    reference) draws its latent points with it instead. ``log q`` is the one computed along the sampling path (no
-    second pass through the flow).
+    reference) draws its latent points with it instead. ``log q`` is the one
+    computed along the sampling path (no second pass through the flow).
     """
     explicit = (batch_size is not None and batch_size < n) or latent
     if not explicit or not hasattr(flow, "from_latent"):
