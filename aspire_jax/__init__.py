@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 from .errors import (AspireJaxError, CheckpointError, FlowError, TemperingError,
                      ValidationError)
 from .samples import Samples
-from .history import History
+from .history import History, SampleHistory
 from .flows import Flow, FlowConfig, FlowHistory, FlowParams
 from .smc.state import SMCConfig, SMCInfo, SMCState, Status
 from .smc.step import build_smc, make_init, make_step, run_device, run_host
@@ -32,6 +32,7 @@ __all__ = [
     "FlowHistory",
     "FlowParams",
     "History",
+    "SampleHistory",
     "SMCConfig",
     "SMCInfo",
     "SMCState",

@@ -26,7 +26,7 @@ import numpy as np
 from . import __version__
 from .errors import CheckpointError, TemperingError, ValidationError
 from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit_flow
-from .history import History
+from .history import History, SampleHistory
 from .io import (AspireFile, history_from_group, history_to_group,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_bytes, state_from_state_dict, state_to_bytes,
@@ -541,7 +541,7 @@ class Aspire:
                          checkpoint_callback: Callable | None = None,
                          resume_from=None, progress: bool | None = None,
                          log_every: int = 1, sampler_kwargs: Mapping | None = None,
-                         mesh=None, **options):
+                         mesh=None, store_sample_history: bool = False, **options):
         """Sample the new posterior, starting from the fitted flow.
 
         Parameters
@@ -580,6 +580,11 @@ class Aspire:
             Kernel options in the spelling of the original aspire:
             ``n_steps`` (MCMC sweeps per iteration), ``step_fn`` (``"tpcn"`` or
             ``"pcn"``), ``target_acceptance_rate``.
+        store_sample_history
+            Keep the particles of every SMC iteration in memory and return
+            them as ``history.sample_history`` (a :class:`SampleHistory`, with
+            the starting population first); they are not written to
+            checkpoints. Costs ``n_samples x dims`` floats per iteration.
         mesh
             Split the particles over devices (SMC only): a mesh from
             :func:`aspire_jax.sharding.particle_mesh` or a device count; ``None``
@@ -626,6 +631,14 @@ class Aspire:
                 f"{', '.join(given)} applies to SMC runs; sampler={sampler!r} runs in "
                 "one call and writes no checkpoint. Drop it (save the result with "
                 "Samples.save) or use sampler='smc'")
+        if not isinstance(store_sample_history, bool):
+            raise ValidationError("store_sample_history must be True or False; got "
+                                  f"{store_sample_history!r}")
+        if store_sample_history and sampler != "smc":
+            raise ValidationError(
+                f"store_sample_history keeps the particles of each SMC iteration; "
+                f"sampler={sampler!r} has no iterations to keep. Drop it or use "
+                "sampler='smc'")
         if mesh is not None and sampler != "smc":
             raise NotImplementedError(
                 f"mesh places SMC particles only; sampler={sampler!r} runs on one "
@@ -705,7 +718,7 @@ class Aspire:
                 checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                 save_config=checkpoint_save_config, save_flow=checkpoint_save_flow,
                 callback=checkpoint_callback, progress=progress, log_every=log_every,
-                mesh=mesh, reference=reference)
+                mesh=mesh, reference=reference, keep_particles=store_sample_history)
         samples, history = out
         return (samples, history) if return_history else samples
 
@@ -894,7 +907,7 @@ class Aspire:
 
     def _run_smc(self, key, n, options, *, resume, checkpoint_path, checkpoint_every,
                  save_config, save_flow, callback, progress, log_every, mesh=None,
-                 reference=None):
+                 reference=None, keep_particles=False):
         options = dict(options)
         n_final = options.pop("n_final_samples", None)
         driver = options.pop("driver", "host")
@@ -902,6 +915,11 @@ class Aspire:
             raise ValidationError(f"driver must be 'host' or 'device'; got {driver!r}")
         if n_final is not None:
             _check_count(n_final, "n_final_samples")
+        if keep_particles and driver == "device":
+            raise ValidationError(
+                "store_sample_history copies each iteration's particles to the host, "
+                "which driver='device' (the whole run as one program) cannot do; use "
+                "driver='host' (the default)")
         reference = self.flow if reference is None else reference
         for name in _REFERENCE_OPTIONS:
             options.pop(name, None)
@@ -923,6 +941,7 @@ class Aspire:
         else:
             state = init(key, flow_params)
         self._check_initial_state(state if mesh is None else host_state(state))
+        populations = [_population(state)] if keep_particles else None
         cap = config.iteration_cap
         remaining = max(cap - int(state.iteration), 0)
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
@@ -932,6 +951,8 @@ class Aspire:
 
         def on_step(state, info):
             rows.append(info)
+            if populations is not None:
+                populations.append(_population(state))
             it = int(state.iteration)
             if log_every and it % log_every == 0:
                 logger.info("it %d beta=%.4g eff=%.3f ess=%.1f acc=%.3f mcmc=%d "
@@ -963,6 +984,9 @@ class Aspire:
         if mesh is not None:
             state = unshard_state(state)
         history = history.extend(History.from_infos("smc", rows))
+        if populations is not None:
+            history = dataclasses.replace(history, sample_history=(
+                SampleHistory.from_populations(populations, self.parameters)))
         if float(state.beta) < 1.0 and int(state.status) == Status.RUNNING:
             state = state.replace(status=jnp.asarray(Status.ITERATION_LIMIT, jnp.int32))
         writer.write(state, history, force=True)
@@ -1570,6 +1594,14 @@ def _from_jsonable(options: Mapping) -> dict:
                     f"the checkpoint's {k} cannot be restored: {err}") from err
         out[k] = v
     return out
+
+
+def _population(state) -> dict:
+    """The particles of ``state`` on the host, for a :class:`SampleHistory`."""
+    return jax.device_get(dict(
+        iteration=state.iteration, beta=state.beta, x=state.x,
+        log_weights=state.log_weights, log_likelihood=state.log_likelihood,
+        log_prior=state.log_prior))
 
 
 def _single_info(beta, eff, ess, log_z, log_z_var, n_evals) -> SMCInfo:

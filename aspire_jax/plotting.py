@@ -18,7 +18,7 @@ import numpy as np
 from aspire_jax.errors import ValidationError
 
 __all__ = ["corner_plot", "plot_comparison", "plot_marginals", "plot_history",
-           "plot_flow_loss"]
+           "plot_sample_history", "plot_flow_loss"]
 
 
 def _plt():
@@ -322,6 +322,84 @@ def plot_history(history, fig=None):
     ax[1, 1].set(xlabel="iteration", ylabel="log Z increment")
     fig.suptitle(f"{getattr(history, 'sampler', 'smc')}: {len(history)} iterations",
                  fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sample_history(sample_history, parameters=None, x_axis: str = "iteration",
+                        n_points: int = 100, seed: int = 0, fig=None):
+    """How each parameter's particles move from the flow to the posterior.
+
+    Parameters
+    ----------
+    sample_history : SampleHistory or History
+        From ``sample_posterior(..., store_sample_history=True,
+        return_history=True)`` (the :class:`History` or its
+        ``sample_history``).
+    parameters : Sequence[str] or None
+        Parameters to show, one panel each (default all).
+    x_axis : {"iteration", "beta"}
+        What the horizontal axis shows.
+    n_points : int
+        Particles drawn per entry, by weight, and shown as points (0 for
+        none).
+    seed : int
+        Seed of that draw (a numpy generator: plotting needs no JAX key).
+    fig : matplotlib.figure.Figure or None
+        Existing figure with one axis per parameter.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Per parameter: the weighted median, the central 50 % and 90 % bands
+        and the drawn particles of every entry.
+
+    Raises
+    ------
+    ValidationError
+        If there is no sample history, a parameter is unknown or
+        ``x_axis`` is neither choice.
+    """
+    plt = _plt()
+    history = getattr(sample_history, "sample_history", sample_history)
+    if history is None or not hasattr(history, "quantiles"):
+        raise ValidationError(
+            "no sample history to plot: run sample_posterior(..., "
+            "store_sample_history=True, return_history=True) and pass its History")
+    if x_axis not in ("iteration", "beta"):
+        raise ValidationError(f"x_axis must be 'iteration' or 'beta'; got {x_axis!r}")
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
+        raise ValidationError(f"n_points must be an integer >= 0; got {n_points!r}")
+    names = list(parameters or history.parameters)
+    missing = [p for p in names if p not in history.parameters]
+    if missing:
+        raise ValidationError(f"unknown parameters {missing}; the history has "
+                              f"{list(history.parameters)}")
+    cols = [list(history.parameters).index(p) for p in names]
+    fig, ax = _grid(plt, fig, len(names), 1, (7, 1.8 * len(names) + 0.6))
+    where = np.asarray(history.iteration if x_axis == "iteration" else history.beta,
+                       float)
+    q = history.quantiles([0.05, 0.25, 0.5, 0.75, 0.95])
+    rng = np.random.default_rng(seed)
+    drawn = []
+    if n_points:
+        for i in range(len(history)):
+            w = np.exp(np.asarray(history.log_weights[i], float))
+            idx = rng.choice(w.size, size=n_points, p=w / w.sum())
+            drawn.append(np.asarray(history.x[i], float)[idx])
+    for row, (name, c) in enumerate(zip(names, cols)):
+        a = ax[row, 0]
+        a.fill_between(where, q[:, 0, c], q[:, 4, c], alpha=0.2, color="C0",
+                       label="90 %")
+        a.fill_between(where, q[:, 1, c], q[:, 3, c], alpha=0.35, color="C0",
+                       label="50 %")
+        a.plot(where, q[:, 2, c], color="C0", marker=".", label="median")
+        for i, pts in enumerate(drawn):
+            a.scatter(np.full(n_points, where[i]), pts[:, c], s=2, alpha=0.25,
+                      color="k", linewidths=0)
+        a.set_ylabel(name)
+    ax[0, 0].legend(fontsize=7, loc="best")
+    ax[-1, 0].set_xlabel(x_axis)
     fig.tight_layout()
     return fig
 
