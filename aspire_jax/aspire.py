@@ -936,6 +936,8 @@ class Aspire:
         history = History.empty("smc")
         if resume is not None:
             state, history = self._restore_state(smc, key, resume, mesh, reference)
+            if resume is self._resume:
+                self._resume = None
             logger.info("resuming SMC at iteration %d, beta = %.4g",
                         int(state.iteration), float(state.beta))
         else:
@@ -1060,8 +1062,9 @@ class Aspire:
     def _resolve_resume(self, resume_from):
         if resume_from is None:
             if self._resume is not None:
-                r, self._resume = self._resume, None
-                return r
+                # Kept until a run has restored it (see _run_smc), so a call
+                # refused on its arguments leaves the instance ready to resume.
+                return self._resume
             if self._auto is not None and self._auto.get("resume"):
                 path = self._auto["path"]
                 if os.path.exists(path):

@@ -111,6 +111,31 @@ def test_auto_checkpoint_and_resume_from_file(tmp_path):
     _assert_same_run(full, again)
 
 
+def test_refused_call_leaves_the_resume_pending(fitted, tmp_path):
+    """A call refused on its arguments must not drop the loaded checkpoint: the
+    next call resumes it, instead of starting afresh and overwriting it."""
+    path = str(tmp_path / "run.h5")
+    full = fitted.sample_posterior(400, key=9, return_history=True, **RUN)
+
+    def stop(checkpoint):
+        if checkpoint["iteration"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fitted.sample_posterior(400, key=9, checkpoint_path=path,
+                                checkpoint_callback=stop, **RUN)
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    with pytest.raises(CheckpointError, match="kernel"):
+        resumed.sample_posterior(kernel="rwmh")
+    with pytest.raises(ValidationError, match="400 particles"):
+        resumed.sample_posterior(1000)
+    _assert_same_run(full, resumed.sample_posterior(return_history=True))
+    # Once resumed, the instance starts new runs.
+    fresh = resumed.sample_posterior(400, key=10, **RUN)
+    assert not np.array_equal(np.asarray(fresh.x), np.asarray(full[0].x))
+
+
 def test_file_without_checkpoint_starts_again(fitted, tmp_path):
     path = tmp_path / "flow_only.h5"
     with AspireFile(path, "w") as f:
