@@ -426,6 +426,11 @@ class Aspire:
         ----------
         samples
             :class:`Samples`, an array ``(n, dims)`` or a dict of columns.
+            Weighted samples (``log_weights`` set and not all equal, as from
+            importance sampling) are first thinned to unweighted ones by
+            rejection: row ``i`` is kept with probability ``w_i / max w``,
+            so the kept rows are draws of the weighted distribution with no
+            repeats. At least 100 rows must remain.
         key
             Typed key, int seed or None (a seed is drawn and recorded).
         n_epochs, learning_rate, batch_size, validation_fraction, patience,
@@ -453,6 +458,8 @@ class Aspire:
         if checkpoint_path is None and self._auto is not None:
             checkpoint_path = self._auto["path"]
         x = self._as_array(samples, "training samples")
+        key, seed = _as_key(key)
+        x = _unweighted_rows(samples, x, key)
         constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
         if constant.size:
             c = int(constant[0])
@@ -466,7 +473,6 @@ class Aspire:
             # Before training, so a bad path does not cost the fit.
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
-        key, seed = _as_key(key)
         key_init, key_fit = jax.random.split(key)
         x = x.astype(_float_dtype())
         params = self.flow.init(key_init, x, prior_bounds=self._flow_bounds())
@@ -1597,6 +1603,45 @@ def _from_jsonable(options: Mapping) -> dict:
                     f"the checkpoint's {k} cannot be restored: {err}") from err
         out[k] = v
     return out
+
+
+_MIN_THINNED = 100
+
+
+def _unweighted_rows(samples, x: np.ndarray, key) -> np.ndarray:
+    """The rows of ``x`` kept by rejection on the weights of ``samples``: row
+    ``i`` with probability ``w_i / max w``. Unweighted input is returned as
+    it is."""
+    lw = samples.log_weights if isinstance(samples, Samples) else None
+    if lw is None:
+        return x
+    lw = np.asarray(lw, np.float64)
+    if np.any(np.isnan(lw) | (lw == np.inf)) or not np.any(np.isfinite(lw)):
+        raise ValidationError(
+            "training samples: log_weights must be finite or -inf, with at least one "
+            "finite; they are NaN, +inf or all -inf")
+    finite = np.isfinite(lw)
+    if finite.all() and np.ptp(lw) == 0:
+        return x
+    u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 0x7717), lw.shape,
+                                      jnp.float32), np.float64)
+    keep = np.log(u) < lw - np.max(lw[finite])
+    kept = int(keep.sum())
+    ess = float(np.exp(2 * _logsumexp(lw) - _logsumexp(2 * lw)))
+    if kept < _MIN_THINNED:
+        raise ValidationError(
+            f"training samples are weighted; thinning them by rejection keeps {kept} "
+            f"of {lw.size} rows (effective sample size {ess:.0f}), fewer than the "
+            f"{_MIN_THINNED} a flow needs. Pass more samples, or resample them "
+            "yourself (Samples.resample) knowing that repeated rows overfit")
+    logger.info("training samples are weighted: rejection keeps %d of %d rows "
+                "(effective sample size %.0f) as unweighted draws", kept, lw.size, ess)
+    return x[keep]
+
+
+def _logsumexp(a: np.ndarray) -> float:
+    top = np.max(a)
+    return float(top + np.log(np.sum(np.exp(a - top))))
 
 
 def _population(state) -> dict:
