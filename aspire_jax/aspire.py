@@ -29,7 +29,7 @@ from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit
 from .history import History, SampleHistory
 from .io import (AspireFile, history_from_group, history_to_group,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
-                 state_from_bytes, state_from_state_dict, state_to_bytes,
+                 state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
 from .samples import Samples
 from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
@@ -144,7 +144,9 @@ class Aspire:
         normalised for the evidence to be the marginal likelihood. Return
         ``-inf`` for impossible points: NaN or ``+inf`` at the first points
         probed is refused, and anywhere else during a run it is treated as
-        ``-inf`` (the point is rejected), without a warning.
+        ``-inf`` (the point is rejected) and counted: the run logs a warning
+        with the count, ``SMCState.n_invalid`` holds it and the history has
+        it per iteration (``n_invalid``).
     dims
         Number of parameters.
     parameters
@@ -387,7 +389,8 @@ class Aspire:
                     f"{values.size} points drawn from the flow (first: "
                     f"{np.asarray(probe[i]).tolist()}). A log-density must be finite "
                     "or -inf; return -inf for impossible points. (During a run NaN "
-                    "and +inf are treated as -inf, i.e. the point is rejected.)")
+                    "and +inf are treated as -inf, i.e. the point is rejected, and "
+                    "counted in a warning.)")
             try:
                 jax.eval_shape(fn, probe)
             except (jax.errors.TracerArrayConversionError,
@@ -745,8 +748,9 @@ class Aspire:
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
             log_prior=r.log_prior, log_q=r.log_q, log_weights=r.log_weights,
             log_evidence=r.log_evidence, log_evidence_error=err)
+        _warn_undefined(int(r.n_invalid), int(r.n_evaluations))
         info = _single_info(1.0, r.ess / n, r.ess, r.log_evidence, r.log_evidence_var,
-                            int(r.n_evaluations))
+                            int(r.n_evaluations), int(r.n_invalid))
         return samples, History.from_infos("importance", [info])
 
     def _probe(self):
@@ -1014,7 +1018,9 @@ class Aspire:
                 + (f" The last state is saved in {checkpoint_path}."
                    if checkpoint_path else ""))
         _warn_collapsed_steps(history, config.n_particles)
-        samples = self._smc_samples(state, config, n_final, space)
+        samples, n_final_invalid = self._smc_samples(state, config, n_final, space)
+        _warn_undefined(int(state.n_invalid) + n_final_invalid,
+                        int(state.n_evaluations))
         return samples, history
 
     def _build_smc(self, config, space, mesh=None, key=None):
@@ -1040,6 +1046,9 @@ class Aspire:
                                   "particle; check the likelihood and the flow")
 
     def _smc_samples(self, state, config, n_final, space):
+        """The run's particles as Samples (moved to ``n_final`` if asked) and
+        the undefined densities met by that final move."""
+        n_final_invalid = 0
         lw = state.log_weights
         x, ll, lp, lq = state.x, state.log_likelihood, state.log_prior, state.log_q
         if n_final is not None:
@@ -1052,9 +1061,10 @@ class Aspire:
             from .smc.resampling import get_resampler
 
             idx = get_resampler(config.resampling)(key_res, jnp.exp(lw), int(n_final))
-            aux, *_ = mutate(key_mut, x[idx], lp[idx], ll[idx], lq[idx],
-                             jnp.ones((), x.dtype), state.kernel_params,
-                             self.flow_params)
+            aux, *_, n_invalid = mutate(key_mut, x[idx], lp[idx], ll[idx], lq[idx],
+                                        jnp.ones((), x.dtype), state.kernel_params,
+                                        self.flow_params)
+            n_final_invalid = int(n_invalid)
             x, ll, lp, lq = aux.x, aux.log_likelihood, aux.log_prior, aux.log_q
             lw = jnp.full((int(n_final),), -jnp.log(int(n_final)), x.dtype)
         uniform = bool(np.allclose(np.asarray(lw), -np.log(lw.shape[0])))
@@ -1062,7 +1072,8 @@ class Aspire:
         return Samples.from_array(
             x, parameters=self.parameters, log_likelihood=ll, log_prior=lp, log_q=lq,
             log_weights=None if uniform else lw,
-            log_evidence=float(state.log_evidence), log_evidence_error=err)
+            log_evidence=float(state.log_evidence),
+            log_evidence_error=err), n_final_invalid
 
     # --------------------------------------------------------------- resume
     def _resolve_resume(self, resume_from):
@@ -1104,9 +1115,10 @@ class Aspire:
             template = sharded_template(template, mesh)
         try:
             if resume.get("state") is not None:
-                state = state_from_bytes(template, resume["state"])
+                saved = state_dict_from_bytes(resume["state"])
             else:
-                state = state_from_state_dict(template, resume["state_dict"])
+                saved = resume["state_dict"]
+            state = state_from_state_dict(template, _upgrade_state_dict(saved))
         except CheckpointError as exc:
             if "does not match the template" not in str(exc):
                 raise
@@ -1469,6 +1481,18 @@ def _warn_collapsed_steps(history: History, n: int) -> None:
             int(low.sum()), float(ess.min()), n, forced)
 
 
+def _warn_undefined(n_invalid: int, n_evaluations: int) -> None:
+    """Log a warning when the user's functions were NaN or +inf at some of
+    the points evaluated: those points were treated as impossible."""
+    if n_invalid:
+        logger.warning(
+            "the log-likelihood or log-prior was NaN or +inf at %d of %d points "
+            "evaluated; they were treated as impossible (log density -inf) and "
+            "rejected. If the posterior has mass there, the samples and log Z are "
+            "wrong. Return -inf explicitly where the density is zero, and fix the "
+            "functions where it is not", n_invalid, n_evaluations)
+
+
 def _merge_resume_options(stored: Mapping, given: Mapping) -> dict:
     """Stored sampler options updated by those given at resume.
 
@@ -1652,7 +1676,17 @@ def _population(state) -> dict:
         log_prior=state.log_prior))
 
 
-def _single_info(beta, eff, ess, log_z, log_z_var, n_evals) -> SMCInfo:
+def _upgrade_state_dict(saved):
+    """A saved SMC state from before ``n_invalid`` was counted, with the count
+    started at zero; any other state as it is."""
+    if isinstance(saved, Mapping) and "x" in saved and "status" in saved and (
+            "n_invalid" not in saved):
+        return {**saved, "n_invalid": np.zeros((), np.int32)}
+    return saved
+
+
+def _single_info(beta, eff, ess, log_z, log_z_var, n_evals,
+                 n_invalid=0) -> SMCInfo:
     f = np.float32
     return SMCInfo(
         beta=f(beta), delta_beta=f(beta), efficiency=f(eff), target_efficiency=f(0),
@@ -1661,7 +1695,7 @@ def _single_info(beta, eff, ess, log_z, log_z_var, n_evals) -> SMCInfo:
         log_evidence_var=f(log_z_var), resampled=np.bool_(False),
         acceptance=f(0), step_size=f(0), n_mcmc_steps=np.int32(0),
         decorrelation=f(0), n_evaluations=np.int32(n_evals),
-        beta_search_failed=np.bool_(False))
+        beta_search_failed=np.bool_(False), n_invalid=np.int32(n_invalid))
 
 
 def _unpad(padded, n):

@@ -13,7 +13,8 @@ A kernel moves a whole population of particles at once. Its pieces are pure:
   acceptance rate after a sweep.
 
 ``log_density_fn(position) -> (log_density, aux)`` is batched over the
-leading axis; ``aux`` is any pytree of per-particle arrays (the cached
+leading axis (NaN marks a density that is undefined rather than zero, see
+:class:`KernelInfo`); ``aux`` is any pytree of per-particle arrays (the cached
 log-prior, log-likelihood and flow density) that is carried along with the
 accepted positions.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "adapt_log_scale",
     "whiten",
     "CholeskyScaleParams",
+    "count_invalid",
 ]
 
 
@@ -75,9 +77,16 @@ class KernelState(NamedTuple):
 
 
 class KernelInfo(NamedTuple):
-    """Per-sweep diagnostics: mean acceptance probability over particles."""
+    """Per-sweep diagnostics: the mean acceptance probability over particles,
+    and the number of proposals whose log density was NaN.
+
+    A ``log_density_fn`` returns NaN where the density is undefined (the
+    user's function gave NaN or +inf there) and ``-inf`` where it is zero;
+    both are rejected, and only the first is counted.
+    """
 
     acceptance: Array
+    n_invalid: Array = 0
 
 
 class MCMCKernel(NamedTuple):
@@ -96,6 +105,11 @@ class MCMCKernel(NamedTuple):
     adapt: Callable
     uses_grad: bool = False
     prepare: Callable | None = None
+
+
+def count_invalid(log_density: Array) -> Array:
+    """Number of NaN entries (undefined densities) in ``log_density``."""
+    return jnp.sum(jnp.isnan(log_density)).astype(jnp.int32)
 
 
 def weighted_mean_cov(position: ArrayLike, weights: ArrayLike | None = None,

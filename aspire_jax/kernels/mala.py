@@ -37,8 +37,8 @@ import jax.numpy as jnp
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
 from .base import (CholeskyScaleParams, KernelInfo, KernelState, MCMCKernel,
-                   adapt_log_scale, draw_move_noise, mh_select, safe_cholesky,
-                   weighted_mean_cov, whiten)
+                   adapt_log_scale, count_invalid, draw_move_noise, mh_select,
+                   safe_cholesky, weighted_mean_cov, whiten)
 
 __all__ = ["MALAParams", "MALASettings", "mala", "value_and_grad_batched"]
 
@@ -177,7 +177,8 @@ def mala(settings: MALASettings = MALASettings()) -> MCMCKernel:
         ok = grad_ok & _finite_rows(prop_grad)
         log_alpha = jnp.where(ok, log_alpha, -jnp.inf)
         new_state, prob = mh_select(u_accept, log_alpha, proposal, state)
-        return new_state, KernelInfo(acceptance=jnp.mean(prob))
+        return new_state, KernelInfo(acceptance=jnp.mean(prob),
+                                     n_invalid=count_invalid(prop_logp))
 
     def adapt(params: MALAParams, acceptance: Array) -> MALAParams:
         return params.replace(log_scale=adapt_log_scale(

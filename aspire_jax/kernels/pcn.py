@@ -48,7 +48,7 @@ from flax import struct
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
 from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
-                   draw_move_noise, mh_select, safe_cholesky,
+                   count_invalid, draw_move_noise, mh_select, safe_cholesky,
                    weighted_mean_cov, whiten)
 
 __all__ = ["PCNParams", "PCNSettings", "pcn", "tpcn"]
@@ -212,7 +212,8 @@ def _make(settings: PCNSettings, student: bool) -> MCMCKernel:
         log_alpha = (prop_logp - log_reference(prop_u, mean, chol)
                      - state.log_density + log_reference(u, mean, chol))
         new_state, prob = mh_select(u_accept, log_alpha, proposal, state)
-        return new_state, KernelInfo(acceptance=jnp.mean(prob))
+        return new_state, KernelInfo(acceptance=jnp.mean(prob),
+                                     n_invalid=count_invalid(prop_logp))
 
     def adapt(params, acceptance):
         return params.replace(log_scale=adapt_log_scale(

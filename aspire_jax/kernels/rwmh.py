@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from .._types import Array, PRNGKey
 from ..errors import ValidationError
 from .base import (CholeskyScaleParams, KernelInfo, KernelState, MCMCKernel,
-                   adapt_log_scale, draw_move_noise, mh_select, safe_cholesky,
-                   weighted_mean_cov)
+                   adapt_log_scale, count_invalid, draw_move_noise, mh_select,
+                   safe_cholesky, weighted_mean_cov)
 
 __all__ = ["RWMHParams", "RWMHSettings", "rwmh"]
 
@@ -106,7 +106,8 @@ def rwmh(settings: RWMHSettings = RWMHSettings()) -> MCMCKernel:
         proposal = KernelState(prop_u, prop_logp, prop_aux, None)
         log_alpha = prop_logp - state.log_density
         new_state, prob = mh_select(u_accept, log_alpha, proposal, state)
-        return new_state, KernelInfo(acceptance=jnp.mean(prob))
+        return new_state, KernelInfo(acceptance=jnp.mean(prob),
+                                     n_invalid=count_invalid(prop_logp))
 
     def adapt(params: RWMHParams, acceptance: Array) -> RWMHParams:
         return params.replace(log_scale=adapt_log_scale(

@@ -14,7 +14,7 @@ from jax.scipy.special import logsumexp
 
 from .._types import Array, PRNGKey
 from .._random import compact_draws
-from .step import _check_batched, evaluate_densities
+from .step import _check_batched, _densities
 
 __all__ = ["ImportanceResult", "make_importance_sampler"]
 
@@ -31,6 +31,7 @@ class ImportanceResult(NamedTuple):
     log_evidence_var: Array
     ess: Array
     n_evaluations: Array
+    n_invalid: Array
 
 
 def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: int):
@@ -40,8 +41,8 @@ def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: in
 
     def sample(key: PRNGKey, flow_params) -> ImportanceResult:
         x, lq = flow.sample_and_log_prob(flow_params, key, n_samples)
-        lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                        flow_params, x, log_q=lq)
+        lp, ll, lq, undefined = _densities(log_likelihood_fn, log_prior_fn, flow,
+                                           flow_params, x, log_q=lq)
         log_w = jnp.where(jnp.isfinite(lp + ll), lp + ll - lq, -jnp.inf)
         log_sum = logsumexp(log_w)
         log_z = log_sum - jnp.log(n_samples)
@@ -50,6 +51,7 @@ def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: in
         log_weights = log_w - log_sum
         ess = 1.0 / jnp.sum(jnp.exp(2 * log_weights))
         return ImportanceResult(x, ll, lp, lq, log_weights, log_z, var, ess,
-                                jnp.asarray(n_samples, jnp.int32))
+                                jnp.asarray(n_samples, jnp.int32),
+                                jnp.sum(undefined).astype(jnp.int32))
 
     return compact_draws(sample)

@@ -243,6 +243,11 @@ class SMCState:
         Likelihood evaluations so far, ``()`` int32.
     status
         One of :class:`Status`.
+    n_invalid
+        Evaluations so far at which the log-likelihood or log-prior was NaN
+        or +inf, ``()`` int32. Such points are treated as impossible
+        (rejected); a non-zero count means the user's functions are
+        undefined somewhere the sampler looked.
     """
 
     x: Array
@@ -258,6 +263,7 @@ class SMCState:
     kernel_params: Any
     n_evaluations: Array
     status: Array
+    n_invalid: Array
 
 
 class SMCInfo(NamedTuple):
@@ -268,7 +274,9 @@ class SMCInfo(NamedTuple):
     mean MCMC acceptance over sweeps and particles, ``step_size`` the kernel
     scale after adaptation, ``decorrelation`` the final correlation criterion of
     the adaptive MCMC length. ``beta_search_failed`` is set when even the
-    smallest allowed step fell below the target efficiency.
+    smallest allowed step fell below the target efficiency. ``n_invalid``
+    counts the MCMC proposals of the iteration at which the log-likelihood or
+    log-prior was NaN or +inf (all rejected).
     """
 
     beta: Array
@@ -287,6 +295,7 @@ class SMCInfo(NamedTuple):
     decorrelation: Array
     n_evaluations: Array
     beta_search_failed: Array
+    n_invalid: Array
 
 
 def tree_index(tree, idx):

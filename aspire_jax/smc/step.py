@@ -118,13 +118,28 @@ def evaluate_densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x,
     it is instead of a second pass through the flow.
     """
 
+    return _densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x,
+                      batch_size, log_q)[:3]
+
+
+def _undefined(v: Array) -> Array:
+    return jnp.isnan(v) | (v == jnp.inf)
+
+
+def _densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x,
+               batch_size: int | None = None, log_q: Array | None = None):
+    """:func:`evaluate_densities` and, per row, whether a user function was
+    undefined there: a NaN or +inf log-prior, or log-likelihood where the
+    prior is finite."""
+
     def evaluate(x, log_q):
-        lp = _sanitise(log_prior_fn(x))
-        ll = _sanitise(log_likelihood_fn(x))
-        ll = jnp.where(jnp.isfinite(lp), ll, -jnp.inf)
+        lp_raw, ll_raw = log_prior_fn(x), log_likelihood_fn(x)
+        lp = _sanitise(lp_raw)
+        ll = jnp.where(jnp.isfinite(lp), _sanitise(ll_raw), -jnp.inf)
+        undefined = _undefined(lp_raw) | (jnp.isfinite(lp) & _undefined(ll_raw))
         if log_q is None:
             log_q = flow.log_prob(flow_params, x)
-        return lp, ll, _sanitise(log_q)
+        return lp, ll, _sanitise(log_q), undefined
 
     if log_q is None:
         return map_batches(lambda x: evaluate(x, None), x, batch_size)
@@ -221,8 +236,8 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     def init_from_particles(key: PRNGKey, x: Array, flow_params,
                             _log_q: Array | None = None,
                             _u: Array | None = None) -> SMCState:
-        lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                        flow_params, x, config.batch_size, _log_q)
+        lp, ll, lq, undefined = _densities(log_likelihood_fn, log_prior_fn, flow,
+                                           flow_params, x, config.batch_size, _log_q)
         u = _u
         if u is None:
             u, _ = map_batches(lambda x: to_space(flow_params, x), x,
@@ -235,7 +250,8 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             log_evidence=jnp.zeros((), dtype), log_evidence_var=jnp.zeros((), dtype),
             key=key, kernel_params=kernel.init(u),
             n_evaluations=jnp.asarray(x.shape[0], jnp.int32),
-            status=jnp.asarray(Status.RUNNING, jnp.int32))
+            status=jnp.asarray(Status.RUNNING, jnp.int32),
+            n_invalid=jnp.sum(undefined).astype(jnp.int32))
 
     def init(key: PRNGKey, flow_params) -> SMCState:
         key, key_sample = jax.random.split(key)
@@ -285,8 +301,10 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     """Build ``mutate``: the MCMC phase of an iteration at a fixed beta.
 
     ``mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params)`` returns
-    ``(aux, kernel_params, acceptance, n_sweeps, decorrelation, n_evals)``
-    where ``aux`` holds the moved particles and their cached densities.
+    ``(aux, kernel_params, acceptance, n_sweeps, decorrelation, n_evals,
+    n_invalid)`` where ``aux`` holds the moved particles and their cached
+    densities and ``n_invalid`` counts the proposals at which a user function
+    was NaN or +inf (rejected).
     The user functions must already be wrapped by :func:`_check_batched`.
     """
     kernel = build_kernel(config.kernel, config.kernel_settings)
@@ -306,9 +324,12 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             x, log_det = from_space(flow_params, u)
             lq = (None if latent_log_q is None
                   else latent_log_q(flow_params, u, x, log_det))
-            lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                            flow_params, x, log_q=lq)
+            lp, ll, lq, undefined = _densities(log_likelihood_fn, log_prior_fn, flow,
+                                               flow_params, x, log_q=lq)
             logp = _sanitise(tempered_log_density(beta, lp, ll, lq) + log_det)
+            # NaN tells the kernel that the user's density is undefined here
+            # (rejected like -inf, and counted).
+            logp = jnp.where(undefined, jnp.nan, logp)
             return logp, _Aux(x, lp, ll, lq)
 
         def log_density_fn(u):
@@ -331,27 +352,29 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             return jnp.mean(corr)
 
         def cond(carry):
-            i, _, _, _, _, corr = carry
+            i, _, _, _, _, corr, _ = carry
             if config.n_mcmc_steps is not None:
                 return i < config.n_mcmc_steps
             return (i < config.max_mcmc_steps) & (
                 (i < config.min_mcmc_steps) | (corr > config.decorrelation_threshold))
 
         def body(carry):
-            i, key, kstate, kparams, acc_sum, _ = carry
+            i, key, kstate, kparams, acc_sum, _, n_invalid = carry
             key, key_step = jax.random.split(key)
             kstate, kinfo = kernel.step(key_step, kstate, log_density_fn, kparams)
             kparams = kernel.adapt(kparams, kinfo.acceptance)
             return (i + 1, key, kstate, kparams, acc_sum + kinfo.acceptance,
-                    decorrelation(kstate.position))
+                    decorrelation(kstate.position),
+                    n_invalid + jnp.asarray(kinfo.n_invalid, jnp.int32))
 
         init = (jnp.int32(0), key, kstate, kernel_params, jnp.zeros((), x.dtype),
-                jnp.ones((), x.dtype))
-        n_sweeps, _, kstate, kernel_params, acc_sum, corr = jax.lax.while_loop(
-            cond, body, init)
+                jnp.ones((), x.dtype), jnp.int32(0))
+        n_sweeps, _, kstate, kernel_params, acc_sum, corr, n_invalid = (
+            jax.lax.while_loop(cond, body, init))
         acceptance = acc_sum / jnp.maximum(n_sweeps, 1)
         n_evals = (n_sweeps + extra_evals) * x.shape[0]
-        return kstate.aux, kernel_params, acceptance, n_sweeps, corr, n_evals
+        return (kstate.aux, kernel_params, acceptance, n_sweeps, corr, n_evals,
+                n_invalid)
 
     return compact_draws(mutate)
 
@@ -408,7 +431,7 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         log_weights = jnp.where(resampled, jnp.full_like(log_weights, -jnp.log(n)),
                                 log_weights)
 
-        aux, kparams, acceptance, n_sweeps, corr, n_evals = mutate(
+        aux, kparams, acceptance, n_sweeps, corr, n_evals, n_invalid = mutate(
             key_mutate, x, lp, ll, lq, new_beta, state.kernel_params, flow_params)
 
         log_evidence = state.log_evidence + log_inc
@@ -421,7 +444,8 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             iteration=state.iteration + 1, log_evidence=log_evidence,
             log_evidence_var=log_evidence_var, key=key, kernel_params=kparams,
             n_evaluations=state.n_evaluations + n_evals.astype(jnp.int32),
-            status=status.astype(jnp.int32))
+            status=status.astype(jnp.int32),
+            n_invalid=state.n_invalid + n_invalid)
         info = SMCInfo(
             beta=new_beta, delta_beta=delta, efficiency=efficiency,
             target_efficiency=target, ess=ess, log_evidence_increment=log_inc,
@@ -429,7 +453,8 @@ def make_step(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             log_evidence_var=log_evidence_var, resampled=resampled,
             acceptance=acceptance, step_size=_step_size(kparams),
             n_mcmc_steps=n_sweeps, decorrelation=corr,
-            n_evaluations=n_evals.astype(jnp.int32), beta_search_failed=failed)
+            n_evaluations=n_evals.astype(jnp.int32), beta_search_failed=failed,
+            n_invalid=n_invalid)
 
         # A finished run is a fixed point: stepping it again changes nothing.
         # (A select, not lax.cond: under a sharded jit a conditional around
