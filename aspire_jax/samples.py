@@ -48,6 +48,43 @@ def _as_float(value, name: str) -> Array:
     return arr
 
 
+def _concrete(value) -> np.ndarray | None:
+    """``value`` as a numpy array, or None while it is traced (under jit)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, what: str) -> str:
+    count = int(bad.sum())
+    plural = "s" if count > 1 else ""
+    return f"{name} is {what} at {count} sample{plural} (first at index {int(np.argmax(bad))})"
+
+
+def _check_field_values(name: str, arr) -> None:
+    """Refuse NaN and +inf in a per-sample field, and log-weights all -inf.
+
+    ``-inf`` stays legal: an impossible point (a log-density) or a sample of
+    zero weight (a log-weight). Traced values are not checked.
+    """
+    values = _concrete(arr)
+    if values is None:
+        return
+    if name == "log_weights":
+        hint = ("log-weights must be finite, or -inf for a sample of zero weight")
+    else:
+        hint = (f"per-sample log-densities must be finite, or -inf for an impossible"
+                f" point; replace those values or leave {name} out")
+    for bad, what in ((np.isnan(values), "NaN"), (values == np.inf, "+inf")):
+        if bad.any():
+            raise ValidationError(f"{_first_bad(name, values, bad, what)}; {hint}")
+    if name == "log_weights" and np.all(np.isneginf(values)):
+        raise ValidationError(
+            "log_weights are all -inf, so every sample has zero weight; at least "
+            "one log-weight must be finite"
+        )
+
+
 def _float_dtype(x) -> np.dtype:
     # The plain constructor may hold numpy (even integer) arrays; compute in the
     # dtype JAX would use for them.
@@ -264,7 +301,16 @@ class Samples:
         ------
         ValidationError
             If x is not 2-D, a field has the wrong shape or an unknown name,
-            or the names do not match the columns.
+            or the names do not match the columns; if a per-sample field holds
+            NaN or +inf, or the log-weights are all -inf.
+
+        Notes
+        -----
+        ``-inf`` is legal in the per-sample fields: a log-density of an
+        impossible point, or a log-weight of zero weight. NaN and +inf are
+        refused in all of them (a NaN log-likelihood is usually a bug in the
+        code that produced it; aspire_jax's samplers store -inf there). Values
+        are only checked when concrete, not while traced under ``jax.jit``.
         """
         unknown = sorted(set(fields) - set(_PER_SAMPLE + _SCALARS))
         if unknown:
@@ -293,6 +339,8 @@ class Samples:
                     f"{name} must have shape {want} to match x with {n} samples; "
                     f"got shape {arr.shape}"
                 )
+            if name in _PER_SAMPLE:
+                _check_field_values(name, arr)
             values[name] = arr
         return cls(x, names, **values)
 
@@ -492,8 +540,9 @@ class Samples:
         Raises
         ------
         ValidationError
-            If the key is not a typed key, ``n`` is not a positive int or the
-            method is unknown.
+            If the key is not a typed key, ``n`` is not a positive int, the
+            method is unknown, or the log-weights give no usable weights
+            (checked when they are concrete).
         """
         _check_key(key)
         n = self.n_samples if n is None else n
@@ -501,8 +550,15 @@ class Samples:
             raise ValidationError(f"n must be a positive int; got {n!r}")
         if method not in _METHODS:
             raise ValidationError(f"method must be one of {_METHODS}; got {method!r}")
+        weights = self.weights
+        values = _concrete(weights)
+        if values is not None and not np.all(np.isfinite(values)):
+            raise ValidationError(
+                "log_weights give no usable weights (NaN, +inf, or all -inf); "
+                "Samples.from_array points out the bad values"
+            )
         pick = _systematic_indices if method == "systematic" else _multinomial_indices
-        idx = pick(key, self.weights, int(n))
+        idx = pick(key, weights, int(n))
         return self._take(idx).replace(log_weights=None)
 
     def __getitem__(self, item):

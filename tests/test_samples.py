@@ -363,3 +363,51 @@ def test_vmap_over_batch(samples):
     assert means.shape == (3, D)
     for i, part in enumerate(parts):
         np.testing.assert_allclose(means[i], part.mean(), rtol=1e-6, atol=1e-7)
+
+
+# -- value checks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "log_weights, match",
+    [
+        ([0.0, np.nan, 1.0], r"log_weights is NaN at 1 sample \(first at index 1\)"),
+        ([0.0, np.inf, 1.0], r"log_weights is \+inf at 1 sample \(first at index 1\)"),
+        ([-np.inf, -np.inf, -np.inf], "log_weights are all -inf"),
+    ],
+)
+def test_from_array_rejects_unusable_log_weights(log_weights, match):
+    with pytest.raises(ValidationError, match=match):
+        Samples.from_array(np.zeros((3, 1)), log_weights=log_weights)
+
+
+def test_from_array_keeps_minus_inf_log_weights():
+    s = Samples.from_array(np.arange(3.0)[:, None], log_weights=[0.0, -np.inf, 0.0])
+    np.testing.assert_allclose(s.weights, [0.5, 0.0, 0.5])
+    np.testing.assert_allclose(s.mean(), [1.0])
+
+
+@pytest.mark.parametrize("field", ["log_likelihood", "log_prior", "log_q"])
+def test_from_array_rejects_nan_and_plus_inf_densities(field):
+    with pytest.raises(ValidationError, match=rf"{field} is NaN at 2 samples \(first at index 0"):
+        Samples.from_array(np.zeros((3, 1)), **{field: [np.nan, 0.0, np.nan]})
+    with pytest.raises(ValidationError, match=rf"{field} is \+inf"):
+        Samples.from_array(np.zeros((3, 1)), **{field: [0.0, np.inf, 0.0]})
+    # -inf marks an impossible point and is kept, even everywhere.
+    s = Samples.from_array(np.zeros((3, 1)), **{field: [-np.inf] * 3})
+    assert np.all(np.isneginf(getattr(s, field)))
+
+
+def test_from_array_value_checks_skip_tracers():
+    @jax.jit
+    def build(x, lw):
+        return Samples.from_array(x, log_weights=lw).mean()
+
+    np.testing.assert_allclose(build(jnp.ones((3, 2)), jnp.zeros(3)), [1.0, 1.0])
+
+
+def test_resample_rejects_unusable_weights(key):
+    # The plain constructor does not validate; resample still refuses.
+    s = Samples(jnp.zeros((3, 1)), log_weights=jnp.full(3, -jnp.inf))
+    with pytest.raises(ValidationError, match="no usable weights"):
+        s.resample(key)
