@@ -566,7 +566,19 @@ class Samples:
 
         A parameter name returns its column, shape ``(n_samples,)``; a list of
         names returns Samples with those columns; an int returns Samples
-        holding that one sample.
+        holding that one sample; a 1-D integer array (negative indices count
+        from the end) or a boolean mask of length ``n_samples`` returns those
+        samples.
+
+        Raises
+        ------
+        KeyError
+            If a parameter name is unknown.
+        IndexError
+            If an index is out of range, not an integer, a boolean that is not
+            a mask of length ``n_samples``, or the selection holds no samples.
+            Traced integer indices (under ``jit`` or ``vmap``) are not range
+            checked; out of range, they are clamped as in JAX.
         """
         names = self.parameters or ()
         if isinstance(item, str):
@@ -583,16 +595,75 @@ class Samples:
                 raise KeyError(f"no parameters {missing}; the parameters are {names}")
             cols = np.array([names.index(i) for i in item])
             return self.replace(x=self.x[:, cols], parameters=tuple(item))
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            n = self.n_samples
+        n = self.n_samples
+        if isinstance(item, (bool, np.bool_)):
+            raise IndexError(
+                f"a boolean index must be a mask of length {n}; got {item!r}"
+            )
+        if isinstance(item, (int, np.integer)):
             if not -n <= item < n:
                 raise IndexError(f"sample index {item} out of range for {n} samples")
             i = int(item) % n
             return self._take(slice(i, i + 1))
         if isinstance(item, slice):
+            try:
+                count = len(range(*item.indices(n)))
+            except (TypeError, ValueError) as exc:
+                raise IndexError(
+                    f"slice bounds must be integers or None, with a nonzero step; "
+                    f"got {item!r}"
+                ) from exc
+            if count == 0:
+                raise IndexError(f"the slice {item!r} selects no samples of {n}")
             return self._take(item)
-        index = jnp.asarray(item)
-        return self._take(index[None] if index.ndim == 0 else index)
+        return self._take(self._sample_index(item))
+
+    def _sample_index(self, item):
+        """Checked integer indices (shape ``(k,)``, k >= 1) for an array-like."""
+        n = self.n_samples
+        if isinstance(item, jax.core.Tracer):
+            if not jnp.issubdtype(item.dtype, jnp.integer) or item.ndim > 1:
+                raise IndexError(
+                    "traced sample indices must be integers, a scalar or 1-D; got "
+                    f"dtype {item.dtype} and shape {item.shape} (a boolean mask "
+                    "must be concrete)"
+                )
+            return item[None] if item.ndim == 0 else item
+        try:
+            index = np.asarray(item)
+        except (TypeError, ValueError) as exc:
+            raise IndexError(
+                f"sample indices must be integers or a boolean mask of length {n};"
+                f" got {type(item).__name__}"
+            ) from exc
+        if index.dtype == bool:
+            if index.shape != (n,):
+                raise IndexError(
+                    f"a boolean index must be a mask of length {n}; got shape "
+                    f"{index.shape}"
+                )
+            if not index.any():
+                raise IndexError("the boolean mask selects no samples")
+            return np.flatnonzero(index)
+        if index.size == 0:
+            raise IndexError("the index selects no samples; it is empty")
+        if index.dtype.kind not in "iu":
+            raise IndexError(
+                f"sample indices must be integers or a boolean mask of length {n};"
+                f" got dtype {index.dtype}"
+            )
+        if index.ndim > 1:
+            raise IndexError(
+                f"integer sample indices must be a scalar or 1-D; got shape "
+                f"{index.shape}"
+            )
+        out = (index < -n) | (index >= n)
+        if out.any():
+            raise IndexError(
+                f"sample index {index.flat[int(np.argmax(out))]} out of range for "
+                f"{n} samples"
+            )
+        return np.where(index < 0, index + n, index).reshape(-1)
 
     @classmethod
     def concatenate(cls, samples) -> "Samples":

@@ -411,3 +411,69 @@ def test_resample_rejects_unusable_weights(key):
     s = Samples(jnp.zeros((3, 1)), log_weights=jnp.full(3, -jnp.inf))
     with pytest.raises(ValidationError, match="no usable weights"):
         s.resample(key)
+
+
+def _seven():
+    return Samples.from_array(
+        np.arange(14.0).reshape(7, 2), ["a", "b"], log_q=np.arange(7.0)
+    )
+
+
+def test_getitem_index_arrays_are_range_checked():
+    s = _seven()
+    with pytest.raises(IndexError, match=r"index 10 out of range for 7 samples"):
+        s[np.array([0, 10])]
+    with pytest.raises(IndexError, match=r"index -8 out of range for 7 samples"):
+        s[[1, -8]]
+    with pytest.raises(IndexError, match=r"index 7 out of range"):
+        s[jnp.array([7])]
+    with pytest.raises(IndexError, match=r"index 9 out of range"):
+        s[jnp.asarray(9)]
+    # Negative indices within range count from the end, as in numpy.
+    np.testing.assert_array_equal(s[np.array([-1, 0, -7])].log_q, [6.0, 0.0, 0.0])
+    np.testing.assert_array_equal(s[[-2]].x, [[10.0, 11.0]])
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ([], "selects no samples"),
+        (np.array([], dtype=int), "selects no samples"),
+        (slice(100, None), r"slice\(100, None, None\) selects no samples of 7"),
+        (slice(3, 3), "selects no samples"),
+        (np.zeros(7, bool), "selects no samples"),
+        (1.5, "must be integers or a boolean mask of length 7; got dtype float64"),
+        (np.array([0.0, 1.0]), "got dtype float64"),
+        (slice(0.5, 3), "slice bounds must be integers"),
+        (slice(None, None, 0), "nonzero step"),
+        (True, r"boolean index must be a mask of length 7"),
+        (np.bool_(False), r"boolean index must be a mask of length 7"),
+        (np.ones(3, bool), r"boolean index must be a mask of length 7; got shape \(3,\)"),
+        (np.ones((7, 1), bool), r"got shape \(7, 1\)"),
+        (np.zeros((2, 2), int), r"1-D; got shape \(2, 2\)"),
+        (None, "got dtype object"),
+        ([0, "a"], "got dtype <U"),
+    ],
+)
+def test_getitem_refuses_unclear_selections(item, match):
+    with pytest.raises(IndexError, match=match):
+        _seven()[item]
+
+
+def test_getitem_masks_and_slices_still_work():
+    s = _seven()
+    mask = np.array([True, False, True, False, False, False, True])
+    np.testing.assert_array_equal(s[mask].log_q, [0.0, 2.0, 6.0])
+    np.testing.assert_array_equal(s[jnp.asarray(mask)].log_q, [0.0, 2.0, 6.0])
+    np.testing.assert_array_equal(s[list(mask)].log_q, [0.0, 2.0, 6.0])
+    np.testing.assert_array_equal(s[::-3].log_q, [6.0, 3.0, 0.0])
+    np.testing.assert_array_equal(s[5:100].log_q, [5.0, 6.0])
+    assert s[np.int32(2)].n_samples == 1
+
+
+def test_getitem_with_traced_index():
+    s = _seven()
+    pick = jax.jit(lambda s, i: s[i].log_q)
+    np.testing.assert_array_equal(pick(s, jnp.array([3, -1])), [3.0, 6.0])
+    np.testing.assert_array_equal(jax.vmap(lambda i: s[i].log_q)(jnp.arange(3)),
+                                  [[0.0], [1.0], [2.0]])
