@@ -116,6 +116,13 @@ def _check_names(parameters, d: int) -> tuple[str, ...]:
     return names
 
 
+def _check_ddof(ddof) -> int:
+    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)) \
+            or ddof not in (0, 1):
+        raise ValidationError(f"ddof must be 0 or 1; got {ddof!r}")
+    return int(ddof)
+
+
 def _check_key(key) -> None:
     dtype = getattr(key, "dtype", None)
     if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
@@ -450,17 +457,25 @@ class Samples:
         ----------
         ddof : int
             0 normalises by the total weight; 1 applies the reliability-weight
-            correction ``1 - sum W_i^2``, as ``numpy.cov(..., aweights=W)``.
+            correction ``1 - sum W_i^2``, as ``numpy.cov(..., aweights=W)``
+            (inf or NaN when one sample holds all the weight).
 
         Returns
         -------
         jax.Array
+
+        Raises
+        ------
+        ValidationError
+            If ``ddof`` is not the int 0 or 1.
         """
+        ddof = _check_ddof(ddof)
         x = jnp.asarray(self.x, _float_dtype(self.x))
         return _weighted_cov(x, self.weights, ddof)
 
     def std(self, ddof: int = 0) -> Array:
         """Weighted standard deviation, shape ``(n_dims,)``; see :meth:`cov`."""
+        ddof = _check_ddof(ddof)
         x = jnp.asarray(self.x, _float_dtype(self.x))
         return _weighted_std(x, self.weights, ddof)
 

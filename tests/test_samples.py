@@ -477,3 +477,16 @@ def test_getitem_with_traced_index():
     np.testing.assert_array_equal(pick(s, jnp.array([3, -1])), [3.0, 6.0])
     np.testing.assert_array_equal(jax.vmap(lambda i: s[i].log_q)(jnp.arange(3)),
                                   [[0.0], [1.0], [2.0]])
+
+
+@pytest.mark.parametrize("ddof", [5, -1, 2, 0.5, 1.0, True, "1", None])
+@pytest.mark.parametrize("method", ["cov", "std"])
+def test_ddof_is_0_or_1(samples, method, ddof):
+    with pytest.raises(ValidationError, match=r"ddof must be 0 or 1; got"):
+        getattr(samples, method)(ddof=ddof)
+
+
+def test_ddof_numpy_integers_and_jit(samples):
+    np.testing.assert_allclose(samples.cov(np.int64(1)), samples.cov(1))
+    jitted = jax.jit(lambda s: s.std(ddof=1))(samples)
+    np.testing.assert_allclose(jitted, samples.std(ddof=1), rtol=1e-6)
