@@ -123,6 +123,34 @@ def _check_ddof(ddof) -> int:
     return int(ddof)
 
 
+def _check_quantile_q(q) -> None:
+    """q: a numeric scalar or 1-D array; values in [0, 1] when concrete."""
+    if isinstance(q, jax.core.Tracer):
+        dtype, shape, values = q.dtype, q.shape, None
+    else:
+        try:
+            values = np.asarray(q)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"q must be numeric probabilities in [0, 1]; got {type(q).__name__}"
+            ) from exc
+        dtype, shape = values.dtype, values.shape
+    if dtype == bool or not (
+        jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    ):
+        raise ValidationError(
+            f"q must be numeric probabilities in [0, 1]; got dtype {dtype}"
+        )
+    if len(shape) > 1:
+        raise ValidationError(f"q must be a scalar or 1-D; got shape {shape}")
+    if values is not None:
+        outside = ~((values >= 0) & (values <= 1))
+        if outside.any():
+            raise ValidationError(
+                f"q must be in [0, 1]; got {values.flat[int(np.argmax(outside))]}"
+            )
+
+
 def _check_key(key) -> None:
     dtype = getattr(key, "dtype", None)
     if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
@@ -498,7 +526,18 @@ class Samples:
         sum_{j<i} W_j + W_i / 2``, and interpolated linearly; zero-weight
         points are ignored. With equal weights this is ``numpy.quantile(...,
         method="hazen")``.
+
+        ``quantile`` may be called under ``jax.jit``: the shape and dtype of
+        ``q`` are always checked, its values only when ``q`` is concrete (a
+        traced ``q`` outside [0, 1] is clamped to the extreme samples).
+
+        Raises
+        ------
+        ValidationError
+            If ``q`` is not numeric, has more than one dimension, or holds a
+            value outside [0, 1] (or NaN).
         """
+        _check_quantile_q(q)
         dtype = _float_dtype(self.x)
         q = jnp.asarray(q, dtype=dtype)
         return _weighted_quantile(jnp.asarray(self.x, dtype), self.weights, q)

@@ -490,3 +490,32 @@ def test_ddof_numpy_integers_and_jit(samples):
     np.testing.assert_allclose(samples.cov(np.int64(1)), samples.cov(1))
     jitted = jax.jit(lambda s: s.std(ddof=1))(samples)
     np.testing.assert_allclose(jitted, samples.std(ddof=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "q, match",
+    [
+        (1.5, r"q must be in \[0, 1\]; got 1.5"),
+        (-0.1, r"q must be in \[0, 1\]; got -0.1"),
+        ([0.5, 2.0], r"q must be in \[0, 1\]; got 2.0"),
+        (np.nan, r"q must be in \[0, 1\]; got nan"),
+        (np.full((2, 2), 0.5), r"q must be a scalar or 1-D; got shape \(2, 2\)"),
+        ("a", "q must be numeric"),
+        (["a", "b"], "q must be numeric"),
+        (True, "q must be numeric"),
+        (0.5 + 0j, "q must be numeric"),
+        (None, "q must be numeric"),
+    ],
+)
+def test_quantile_validation(samples, q, match):
+    with pytest.raises(ValidationError, match=match):
+        samples.quantile(q)
+
+
+def test_quantile_accepts_ints_and_traced_q(samples):
+    np.testing.assert_allclose(samples.quantile([0, 1]), samples.quantile([0.0, 1.0]))
+    q = jnp.array([0.1, 0.9])
+    jitted = jax.jit(lambda s, q: s.quantile(q))(samples, q)
+    np.testing.assert_allclose(jitted, samples.quantile(q), rtol=1e-6)
+    with pytest.raises(ValidationError, match="scalar or 1-D"):
+        jax.jit(lambda s, q: s.quantile(q))(samples, jnp.full((2, 2), 0.5))
