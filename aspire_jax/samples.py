@@ -261,6 +261,8 @@ class Samples:
         Points, shape ``(n_samples, n_dims)``.
     parameters : tuple[str, ...] or None
         Column names (static metadata); ``("x_0", ..., "x_{d-1}")`` if None.
+        Names of fields (``"log_prior"``, ...) are allowed, but the flat
+        layouts (:meth:`to_dict`, :meth:`to_dataframe`) refuse them.
     log_likelihood, log_prior, log_q : jax.Array or None
         Per-sample log-densities, shape ``(n_samples,)``.
     log_weights : jax.Array or None
@@ -841,7 +843,17 @@ class Samples:
         ------
         ImportError
             If pandas is not installed (``pip install "aspire-jax[pandas]"``).
+        ValidationError
+            If a parameter is named like a per-sample field or an evidence
+            attribute (its column would be lost); ``"x"`` is allowed.
         """
+        clash = sorted(set(self.parameters) & set(_PER_SAMPLE + _SCALARS))
+        if clash:
+            raise ValidationError(
+                f"parameters {clash} clash with Samples field names in a DataFrame;"
+                " rename them (samples.replace(parameters=...)) or use"
+                " to_dict(flat=False)"
+            )
         try:
             import pandas as pd
         except ImportError as exc:

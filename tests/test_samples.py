@@ -519,3 +519,21 @@ def test_quantile_accepts_ints_and_traced_q(samples):
     np.testing.assert_allclose(jitted, samples.quantile(q), rtol=1e-6)
     with pytest.raises(ValidationError, match="scalar or 1-D"):
         jax.jit(lambda s, q: s.quantile(q))(samples, jnp.full((2, 2), 0.5))
+
+
+@pytest.mark.parametrize("name", ["log_prior", "log_weights", "log_evidence"])
+def test_to_dataframe_rejects_clashing_names(name):
+    pytest.importorskip("pandas")
+    s = Samples.from_array([[0.5], [0.7]], [name], log_prior=[0.5, 0.1])
+    with pytest.raises(ValidationError, match=rf"\['{name}'\] clash .* DataFrame"):
+        s.to_dataframe()
+    # The names stay legal where nothing clashes.
+    assert s.to_dict(flat=False)["parameters"] == [name]
+    renamed = s.replace(parameters=("a",)).to_dataframe()
+    assert list(renamed.columns) == ["a", "log_prior"]
+
+
+def test_to_dataframe_allows_x_as_a_name():
+    pytest.importorskip("pandas")
+    frame = Samples.from_array([[0.5, 1.0]], ["x", "y"]).to_dataframe()
+    assert list(frame.columns) == ["x", "y"]
