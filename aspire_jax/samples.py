@@ -41,6 +41,11 @@ def _as_float(value, name: str) -> Array:
             f"{name} must be numeric; got {type(value).__name__}"
             + (f" of dtype {dtype}" if dtype is not None else "")
         ) from exc
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise ValidationError(
+            f"{name} must be real; got dtype {arr.dtype} (take .real explicitly "
+            "if the imaginary part is meant to be dropped)"
+        )
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         if not jnp.issubdtype(arr.dtype, jnp.number) and arr.dtype != bool:
             raise ValidationError(f"{name} must be numeric; got dtype {arr.dtype}")
@@ -105,6 +110,11 @@ def _check_names(parameters, d: int) -> tuple[str, ...]:
     if bad:
         raise ValidationError(f"parameter names must be strings; got {bad[0]!r}")
     names = tuple(str(p) for p in names)  # numpy string scalars -> str
+    if "" in names:
+        raise ValidationError(
+            f"parameter names must not be empty; got {names} (position "
+            f"{names.index('')})"
+        )
     if len(names) != d:
         raise ValidationError(
             f"got {len(names)} parameter names {names} for x with {d} columns; "
@@ -321,10 +331,12 @@ class Samples:
         Parameters
         ----------
         x : jax.typing.ArrayLike
-            Points, shape ``(n_samples, n_dims)``; integers are cast to the
-            default float dtype.
+            Points, shape ``(n_samples, n_dims)`` with both at least 1;
+            integers are cast to the default float dtype, complex numbers are
+            refused.
         parameters : Sequence[str] or None
-            One unique name per column; defaults to ``x_0, x_1, ...``.
+            One unique, non-empty name per column; defaults to ``x_0, x_1,
+            ...``.
         **fields : jax.typing.ArrayLike or None
             Any of ``log_likelihood``, ``log_prior``, ``log_q``,
             ``log_weights`` (shape ``(n_samples,)``), ``log_evidence`` and
@@ -337,9 +349,10 @@ class Samples:
         Raises
         ------
         ValidationError
-            If x is not 2-D, a field has the wrong shape or an unknown name,
-            or the names do not match the columns; if a per-sample field holds
-            NaN or +inf, or the log-weights are all -inf.
+            If x is not 2-D with at least one sample and one column, a value
+            is complex, a field has the wrong shape or an unknown name, the
+            names do not match the columns (or one is empty), a per-sample
+            field holds NaN or +inf, or the log-weights are all -inf.
 
         Notes
         -----
@@ -364,6 +377,10 @@ class Samples:
         n, d = x.shape
         if n == 0:
             raise ValidationError("x must hold at least one sample; got shape (0, d)")
+        if d == 0:
+            raise ValidationError(
+                f"x must have at least one parameter column; got shape {x.shape}"
+            )
         names = _check_names(parameters, d)
         values = {}
         for name, value in fields.items():

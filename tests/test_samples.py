@@ -87,6 +87,10 @@ def test_plain_constructor_is_tolerant():
         (np.zeros((5, 2)), {"log_evidence": np.zeros(2)}, r"shape \(\) .* \(2,\)"),
         (np.zeros((5, 2)), {"log_z": 1.0}, r"unknown Samples fields \['log_z'\]"),
         (np.array([["a", "b"]]), {}, "must be numeric"),
+        (np.array([[1.0 + 2.0j]]), {}, "x must be real; got dtype complex"),
+        (np.zeros((2, 1)), {"log_q": [0.0, 1j]}, "log_q must be real; got dtype complex"),
+        (np.zeros((5, 0)), {}, r"at least one parameter column; got shape \(5, 0\)"),
+        (np.zeros((2, 2)), {"parameters": ["a", ""]}, "parameter names must not be empty"),
     ],
 )
 def test_from_array_validation(x, kwargs, match):
@@ -537,3 +541,8 @@ def test_to_dataframe_allows_x_as_a_name():
     pytest.importorskip("pandas")
     frame = Samples.from_array([[0.5, 1.0]], ["x", "y"]).to_dataframe()
     assert list(frame.columns) == ["x", "y"]
+
+
+def test_from_dict_refuses_empty_names():
+    with pytest.raises(ValidationError, match="must not be empty"):
+        Samples.from_dict({"": [1.0, 2.0], "a": [0.0, 1.0]}, parameters=["", "a"])
