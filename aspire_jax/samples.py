@@ -63,7 +63,8 @@ def _concrete(value) -> np.ndarray | None:
 def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, what: str) -> str:
     count = int(bad.sum())
     plural = "s" if count > 1 else ""
-    return f"{name} is {what} at {count} sample{plural} (first at index {int(np.argmax(bad))})"
+    first = int(np.argmax(bad))
+    return f"{name} is {what} at {count} sample{plural} (first at index {first})"
 
 
 def _check_field_values(name: str, arr) -> None:
