@@ -41,11 +41,54 @@ def _as_float(value, name: str) -> Array:
             f"{name} must be numeric; got {type(value).__name__}"
             + (f" of dtype {dtype}" if dtype is not None else "")
         ) from exc
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise ValidationError(
+            f"{name} must be real; got dtype {arr.dtype} (take .real explicitly "
+            "if the imaginary part is meant to be dropped)"
+        )
     if not jnp.issubdtype(arr.dtype, jnp.floating):
         if not jnp.issubdtype(arr.dtype, jnp.number) and arr.dtype != bool:
             raise ValidationError(f"{name} must be numeric; got dtype {arr.dtype}")
         arr = arr.astype(jnp.result_type(float))
     return arr
+
+
+def _concrete(value) -> np.ndarray | None:
+    """``value`` as a numpy array, or None while it is traced (under jit)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return np.asarray(value)
+
+
+def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, what: str) -> str:
+    count = int(bad.sum())
+    plural = "s" if count > 1 else ""
+    first = int(np.argmax(bad))
+    return f"{name} is {what} at {count} sample{plural} (first at index {first})"
+
+
+def _check_field_values(name: str, arr) -> None:
+    """Refuse NaN and +inf in a per-sample field, and log-weights all -inf.
+
+    ``-inf`` stays legal: an impossible point (a log-density) or a sample of
+    zero weight (a log-weight). Traced values are not checked.
+    """
+    values = _concrete(arr)
+    if values is None:
+        return
+    if name == "log_weights":
+        hint = ("log-weights must be finite, or -inf for a sample of zero weight")
+    else:
+        hint = (f"per-sample log-densities must be finite, or -inf for an impossible"
+                f" point; replace those values or leave {name} out")
+    for bad, what in ((np.isnan(values), "NaN"), (values == np.inf, "+inf")):
+        if bad.any():
+            raise ValidationError(f"{_first_bad(name, values, bad, what)}; {hint}")
+    if name == "log_weights" and np.all(np.isneginf(values)):
+        raise ValidationError(
+            "log_weights are all -inf, so every sample has zero weight; at least "
+            "one log-weight must be finite"
+        )
 
 
 def _float_dtype(x) -> np.dtype:
@@ -68,6 +111,11 @@ def _check_names(parameters, d: int) -> tuple[str, ...]:
     if bad:
         raise ValidationError(f"parameter names must be strings; got {bad[0]!r}")
     names = tuple(str(p) for p in names)  # numpy string scalars -> str
+    if "" in names:
+        raise ValidationError(
+            f"parameter names must not be empty; got {names} (position "
+            f"{names.index('')})"
+        )
     if len(names) != d:
         raise ValidationError(
             f"got {len(names)} parameter names {names} for x with {d} columns; "
@@ -77,6 +125,41 @@ def _check_names(parameters, d: int) -> tuple[str, ...]:
     if dupes:
         raise ValidationError(f"parameter names must be unique; repeated: {dupes}")
     return names
+
+
+def _check_ddof(ddof) -> int:
+    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer)) \
+            or ddof not in (0, 1):
+        raise ValidationError(f"ddof must be 0 or 1; got {ddof!r}")
+    return int(ddof)
+
+
+def _check_quantile_q(q) -> None:
+    """q: a numeric scalar or 1-D array; values in [0, 1] when concrete."""
+    if isinstance(q, jax.core.Tracer):
+        dtype, shape, values = q.dtype, q.shape, None
+    else:
+        try:
+            values = np.asarray(q)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(
+                f"q must be numeric probabilities in [0, 1]; got {type(q).__name__}"
+            ) from exc
+        dtype, shape = values.dtype, values.shape
+    if dtype == bool or not (
+        jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    ):
+        raise ValidationError(
+            f"q must be numeric probabilities in [0, 1]; got dtype {dtype}"
+        )
+    if len(shape) > 1:
+        raise ValidationError(f"q must be a scalar or 1-D; got shape {shape}")
+    if values is not None:
+        outside = ~((values >= 0) & (values <= 1))
+        if outside.any():
+            raise ValidationError(
+                f"q must be in [0, 1]; got {values.flat[int(np.argmax(outside))]}"
+            )
 
 
 def _check_key(key) -> None:
@@ -189,6 +272,8 @@ class Samples:
         Points, shape ``(n_samples, n_dims)``.
     parameters : tuple[str, ...] or None
         Column names (static metadata); ``("x_0", ..., "x_{d-1}")`` if None.
+        Names of fields (``"log_prior"``, ...) are allowed, but the flat
+        layouts (:meth:`to_dict`, :meth:`to_dataframe`) refuse them.
     log_likelihood, log_prior, log_q : jax.Array or None
         Per-sample log-densities, shape ``(n_samples,)``.
     log_weights : jax.Array or None
@@ -247,10 +332,12 @@ class Samples:
         Parameters
         ----------
         x : jax.typing.ArrayLike
-            Points, shape ``(n_samples, n_dims)``; integers are cast to the
-            default float dtype.
+            Points, shape ``(n_samples, n_dims)`` with both at least 1;
+            integers are cast to the default float dtype, complex numbers are
+            refused.
         parameters : Sequence[str] or None
-            One unique name per column; defaults to ``x_0, x_1, ...``.
+            One unique, non-empty name per column; defaults to ``x_0, x_1,
+            ...``.
         **fields : jax.typing.ArrayLike or None
             Any of ``log_likelihood``, ``log_prior``, ``log_q``,
             ``log_weights`` (shape ``(n_samples,)``), ``log_evidence`` and
@@ -263,8 +350,18 @@ class Samples:
         Raises
         ------
         ValidationError
-            If x is not 2-D, a field has the wrong shape or an unknown name,
-            or the names do not match the columns.
+            If x is not 2-D with at least one sample and one column, a value
+            is complex, a field has the wrong shape or an unknown name, the
+            names do not match the columns (or one is empty), a per-sample
+            field holds NaN or +inf, or the log-weights are all -inf.
+
+        Notes
+        -----
+        ``-inf`` is legal in the per-sample fields: a log-density of an
+        impossible point, or a log-weight of zero weight. NaN and +inf are
+        refused in all of them (a NaN log-likelihood is usually a bug in the
+        code that produced it; aspire_jax's samplers store -inf there). Values
+        are only checked when concrete, not while traced under ``jax.jit``.
         """
         unknown = sorted(set(fields) - set(_PER_SAMPLE + _SCALARS))
         if unknown:
@@ -281,6 +378,10 @@ class Samples:
         n, d = x.shape
         if n == 0:
             raise ValidationError("x must hold at least one sample; got shape (0, d)")
+        if d == 0:
+            raise ValidationError(
+                f"x must have at least one parameter column; got shape {x.shape}"
+            )
         names = _check_names(parameters, d)
         values = {}
         for name, value in fields.items():
@@ -293,6 +394,8 @@ class Samples:
                     f"{name} must have shape {want} to match x with {n} samples; "
                     f"got shape {arr.shape}"
                 )
+            if name in _PER_SAMPLE:
+                _check_field_values(name, arr)
             values[name] = arr
         return cls(x, names, **values)
 
@@ -402,17 +505,25 @@ class Samples:
         ----------
         ddof : int
             0 normalises by the total weight; 1 applies the reliability-weight
-            correction ``1 - sum W_i^2``, as ``numpy.cov(..., aweights=W)``.
+            correction ``1 - sum W_i^2``, as ``numpy.cov(..., aweights=W)``
+            (inf or NaN when one sample holds all the weight).
 
         Returns
         -------
         jax.Array
+
+        Raises
+        ------
+        ValidationError
+            If ``ddof`` is not the int 0 or 1.
         """
+        ddof = _check_ddof(ddof)
         x = jnp.asarray(self.x, _float_dtype(self.x))
         return _weighted_cov(x, self.weights, ddof)
 
     def std(self, ddof: int = 0) -> Array:
         """Weighted standard deviation, shape ``(n_dims,)``; see :meth:`cov`."""
+        ddof = _check_ddof(ddof)
         x = jnp.asarray(self.x, _float_dtype(self.x))
         return _weighted_std(x, self.weights, ddof)
 
@@ -435,7 +546,18 @@ class Samples:
         sum_{j<i} W_j + W_i / 2``, and interpolated linearly; zero-weight
         points are ignored. With equal weights this is ``numpy.quantile(...,
         method="hazen")``.
+
+        ``quantile`` may be called under ``jax.jit``: the shape and dtype of
+        ``q`` are always checked, its values only when ``q`` is concrete (a
+        traced ``q`` outside [0, 1] is clamped to the extreme samples).
+
+        Raises
+        ------
+        ValidationError
+            If ``q`` is not numeric, has more than one dimension, or holds a
+            value outside [0, 1] (or NaN).
         """
+        _check_quantile_q(q)
         dtype = _float_dtype(self.x)
         q = jnp.asarray(q, dtype=dtype)
         return _weighted_quantile(jnp.asarray(self.x, dtype), self.weights, q)
@@ -492,8 +614,9 @@ class Samples:
         Raises
         ------
         ValidationError
-            If the key is not a typed key, ``n`` is not a positive int or the
-            method is unknown.
+            If the key is not a typed key, ``n`` is not a positive int, the
+            method is unknown, or the log-weights give no usable weights
+            (checked when they are concrete).
         """
         _check_key(key)
         n = self.n_samples if n is None else n
@@ -501,8 +624,15 @@ class Samples:
             raise ValidationError(f"n must be a positive int; got {n!r}")
         if method not in _METHODS:
             raise ValidationError(f"method must be one of {_METHODS}; got {method!r}")
+        weights = self.weights
+        values = _concrete(weights)
+        if values is not None and not np.all(np.isfinite(values)):
+            raise ValidationError(
+                "log_weights give no usable weights (NaN, +inf, or all -inf); "
+                "Samples.from_array points out the bad values"
+            )
         pick = _systematic_indices if method == "systematic" else _multinomial_indices
-        idx = pick(key, self.weights, int(n))
+        idx = pick(key, weights, int(n))
         return self._take(idx).replace(log_weights=None)
 
     def __getitem__(self, item):
@@ -510,7 +640,19 @@ class Samples:
 
         A parameter name returns its column, shape ``(n_samples,)``; a list of
         names returns Samples with those columns; an int returns Samples
-        holding that one sample.
+        holding that one sample; a 1-D integer array (negative indices count
+        from the end) or a boolean mask of length ``n_samples`` returns those
+        samples.
+
+        Raises
+        ------
+        KeyError
+            If a parameter name is unknown.
+        IndexError
+            If an index is out of range, not an integer, a boolean that is not
+            a mask of length ``n_samples``, or the selection holds no samples.
+            Traced integer indices (under ``jit`` or ``vmap``) are not range
+            checked; out of range, they are clamped as in JAX.
         """
         names = self.parameters or ()
         if isinstance(item, str):
@@ -527,16 +669,75 @@ class Samples:
                 raise KeyError(f"no parameters {missing}; the parameters are {names}")
             cols = np.array([names.index(i) for i in item])
             return self.replace(x=self.x[:, cols], parameters=tuple(item))
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            n = self.n_samples
+        n = self.n_samples
+        if isinstance(item, (bool, np.bool_)):
+            raise IndexError(
+                f"a boolean index must be a mask of length {n}; got {item!r}"
+            )
+        if isinstance(item, (int, np.integer)):
             if not -n <= item < n:
                 raise IndexError(f"sample index {item} out of range for {n} samples")
             i = int(item) % n
             return self._take(slice(i, i + 1))
         if isinstance(item, slice):
+            try:
+                count = len(range(*item.indices(n)))
+            except (TypeError, ValueError) as exc:
+                raise IndexError(
+                    f"slice bounds must be integers or None, with a nonzero step; "
+                    f"got {item!r}"
+                ) from exc
+            if count == 0:
+                raise IndexError(f"the slice {item!r} selects no samples of {n}")
             return self._take(item)
-        index = jnp.asarray(item)
-        return self._take(index[None] if index.ndim == 0 else index)
+        return self._take(self._sample_index(item))
+
+    def _sample_index(self, item):
+        """Checked integer indices (shape ``(k,)``, k >= 1) for an array-like."""
+        n = self.n_samples
+        if isinstance(item, jax.core.Tracer):
+            if not jnp.issubdtype(item.dtype, jnp.integer) or item.ndim > 1:
+                raise IndexError(
+                    "traced sample indices must be integers, a scalar or 1-D; got "
+                    f"dtype {item.dtype} and shape {item.shape} (a boolean mask "
+                    "must be concrete)"
+                )
+            return item[None] if item.ndim == 0 else item
+        try:
+            index = np.asarray(item)
+        except (TypeError, ValueError) as exc:
+            raise IndexError(
+                f"sample indices must be integers or a boolean mask of length {n};"
+                f" got {type(item).__name__}"
+            ) from exc
+        if index.dtype == bool:
+            if index.shape != (n,):
+                raise IndexError(
+                    f"a boolean index must be a mask of length {n}; got shape "
+                    f"{index.shape}"
+                )
+            if not index.any():
+                raise IndexError("the boolean mask selects no samples")
+            return np.flatnonzero(index)
+        if index.size == 0:
+            raise IndexError("the index selects no samples; it is empty")
+        if index.dtype.kind not in "iu":
+            raise IndexError(
+                f"sample indices must be integers or a boolean mask of length {n};"
+                f" got dtype {index.dtype}"
+            )
+        if index.ndim > 1:
+            raise IndexError(
+                f"integer sample indices must be a scalar or 1-D; got shape "
+                f"{index.shape}"
+            )
+        out = (index < -n) | (index >= n)
+        if out.any():
+            raise IndexError(
+                f"sample index {index.flat[int(np.argmax(out))]} out of range for "
+                f"{n} samples"
+            )
+        return np.where(index < 0, index + n, index).reshape(-1)
 
     @classmethod
     def concatenate(cls, samples) -> "Samples":
@@ -660,7 +861,17 @@ class Samples:
         ------
         ImportError
             If pandas is not installed (``pip install "aspire-jax[pandas]"``).
+        ValidationError
+            If a parameter is named like a per-sample field or an evidence
+            attribute (its column would be lost); ``"x"`` is allowed.
         """
+        clash = sorted(set(self.parameters) & set(_PER_SAMPLE + _SCALARS))
+        if clash:
+            raise ValidationError(
+                f"parameters {clash} clash with Samples field names in a DataFrame;"
+                " rename them (samples.replace(parameters=...)) or use"
+                " to_dict(flat=False)"
+            )
         try:
             import pandas as pd
         except ImportError as exc:

@@ -87,6 +87,10 @@ def test_plain_constructor_is_tolerant():
         (np.zeros((5, 2)), {"log_evidence": np.zeros(2)}, r"shape \(\) .* \(2,\)"),
         (np.zeros((5, 2)), {"log_z": 1.0}, r"unknown Samples fields \['log_z'\]"),
         (np.array([["a", "b"]]), {}, "must be numeric"),
+        (np.array([[1.0 + 2.0j]]), {}, "x must be real; got dtype complex"),
+        (np.zeros((2, 1)), {"log_q": [0.0, 1j]}, "log_q must be real; got dtype c"),
+        (np.zeros((5, 0)), {}, r"at least one parameter column; got shape \(5, 0\)"),
+        (np.zeros((2, 2)), {"parameters": ["a", ""]}, "names must not be empty"),
     ],
 )
 def test_from_array_validation(x, kwargs, match):
@@ -363,3 +367,183 @@ def test_vmap_over_batch(samples):
     assert means.shape == (3, D)
     for i, part in enumerate(parts):
         np.testing.assert_allclose(means[i], part.mean(), rtol=1e-6, atol=1e-7)
+
+
+# -- value checks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "log_weights, match",
+    [
+        ([0.0, np.nan, 1.0], r"log_weights is NaN at 1 sample \(first at index 1\)"),
+        ([0.0, np.inf, 1.0], r"log_weights is \+inf at 1 sample \(first at index 1\)"),
+        ([-np.inf, -np.inf, -np.inf], "log_weights are all -inf"),
+    ],
+)
+def test_from_array_rejects_unusable_log_weights(log_weights, match):
+    with pytest.raises(ValidationError, match=match):
+        Samples.from_array(np.zeros((3, 1)), log_weights=log_weights)
+
+
+def test_from_array_keeps_minus_inf_log_weights():
+    s = Samples.from_array(np.arange(3.0)[:, None], log_weights=[0.0, -np.inf, 0.0])
+    np.testing.assert_allclose(s.weights, [0.5, 0.0, 0.5])
+    np.testing.assert_allclose(s.mean(), [1.0])
+
+
+@pytest.mark.parametrize("field", ["log_likelihood", "log_prior", "log_q"])
+def test_from_array_rejects_nan_and_plus_inf_densities(field):
+    match = rf"{field} is NaN at 2 samples \(first at index 0\)"
+    with pytest.raises(ValidationError, match=match):
+        Samples.from_array(np.zeros((3, 1)), **{field: [np.nan, 0.0, np.nan]})
+    with pytest.raises(ValidationError, match=rf"{field} is \+inf"):
+        Samples.from_array(np.zeros((3, 1)), **{field: [0.0, np.inf, 0.0]})
+    # -inf marks an impossible point and is kept, even everywhere.
+    s = Samples.from_array(np.zeros((3, 1)), **{field: [-np.inf] * 3})
+    assert np.all(np.isneginf(getattr(s, field)))
+
+
+def test_from_array_value_checks_skip_tracers():
+    @jax.jit
+    def build(x, lw):
+        return Samples.from_array(x, log_weights=lw).mean()
+
+    np.testing.assert_allclose(build(jnp.ones((3, 2)), jnp.zeros(3)), [1.0, 1.0])
+
+
+def test_resample_rejects_unusable_weights(key):
+    # The plain constructor does not validate; resample still refuses.
+    s = Samples(jnp.zeros((3, 1)), log_weights=jnp.full(3, -jnp.inf))
+    with pytest.raises(ValidationError, match="no usable weights"):
+        s.resample(key)
+
+
+def _seven():
+    return Samples.from_array(
+        np.arange(14.0).reshape(7, 2), ["a", "b"], log_q=np.arange(7.0)
+    )
+
+
+def test_getitem_index_arrays_are_range_checked():
+    s = _seven()
+    with pytest.raises(IndexError, match=r"index 10 out of range for 7 samples"):
+        s[np.array([0, 10])]
+    with pytest.raises(IndexError, match=r"index -8 out of range for 7 samples"):
+        s[[1, -8]]
+    with pytest.raises(IndexError, match=r"index 7 out of range"):
+        s[jnp.array([7])]
+    with pytest.raises(IndexError, match=r"index 9 out of range"):
+        s[jnp.asarray(9)]
+    # Negative indices within range count from the end, as in numpy.
+    np.testing.assert_array_equal(s[np.array([-1, 0, -7])].log_q, [6.0, 0.0, 0.0])
+    np.testing.assert_array_equal(s[[-2]].x, [[10.0, 11.0]])
+
+
+@pytest.mark.parametrize(
+    "item, match",
+    [
+        ([], "selects no samples"),
+        (np.array([], dtype=int), "selects no samples"),
+        (slice(100, None), r"slice\(100, None, None\) selects no samples of 7"),
+        (slice(3, 3), "selects no samples"),
+        (np.zeros(7, bool), "selects no samples"),
+        (1.5, "must be integers or a boolean mask of length 7; got dtype float64"),
+        (np.array([0.0, 1.0]), "got dtype float64"),
+        (slice(0.5, 3), "slice bounds must be integers"),
+        (slice(None, None, 0), "nonzero step"),
+        (True, r"boolean index must be a mask of length 7"),
+        (np.bool_(False), r"boolean index must be a mask of length 7"),
+        (np.ones(3, bool), r"a mask of length 7; got shape \(3,\)"),
+        (np.ones((7, 1), bool), r"got shape \(7, 1\)"),
+        (np.zeros((2, 2), int), r"1-D; got shape \(2, 2\)"),
+        (None, "got dtype object"),
+        ([0, "a"], "got dtype <U"),
+    ],
+)
+def test_getitem_refuses_unclear_selections(item, match):
+    with pytest.raises(IndexError, match=match):
+        _seven()[item]
+
+
+def test_getitem_masks_and_slices_still_work():
+    s = _seven()
+    mask = np.array([True, False, True, False, False, False, True])
+    np.testing.assert_array_equal(s[mask].log_q, [0.0, 2.0, 6.0])
+    np.testing.assert_array_equal(s[jnp.asarray(mask)].log_q, [0.0, 2.0, 6.0])
+    np.testing.assert_array_equal(s[list(mask)].log_q, [0.0, 2.0, 6.0])
+    np.testing.assert_array_equal(s[::-3].log_q, [6.0, 3.0, 0.0])
+    np.testing.assert_array_equal(s[5:100].log_q, [5.0, 6.0])
+    assert s[np.int32(2)].n_samples == 1
+
+
+def test_getitem_with_traced_index():
+    s = _seven()
+    pick = jax.jit(lambda s, i: s[i].log_q)
+    np.testing.assert_array_equal(pick(s, jnp.array([3, -1])), [3.0, 6.0])
+    np.testing.assert_array_equal(jax.vmap(lambda i: s[i].log_q)(jnp.arange(3)),
+                                  [[0.0], [1.0], [2.0]])
+
+
+@pytest.mark.parametrize("ddof", [5, -1, 2, 0.5, 1.0, True, "1", None])
+@pytest.mark.parametrize("method", ["cov", "std"])
+def test_ddof_is_0_or_1(samples, method, ddof):
+    with pytest.raises(ValidationError, match=r"ddof must be 0 or 1; got"):
+        getattr(samples, method)(ddof=ddof)
+
+
+def test_ddof_numpy_integers_and_jit(samples):
+    np.testing.assert_allclose(samples.cov(np.int64(1)), samples.cov(1))
+    jitted = jax.jit(lambda s: s.std(ddof=1))(samples)
+    np.testing.assert_allclose(jitted, samples.std(ddof=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "q, match",
+    [
+        (1.5, r"q must be in \[0, 1\]; got 1.5"),
+        (-0.1, r"q must be in \[0, 1\]; got -0.1"),
+        ([0.5, 2.0], r"q must be in \[0, 1\]; got 2.0"),
+        (np.nan, r"q must be in \[0, 1\]; got nan"),
+        (np.full((2, 2), 0.5), r"q must be a scalar or 1-D; got shape \(2, 2\)"),
+        ("a", "q must be numeric"),
+        (["a", "b"], "q must be numeric"),
+        (True, "q must be numeric"),
+        (0.5 + 0j, "q must be numeric"),
+        (None, "q must be numeric"),
+    ],
+)
+def test_quantile_validation(samples, q, match):
+    with pytest.raises(ValidationError, match=match):
+        samples.quantile(q)
+
+
+def test_quantile_accepts_ints_and_traced_q(samples):
+    np.testing.assert_allclose(samples.quantile([0, 1]), samples.quantile([0.0, 1.0]))
+    q = jnp.array([0.1, 0.9])
+    jitted = jax.jit(lambda s, q: s.quantile(q))(samples, q)
+    np.testing.assert_allclose(jitted, samples.quantile(q), rtol=1e-6)
+    with pytest.raises(ValidationError, match="scalar or 1-D"):
+        jax.jit(lambda s, q: s.quantile(q))(samples, jnp.full((2, 2), 0.5))
+
+
+@pytest.mark.parametrize("name", ["log_prior", "log_weights", "log_evidence"])
+def test_to_dataframe_rejects_clashing_names(name):
+    pytest.importorskip("pandas")
+    s = Samples.from_array([[0.5], [0.7]], [name], log_prior=[0.5, 0.1])
+    with pytest.raises(ValidationError, match=rf"\['{name}'\] clash .* DataFrame"):
+        s.to_dataframe()
+    # The names stay legal where nothing clashes.
+    assert s.to_dict(flat=False)["parameters"] == [name]
+    renamed = s.replace(parameters=("a",)).to_dataframe()
+    assert list(renamed.columns) == ["a", "log_prior"]
+
+
+def test_to_dataframe_allows_x_as_a_name():
+    pytest.importorskip("pandas")
+    frame = Samples.from_array([[0.5, 1.0]], ["x", "y"]).to_dataframe()
+    assert list(frame.columns) == ["x", "y"]
+
+
+def test_from_dict_refuses_empty_names():
+    with pytest.raises(ValidationError, match="must not be empty"):
+        Samples.from_dict({"": [1.0, 2.0], "a": [0.0, 1.0]}, parameters=["", "a"])
