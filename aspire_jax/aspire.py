@@ -738,6 +738,12 @@ class Aspire:
             make_importance_sampler(self.log_likelihood, self.log_prior, reference, n)))
         r = jax.device_get(sample(key, self.flow_params))
         self._count_evaluations(int(r.n_evaluations))
+        _warn_undefined(int(r.n_invalid), int(r.n_evaluations))
+        if not np.any(np.isfinite(r.log_weights)):
+            raise ValidationError(
+                f"every one of the {n} draws from the flow has zero posterior density "
+                "(log_prior + log_likelihood is -inf, NaN or +inf), so importance "
+                "sampling has nothing to weight; check the functions and the flow")
         err = float(np.sqrt(r.log_evidence_var))
         logger.info("importance sampling: log Z = %.4f +- %.4f, ESS = %.1f (%.2f%%)",
                     r.log_evidence, err, r.ess, 100 * r.ess / n)
@@ -748,7 +754,6 @@ class Aspire:
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
             log_prior=r.log_prior, log_q=r.log_q, log_weights=r.log_weights,
             log_evidence=r.log_evidence, log_evidence_error=err)
-        _warn_undefined(int(r.n_invalid), int(r.n_evaluations))
         info = _single_info(1.0, r.ess / n, r.ess, r.log_evidence, r.log_evidence_var,
                             int(r.n_evaluations), int(r.n_invalid))
         return samples, History.from_infos("importance", [info])

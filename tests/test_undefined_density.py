@@ -100,3 +100,13 @@ def test_checkpoint_from_before_the_count_resumes(fitted):
     # The old iterations read as zero in the merged history.
     assert len(history.n_invalid) == len(full[1])
     assert not np.any(history.n_invalid)
+
+
+def test_importance_with_no_finite_weight_says_so(fitted):
+    aspire = problems.make_aspire(
+        log_likelihood=lambda x: jnp.where(x[:, 0] > -50.0, -jnp.inf, 0.0))
+    aspire.flow_params = fitted.flow_params
+    from aspire_jax import ValidationError
+
+    with pytest.raises(ValidationError, match="zero posterior density"):
+        aspire.sample_posterior(200, key=0, sampler="importance")
