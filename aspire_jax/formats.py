@@ -547,9 +547,11 @@ def to_bilby_posterior(samples: Samples, *, key=None, as_dataframe: bool = True)
     samples = _equal_weights(samples, key, "the samples")
     x = np.asarray(samples.x)
     table = {name: x[:, i] for i, name in enumerate(samples.parameters)}
-    for k in ("log_likelihood", "log_prior"):
-        if getattr(samples, k) is not None:
-            table[k] = np.asarray(getattr(samples, k))
+    extra = [k for k in ("log_likelihood", "log_prior")
+             if getattr(samples, k) is not None]
+    _refuse_clash(samples.parameters, extra, "a bilby posterior")
+    for k in extra:
+        table[k] = np.asarray(getattr(samples, k))
     if not as_dataframe:
         return table
     try:
@@ -741,6 +743,7 @@ def write_table(path, samples: Samples, *, delimiter: str | None = None) -> None
     if delimiter is None:
         delimiter = "," if path.lower().endswith(".csv") else "\t"
     data = samples.to_numpy()
+    _refuse_clash(samples.parameters, [k for k in _FIELDS if k in data], path)
     names = list(samples.parameters) + [k for k in _FIELDS if k in data]
     table = np.column_stack([data["x"]] + [data[k] for k in _FIELDS if k in data])
     comments = [f"# {k} = {float(data[k])!r}" for k in _SCALARS if k in data]
@@ -749,6 +752,16 @@ def write_table(path, samples: Samples, *, delimiter: str | None = None) -> None
             fh.write(line + "\n")
         fh.write(delimiter.join(names) + "\n")
         np.savetxt(fh, table, delimiter=delimiter, fmt="%.9g")
+
+
+def _refuse_clash(parameters, columns, where: str) -> None:
+    """A table can hold a parameter or a field of one name, not both."""
+    clash = sorted(set(parameters) & set(columns))
+    if clash:
+        raise ValidationError(
+            f"parameters {clash} share their names with the {clash} columns written "
+            f"to {where}; one column would be lost. Rename the parameters "
+            "(samples.replace(parameters=...))")
 
 
 # ---------------------------------------------------------------- arrays

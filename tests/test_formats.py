@@ -433,3 +433,15 @@ def test_to_arviz_round_trip_and_netcdf(weighted, tmp_path):
     assert float(s.log_evidence) == pytest.approx(-3.5)
     rows = {tuple(np.round(r, 5)) for r in np.asarray(weighted.x, np.float64)}
     assert all(tuple(np.round(r, 5)) in rows for r in np.asarray(s.x, np.float64))
+
+
+def test_tables_refuse_a_parameter_named_like_a_column(tmp_path):
+    s = Samples.from_array([[1.0], [2.0]], parameters=["log_prior"],
+                           log_prior=[0.5, 0.25])
+    with pytest.raises(ValidationError, match="one column would be lost"):
+        to_bilby_posterior(s, as_dataframe=False)
+    with pytest.raises(ValidationError, match="one column would be lost"):
+        write_table(tmp_path / "t.csv", s)
+    # Without the field there is no clash.
+    plain = Samples.from_array([[1.0], [2.0]], parameters=["log_prior"])
+    assert to_bilby_posterior(plain, as_dataframe=False)["log_prior"].tolist() == [1, 2]
