@@ -46,7 +46,8 @@ def _history(n=5):
                      log_evidence_var=f(0.01 * i), resampled=np.bool_(True),
                      acceptance=f(0.3), step_size=f(0.5), n_mcmc_steps=np.int32(4),
                      decorrelation=f(0.1), n_evaluations=np.int32(2000),
-                     beta_search_failed=np.bool_(False)) for i in range(n)]
+                     beta_search_failed=np.bool_(False), n_invalid=np.int32(0))
+            for i in range(n)]
     return History.from_infos("smc", infos)
 
 
