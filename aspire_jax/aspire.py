@@ -430,7 +430,8 @@ class Aspire:
         samples
             :class:`Samples`, an array ``(n, dims)`` or a dict of columns.
             Weighted samples (``log_weights`` set and not all equal, as from
-            importance sampling) are first thinned to unweighted ones by
+            importance sampling; for a dict or DataFrame, a ``log_weights``
+            entry that is not a parameter) are first thinned to unweighted ones by
             rejection: row ``i`` is kept with probability ``w_i / max w``,
             so the kept rows are draws of the weighted distribution with no
             repeats. At least 100 rows must remain.
@@ -462,7 +463,7 @@ class Aspire:
             checkpoint_path = self._auto["path"]
         x = self._as_array(samples, "training samples")
         key, seed = _as_key(key)
-        x = _unweighted_rows(samples, x, key)
+        x = _unweighted_rows(samples, x, key, self.parameters)
         constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
         if constant.size:
             c = int(constant[0])
@@ -616,6 +617,18 @@ class Aspire:
         Returns
         -------
         Samples or (Samples, History)
+
+        Raises
+        ------
+        ValidationError
+            For bad arguments, before anything runs.
+        TemperingError
+            When an SMC run stops short of beta = 1 (``max_iterations`` or
+            ``max_n_steps`` reached, or the schedule stalled). Its ``history``
+            attribute holds the :class:`History` of the iterations run (with
+            the sample history if asked), and a checkpoint, if written, holds
+            the last state: a run loaded with ``resume_from_file`` stays ready
+            to resume.
         """
         self._require_flow()
         mesh = as_mesh(mesh)
@@ -640,9 +653,14 @@ class Aspire:
                 f"{', '.join(given)} applies to SMC runs; sampler={sampler!r} runs in "
                 "one call and writes no checkpoint. Drop it (save the result with "
                 "Samples.save) or use sampler='smc'")
-        if not isinstance(store_sample_history, bool):
+        if not isinstance(store_sample_history, (bool, np.bool_)):
             raise ValidationError("store_sample_history must be True or False; got "
                                   f"{store_sample_history!r}")
+        store_sample_history = bool(store_sample_history)
+        if store_sample_history and not return_history:
+            raise ValidationError(
+                "store_sample_history returns the particles in the history: pass "
+                "return_history=True as well")
         if store_sample_history and sampler != "smc":
             raise ValidationError(
                 f"store_sample_history keeps the particles of each SMC iteration; "
@@ -951,8 +969,6 @@ class Aspire:
         history = History.empty("smc")
         if resume is not None:
             state, history = self._restore_state(smc, key, resume, mesh, reference)
-            if resume is self._resume:
-                self._resume = None
             logger.info("resuming SMC at iteration %d, beta = %.4g",
                         int(state.iteration), float(state.beta))
         else:
@@ -1014,18 +1030,29 @@ class Aspire:
                     self.n_likelihood_evaluations, float(state.log_evidence),
                     np.sqrt(max(float(state.log_evidence_var), 0.0)))
         if float(state.beta) < 1.0:
-            raise TemperingError(
+            _warn_undefined(int(state.n_invalid), int(state.n_evaluations))
+            error = TemperingError(
                 f"SMC stopped at beta = {float(state.beta):.6g} after "
                 f"{int(state.iteration)} iterations (status "
                 f"{Status.name(int(state.status))}); these particles are not the "
                 "posterior. Raise max_iterations, set max_n_steps (forces a minimum "
                 "step) or min_beta_step, lower target_efficiency, or refit the flow."
                 + (f" The last state is saved in {checkpoint_path}."
-                   if checkpoint_path else ""))
+                   if checkpoint_path else "")
+                + " The error's .history holds the iterations run.")
+            error.history = history
+            raise error
         _warn_collapsed_steps(history, config.n_particles)
-        samples, n_final_invalid = self._smc_samples(state, config, n_final, space)
-        _warn_undefined(int(state.n_invalid) + n_final_invalid,
-                        int(state.n_evaluations))
+        samples, final_evals, final_invalid = self._smc_samples(state, config,
+                                                                n_final, space)
+        if final_evals:
+            self.n_likelihood_evaluations += final_evals
+        _warn_undefined(int(state.n_invalid) + final_invalid,
+                        int(state.n_evaluations) + final_evals)
+        if resume is not None and resume is self._resume:
+            # Only a run that reached the posterior uses up a loaded
+            # checkpoint; one stopped early can be resumed again.
+            self._resume = None
         return samples, history
 
     def _build_smc(self, config, space, mesh=None, key=None):
@@ -1051,9 +1078,9 @@ class Aspire:
                                   "particle; check the likelihood and the flow")
 
     def _smc_samples(self, state, config, n_final, space):
-        """The run's particles as Samples (moved to ``n_final`` if asked) and
-        the undefined densities met by that final move."""
-        n_final_invalid = 0
+        """The run's particles as Samples (moved to ``n_final`` if asked), and
+        the likelihood evaluations and undefined densities of that final move."""
+        final_evals = final_invalid = 0
         lw = state.log_weights
         x, ll, lp, lq = state.x, state.log_likelihood, state.log_prior, state.log_q
         if n_final is not None:
@@ -1066,10 +1093,10 @@ class Aspire:
             from .smc.resampling import get_resampler
 
             idx = get_resampler(config.resampling)(key_res, jnp.exp(lw), int(n_final))
-            aux, *_, n_invalid = mutate(key_mut, x[idx], lp[idx], ll[idx], lq[idx],
-                                        jnp.ones((), x.dtype), state.kernel_params,
-                                        self.flow_params)
-            n_final_invalid = int(n_invalid)
+            aux, *_, n_evals, n_invalid = mutate(
+                key_mut, x[idx], lp[idx], ll[idx], lq[idx], jnp.ones((), x.dtype),
+                state.kernel_params, self.flow_params)
+            final_evals, final_invalid = int(n_evals), int(n_invalid)
             x, ll, lp, lq = aux.x, aux.log_likelihood, aux.log_prior, aux.log_q
             lw = jnp.full((int(n_final),), -jnp.log(int(n_final)), x.dtype)
         uniform = bool(np.allclose(np.asarray(lw), -np.log(lw.shape[0])))
@@ -1078,7 +1105,7 @@ class Aspire:
             x, parameters=self.parameters, log_likelihood=ll, log_prior=lp, log_q=lq,
             log_weights=None if uniform else lw,
             log_evidence=float(state.log_evidence),
-            log_evidence_error=err), n_final_invalid
+            log_evidence_error=err), final_evals, final_invalid
 
     # --------------------------------------------------------------- resume
     def _resolve_resume(self, resume_from):
@@ -1637,13 +1664,33 @@ def _from_jsonable(options: Mapping) -> dict:
 _MIN_THINNED = 100
 
 
-def _unweighted_rows(samples, x: np.ndarray, key) -> np.ndarray:
+def _log_weights_of(samples, parameters) -> np.ndarray | None:
+    """The log-weights carried by training samples: ``Samples.log_weights``,
+    or a ``log_weights`` entry of a dict or column of a DataFrame that is not
+    a parameter."""
+    if isinstance(samples, Samples):
+        return None if samples.log_weights is None else np.asarray(samples.log_weights)
+    if "log_weights" in parameters:
+        return None
+    if isinstance(samples, Mapping) and "log_weights" in samples:
+        return np.asarray(samples["log_weights"])
+    columns = getattr(samples, "columns", None)
+    if columns is not None and "log_weights" in [str(c) for c in columns]:
+        return np.asarray(samples["log_weights"])
+    return None
+
+
+def _unweighted_rows(samples, x: np.ndarray, key, parameters) -> np.ndarray:
     """The rows of ``x`` kept by rejection on the weights of ``samples``: row
     ``i`` with probability ``w_i / max w``. Unweighted input is returned as
     it is."""
-    lw = samples.log_weights if isinstance(samples, Samples) else None
+    lw = _log_weights_of(samples, parameters)
     if lw is None:
         return x
+    if lw.shape != (x.shape[0],) or lw.dtype.kind not in "fiu":
+        raise ValidationError(
+            f"training samples: log_weights must be real numbers of shape "
+            f"({x.shape[0]},); got dtype {lw.dtype} and shape {lw.shape}")
     lw = np.asarray(lw, np.float64)
     if np.any(np.isnan(lw) | (lw == np.inf)) or not np.any(np.isfinite(lw)):
         raise ValidationError(

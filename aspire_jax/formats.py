@@ -549,7 +549,9 @@ def to_bilby_posterior(samples: Samples, *, key=None, as_dataframe: bool = True)
     table = {name: x[:, i] for i, name in enumerate(samples.parameters)}
     extra = [k for k in ("log_likelihood", "log_prior")
              if getattr(samples, k) is not None]
-    _refuse_clash(samples.parameters, extra, "a bilby posterior")
+    # Readers take these columns for fields, so a parameter cannot use them.
+    _refuse_clash(samples.parameters, ("log_likelihood", "log_prior"),
+                  "a bilby posterior")
     for k in extra:
         table[k] = np.asarray(getattr(samples, k))
     if not as_dataframe:
@@ -743,7 +745,8 @@ def write_table(path, samples: Samples, *, delimiter: str | None = None) -> None
     if delimiter is None:
         delimiter = "," if path.lower().endswith(".csv") else "\t"
     data = samples.to_numpy()
-    _refuse_clash(samples.parameters, [k for k in _FIELDS if k in data], path)
+    # read_table takes these columns (and comment lines) for fields.
+    _refuse_clash(samples.parameters, _FIELDS + _SCALARS, path)
     names = list(samples.parameters) + [k for k in _FIELDS if k in data]
     table = np.column_stack([data["x"]] + [data[k] for k in _FIELDS if k in data])
     comments = [f"# {k} = {float(data[k])!r}" for k in _SCALARS if k in data]
@@ -759,9 +762,9 @@ def _refuse_clash(parameters, columns, where: str) -> None:
     clash = sorted(set(parameters) & set(columns))
     if clash:
         raise ValidationError(
-            f"parameters {clash} share their names with the {clash} columns written "
-            f"to {where}; one column would be lost. Rename the parameters "
-            "(samples.replace(parameters=...))")
+            f"parameters {clash} are named like fields that {where} stores as "
+            "columns of their own; one column would be lost or read back as the "
+            "other. Rename the parameters (samples.replace(parameters=...))")
 
 
 # ---------------------------------------------------------------- arrays

@@ -432,3 +432,20 @@ def test_resume_settings_that_cannot_take_effect_are_refused(fitted, tmp_path):
                                       log_prior=problems.log_prior)
     with pytest.raises(ValidationError, match="cannot resume"):
         resumed.sample_posterior(sampler="importance")
+
+
+def test_a_resume_stopped_before_its_first_step_stays_pending(fitted, tmp_path):
+    from aspire_jax import TemperingError
+
+    path = str(tmp_path / "run.h5")
+    full = fitted.sample_posterior(400, key=11, return_history=True, **RUN)
+    assert len(full[1]) >= 3
+    with pytest.raises(TemperingError):
+        fitted.sample_posterior(400, key=11, max_iterations=2, checkpoint_path=path,
+                                **RUN)
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    with pytest.raises(TemperingError):
+        resumed.sample_posterior()  # the stored cap is already reached
+    _assert_same_run(full, resumed.sample_posterior(return_history=True,
+                                                    max_iterations=50))

@@ -438,10 +438,14 @@ def test_to_arviz_round_trip_and_netcdf(weighted, tmp_path):
 def test_tables_refuse_a_parameter_named_like_a_column(tmp_path):
     s = Samples.from_array([[1.0], [2.0]], parameters=["log_prior"],
                            log_prior=[0.5, 0.25])
-    with pytest.raises(ValidationError, match="one column would be lost"):
-        to_bilby_posterior(s, as_dataframe=False)
-    with pytest.raises(ValidationError, match="one column would be lost"):
-        write_table(tmp_path / "t.csv", s)
-    # Without the field there is no clash.
     plain = Samples.from_array([[1.0], [2.0]], parameters=["log_prior"])
-    assert to_bilby_posterior(plain, as_dataframe=False)["log_prior"].tolist() == [1, 2]
+    # Even without the field set: a reader would take the column for it.
+    for samples in (s, plain):
+        with pytest.raises(ValidationError, match="one column would be lost"):
+            to_bilby_posterior(samples, as_dataframe=False)
+        with pytest.raises(ValidationError, match="one column would be lost"):
+            write_table(tmp_path / "t.csv", samples)
+    for name in ("log_weights", "log_evidence"):
+        with pytest.raises(ValidationError, match="one column would be lost"):
+            write_table(tmp_path / "t.csv",
+                        Samples.from_array([[1.0, 2.0]], parameters=[name, "b"]))

@@ -48,7 +48,8 @@ def test_not_kept_unless_asked_and_never_checkpointed(fitted, run, tmp_path):
     assert "x" not in history.to_dict()
     blobs = []
     fitted.sample_posterior(400, key=3, store_sample_history=True,
-                            checkpoint_callback=blobs.append, **RUN)
+                            return_history=True, checkpoint_callback=blobs.append,
+                            **RUN)
     assert set(blobs[-1]["history"]) == set(plain.to_dict())
 
 
@@ -88,12 +89,28 @@ def test_extend_joins_and_refuses_other_shapes(run):
 
 
 def test_refused_where_there_is_nothing_to_keep(fitted):
+    keep = dict(store_sample_history=True, return_history=True)
     with pytest.raises(ValidationError, match="no iterations"):
-        fitted.sample_posterior(100, sampler="importance", store_sample_history=True)
+        fitted.sample_posterior(100, sampler="importance", **keep)
     with pytest.raises(ValidationError, match="driver='host'"):
-        fitted.sample_posterior(100, driver="device", store_sample_history=True, **RUN)
+        fitted.sample_posterior(100, driver="device", **keep, **RUN)
     with pytest.raises(ValidationError, match="True or False"):
         fitted.sample_posterior(100, store_sample_history="yes", **RUN)
+    with pytest.raises(ValidationError, match="return_history=True"):
+        fitted.sample_posterior(100, store_sample_history=True, **RUN)
+
+
+def test_a_run_stopped_early_keeps_its_history(fitted):
+    from aspire_jax import TemperingError
+
+    with pytest.raises(TemperingError) as stopped:
+        fitted.sample_posterior(400, key=5, return_history=True,
+                                store_sample_history=np.bool_(True),
+                                max_iterations=1, target_efficiency=0.99,
+                                n_mcmc_steps=2)
+    history = stopped.value.history
+    assert len(history) == 1 and history.beta[0] < 1.0
+    np.testing.assert_array_equal(history.sample_history.iteration, [0, 1])
 
 
 def test_plot_sample_history(run):

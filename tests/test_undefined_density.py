@@ -110,3 +110,27 @@ def test_importance_with_no_finite_weight_says_so(fitted):
 
     with pytest.raises(ValidationError, match="zero posterior density"):
         aspire.sample_posterior(200, key=0, sampler="importance")
+
+
+def test_final_moves_are_counted(broken, caplog):
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        broken.sample_posterior(1000, key=1, n_final_samples=600,
+                                preconditioning="standard", **RUN)
+    state = broken._last_state
+    total = broken.n_likelihood_evaluations
+    # The final moves of 600 particles add at least one sweep each.
+    assert total >= int(state.n_evaluations) + 600
+    warned = caplog.text.split("NaN or +inf at ")[1].split(" points")[0]
+    n_bad, n_all = (int(v) for v in warned.split(" of "))
+    assert n_all == total
+    assert n_bad > int(state.n_invalid)
+
+
+def test_warned_before_a_run_stops_early(broken, caplog):
+    from aspire_jax import TemperingError
+
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        with pytest.raises(TemperingError):
+            broken.sample_posterior(1000, key=1, max_iterations=1,
+                                    target_efficiency=0.99, n_mcmc_steps=2)
+    assert "NaN or +inf at" in caplog.text

@@ -58,3 +58,17 @@ def test_too_few_rows_left_is_refused():
     x, lw = _weighted(300)
     with pytest.raises(ValidationError, match="thinning them by rejection keeps"):
         _aspire().fit(Samples.from_array(x, log_weights=lw), key=0)
+
+
+def test_dict_and_dataframe_weights_are_used():
+    x, lw = _weighted(20000)
+    table = {"x_0": x[:, 0], "x_1": x[:, 1], "log_weights": lw}
+    aspire = _aspire()
+    aspire.fit(table, key=0, n_epochs=30)
+    assert abs(float(aspire.sample_flow(20000, key=1).mean()[0]) - 1.0) < 0.15
+    pd = pytest.importorskip("pandas")
+    aspire = _aspire()
+    aspire.fit(pd.DataFrame(table), key=0, n_epochs=30)
+    assert abs(float(aspire.sample_flow(20000, key=1).mean()[0]) - 1.0) < 0.15
+    with pytest.raises(ValidationError, match="log_weights must be real numbers"):
+        _aspire().fit(dict(table, log_weights=lw[:10]), key=0)
