@@ -117,7 +117,6 @@ def evaluate_densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x,
     A ``log_q`` already known (from the path that produced ``x``) is used as
     it is instead of a second pass through the flow.
     """
-
     return _densities(log_likelihood_fn, log_prior_fn, flow, flow_params, x,
                       batch_size, log_q)[:3]
 
