@@ -1179,10 +1179,10 @@ class Aspire:
         """
         idx = np.linspace(0, state.x.shape[0] - 1, min(8, state.x.shape[0])).astype(int)
         x = jnp.asarray(np.asarray(state.x)[idx])
+        reference = self.flow if reference is None else reference
         checks = (("log_likelihood", self.log_likelihood, state.log_likelihood),
                   ("log_prior", self.log_prior, state.log_prior),
-                  ("flow log_q", lambda v: (self.flow if reference is None else reference).log_prob(
-                      self.flow_params, v),
+                  ("flow log_q", lambda v: reference.log_prob(self.flow_params, v),
                    state.log_q))
         for name, fn, cached in checks:
             now = np.asarray(fn(x), dtype=np.float64)
@@ -1701,9 +1701,10 @@ def _unweighted_rows(samples, x: np.ndarray, key, parameters) -> np.ndarray:
         return x
     u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 0x7717), lw.shape,
                                       jnp.float32), np.float64)
-    keep = np.log(u) < lw - np.max(lw[finite])
+    w = np.exp(lw - np.max(lw[finite]))
+    keep = u < w
     kept = int(keep.sum())
-    ess = float(np.exp(2 * _logsumexp(lw) - _logsumexp(2 * lw)))
+    ess = float(w.sum() ** 2 / np.sum(w**2))
     if kept < _MIN_THINNED:
         raise ValidationError(
             f"training samples are weighted; thinning them by rejection keeps {kept} "
@@ -1713,11 +1714,6 @@ def _unweighted_rows(samples, x: np.ndarray, key, parameters) -> np.ndarray:
     logger.info("training samples are weighted: rejection keeps %d of %d rows "
                 "(effective sample size %.0f) as unweighted draws", kept, lw.size, ess)
     return x[keep]
-
-
-def _logsumexp(a: np.ndarray) -> float:
-    top = np.max(a)
-    return float(top + np.log(np.sum(np.exp(a - top))))
 
 
 def _population(state) -> dict:

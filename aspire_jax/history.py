@@ -58,7 +58,13 @@ class History:
     def from_dict(cls, d: Mapping) -> "History":
         d = dict(d)
         sampler = str(d.pop("sampler", "smc"))
-        return cls(sampler, {k: np.asarray(v) for k, v in d.items()})
+        data = {k: np.asarray(v) for k, v in d.items()}
+        if data:
+            # A history saved before a field existed reads as zeros there.
+            n = len(next(iter(data.values())))
+            for k in _FIELDS:
+                data.setdefault(k, np.zeros(n, np.int32))
+        return cls(sampler, data)
 
     def to_dict(self) -> dict:
         out = {k: np.asarray(v) for k, v in self.data.items()}
@@ -74,24 +80,9 @@ class History:
             particles = particles.extend(other.sample_history)
         if len(self) == 0:
             return History(other.sampler, dict(other.data), particles)
-        if len(other) == 0:
-            return History(self.sampler, dict(self.data), particles)
-
-        def column(h, k, like):
-            # A field that one side lacks (a history saved before the field
-            # existed) reads as zeros there.
-            if k in h.data:
-                return np.asarray(h.data[k])
-            return np.zeros((len(h),) + np.shape(like)[1:], np.asarray(like).dtype)
-
-        keys = [k for k in self.data if k in other.data] + [
-            k for k in (*self.data, *other.data)
-            if k in _FIELDS and (k in self.data) != (k in other.data)]
-        data = {}
-        for k in dict.fromkeys(keys):
-            like = self.data.get(k, other.data.get(k))
-            data[k] = np.concatenate([column(self, k, like), column(other, k, like)])
-        return History(self.sampler, data, particles)
+        keys = self.data.keys() & other.data.keys()
+        return History(self.sampler, {k: np.concatenate([self.data[k], other.data[k]])
+                                      for k in keys}, particles)
 
     def __len__(self) -> int:
         return len(next(iter(self.data.values()))) if self.data else 0
