@@ -236,6 +236,7 @@ class Aspire:
         self.flow_params = None
         self.flow_history = None
         self._held_out: np.ndarray | None = None
+        self._held_out_weights: np.ndarray | None = None
         self._auto_space: str | None = None
         # Likelihood evaluations made outside a run (the "auto" density test),
         # added to the next run's n_likelihood_evaluations.
@@ -431,10 +432,12 @@ class Aspire:
             :class:`Samples`, an array ``(n, dims)`` or a dict of columns.
             Weighted samples (``log_weights`` set and not all equal, as from
             importance sampling; for a dict or DataFrame, a ``log_weights``
-            entry that is not a parameter) are first thinned to unweighted ones by
-            rejection: row ``i`` is kept with probability ``w_i / max w``,
-            so the kept rows are draws of the weighted distribution with no
-            repeats. At least 100 rows must remain.
+            entry that is not a parameter) are fitted by weighted maximum
+            likelihood: the whitening uses weighted moments, batches are
+            drawn in proportion to the weights and early stopping watches
+            the weighted held-out loss. Rows of weight 0 are dropped, and
+            the effective sample size ``(sum w)^2 / sum w^2`` must be at
+            least 100.
         key
             Typed key, int seed or None (a seed is drawn and recorded).
         n_epochs, learning_rate, batch_size, validation_fraction, patience,
@@ -463,7 +466,7 @@ class Aspire:
             checkpoint_path = self._auto["path"]
         x = self._as_array(samples, "training samples")
         key, seed = _as_key(key)
-        x = _unweighted_rows(samples, x, key, self.parameters)
+        x, weights = _training_weights(samples, x, self.parameters)
         constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
         if constant.size:
             c = int(constant[0])
@@ -479,14 +482,16 @@ class Aspire:
             _check_writable(checkpoint_path)
         key_init, key_fit = jax.random.split(key)
         x = x.astype(_float_dtype())
-        params = self.flow.init(key_init, x, prior_bounds=self._flow_bounds())
+        params = self.flow.init(key_init, x, prior_bounds=self._flow_bounds(),
+                                weights=weights)
         callback, bar = self._fit_progress(n_epochs, progress)
         try:
             params, history = fit_flow(
                 self.flow, params, key_fit, x, n_epochs=n_epochs,
                 learning_rate=learning_rate, batch_size=batch_size,
                 validation_fraction=validation_fraction, patience=patience,
-                clip_grad=clip_grad, weight_decay=weight_decay, callback=callback)
+                clip_grad=clip_grad, weight_decay=weight_decay, callback=callback,
+                weights=weights)
         finally:
             if bar is not None:
                 bar.close()
@@ -495,6 +500,8 @@ class Aspire:
         self._auto_space = None
         self._held_out = (None if history.held_out_index is None
                           else x[history.held_out_index])
+        self._held_out_weights = (None if weights is None or self._held_out is None
+                                  else weights[history.held_out_index])
         self._fit_seed = seed
         logger.info("flow fitted: %d epochs, best validation loss %.4f at epoch %d",
                     len(history.training_loss), float(np.min(history.validation_loss))
@@ -862,7 +869,8 @@ class Aspire:
                     "a Gaussian on held-out samples", gain)
         if choice == "flow" and self._held_out is not None \
                 and h.held_out_log_q is not None:
-            rank = self._density_rank(self._held_out, h.held_out_log_q)
+            rank = self._density_rank(self._held_out, h.held_out_log_q,
+                                      self._held_out_weights)
             self._uncounted_evaluations += len(self._held_out)
             logger.info("preconditioning='auto': the new posterior's median flow "
                         "density ranks %.3g on %d held-out samples", rank,
@@ -879,11 +887,14 @@ class Aspire:
         self.n_likelihood_evaluations = n_run + self._uncounted_evaluations
         self._uncounted_evaluations = 0
 
-    def _density_rank(self, x: np.ndarray, log_q: np.ndarray) -> float:
+    def _density_rank(self, x: np.ndarray, log_q: np.ndarray,
+                      weights: np.ndarray | None = None) -> float:
         """Where the new posterior sits in the flow, estimated on held-out
         draws ``x ~ q``: the share of them at which ``q`` is lower than at the
         new posterior's median, the median of ``log q`` under the weights
-        ``pi L / q``.
+        ``pi L / q``. Weighted training rows (``weights``) count as draws of
+        the weighted distribution: the share is weighted by them, and they
+        multiply ``pi L / q``.
 
         About 0.5 when the new posterior resembles the flow, more when the
         flow is the wider of the two, near 0 when the new posterior sits in
@@ -901,10 +912,14 @@ class Aspire:
             return 0.0
         w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
         w = np.minimum(w, np.quantile(w, 0.95))
+        if weights is not None:
+            w = w * weights
+            if not np.any(w > 0):
+                return 0.0
         order = np.argsort(log_q)
         cumulative = np.cumsum(w[order]) / np.sum(w)
         median = log_q[order][min(int(np.searchsorted(cumulative, 0.5)), len(w) - 1)]
-        return float(np.mean(log_q < median))
+        return float(np.average(log_q < median, weights=weights))
 
     # ------------------------------------------------------------------- smc
     def _reference(self, options: Mapping):
@@ -1362,7 +1377,7 @@ class Aspire:
         except Exception as exc:
             raise CheckpointError(f"cannot restore the flow from /{path}: {exc}") from exc
         self.flow_history = _read_flow_history(g)
-        self._held_out, self._auto_space = None, None
+        self._held_out, self._held_out_weights, self._auto_space = None, None, None
 
     # ------------------------------------------------------ auto checkpoint
     @contextlib.contextmanager
@@ -1661,7 +1676,7 @@ def _from_jsonable(options: Mapping) -> dict:
     return out
 
 
-_MIN_THINNED = 100
+_MIN_TRAINING_ESS = 100
 
 
 def _log_weights_of(samples, parameters) -> np.ndarray | None:
@@ -1680,13 +1695,14 @@ def _log_weights_of(samples, parameters) -> np.ndarray | None:
     return None
 
 
-def _unweighted_rows(samples, x: np.ndarray, key, parameters) -> np.ndarray:
-    """The rows of ``x`` kept by rejection on the weights of ``samples``: row
-    ``i`` with probability ``w_i / max w``. Unweighted input is returned as
-    it is."""
+def _training_weights(samples, x: np.ndarray, parameters
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of ``x`` with non-zero weight and their weights (mean one),
+    from the log-weights of ``samples``; ``x`` and ``None`` for unweighted
+    input or equal weights."""
     lw = _log_weights_of(samples, parameters)
     if lw is None:
-        return x
+        return x, None
     if lw.shape != (x.shape[0],) or lw.dtype.kind not in "fiu":
         raise ValidationError(
             f"training samples: log_weights must be real numbers of shape "
@@ -1698,22 +1714,17 @@ def _unweighted_rows(samples, x: np.ndarray, key, parameters) -> np.ndarray:
             "finite; they are NaN, +inf or all -inf")
     finite = np.isfinite(lw)
     if finite.all() and np.ptp(lw) == 0:
-        return x
-    u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 0x7717), lw.shape,
-                                      jnp.float32), np.float64)
-    w = np.exp(lw - np.max(lw[finite]))
-    keep = u < w
-    kept = int(keep.sum())
+        return x, None
+    w = np.exp(lw[finite] - np.max(lw[finite]))
     ess = float(w.sum() ** 2 / np.sum(w**2))
-    if kept < _MIN_THINNED:
+    if ess < _MIN_TRAINING_ESS:
         raise ValidationError(
-            f"training samples are weighted; thinning them by rejection keeps {kept} "
-            f"of {lw.size} rows (effective sample size {ess:.0f}), fewer than the "
-            f"{_MIN_THINNED} a flow needs. Pass more samples, or resample them "
-            "yourself (Samples.resample) knowing that repeated rows overfit")
-    logger.info("training samples are weighted: rejection keeps %d of %d rows "
-                "(effective sample size %.0f) as unweighted draws", kept, lw.size, ess)
-    return x[keep]
+            f"training samples are weighted with an effective sample size of "
+            f"{ess:.1f} ({lw.size} rows), fewer than the {_MIN_TRAINING_ESS} a flow "
+            "needs. Pass more samples or samples with more even weights")
+    logger.info("training samples are weighted: effective sample size %.0f of %d "
+                "rows (%d of weight 0 dropped)", ess, lw.size, lw.size - w.size)
+    return x[finite], w / np.mean(w)
 
 
 def _population(state) -> dict:

@@ -115,6 +115,26 @@ def _check_samples(x: ArrayLike) -> np.ndarray:
     return x
 
 
+def _check_weights(weights, n: int) -> np.ndarray | None:
+    """``None``, or ``weights`` as float64 of shape ``(n,)`` rescaled to mean
+    one: finite, non-negative and not all zero."""
+    if weights is None:
+        return None
+    w = np.asarray(weights)
+    if w.shape != (n,) or w.dtype.kind not in "fiu":
+        raise ValidationError(
+            f"weights must be real numbers of shape ({n},), one per sample; got "
+            f"dtype {w.dtype} and shape {w.shape}.")
+    w = w.astype(np.float64)
+    if not np.all(np.isfinite(w) & (w >= 0)) or not np.any(w > 0):
+        raise ValidationError(
+            "weights must be finite and >= 0, with at least one > 0; got "
+            f"min {np.nanmin(w) if np.any(~np.isnan(w)) else np.nan}, "
+            f"max {np.nanmax(w) if np.any(~np.isnan(w)) else np.nan}"
+            f"{', and NaN' if np.any(np.isnan(w)) else ''}.")
+    return w / np.mean(w)
+
+
 def _check_bounds(prior_bounds: ArrayLike | None, n_dims: int, dtype) -> np.ndarray:
     if prior_bounds is None:
         bounds = np.empty((n_dims, 2), dtype=dtype)
@@ -187,6 +207,7 @@ def fit_transform(
     bounded_transform: str = "logit",
     affine: bool = True,
     eps: float = 1e-6,
+    weights: ArrayLike | None = None,
 ) -> TransformParams:
     """Fit the parameter transform to training samples.
 
@@ -204,6 +225,9 @@ def fit_transform(
         deviation per dimension. With ``False`` shift is 0 and scale 1.
     eps
         Clamp in ``[0, 0.5)`` for bounded dimensions, see :class:`TransformParams`.
+    weights
+        ``None`` or ``(n_samples,)`` non-negative weights of the samples: the
+        whitening then uses the weighted mean and standard deviation.
 
     Returns
     -------
@@ -215,7 +239,7 @@ def fit_transform(
     ValidationError
         If ``x`` is not a finite 2-D array, ``prior_bounds`` has the wrong shape
         or an empty interval, a sample is not strictly inside its bounds, or a
-        setting is out of range.
+        setting is out of range, or ``weights`` are malformed.
 
     Examples
     --------
@@ -226,6 +250,7 @@ def fit_transform(
     ('bounded', 'lower')
     """
     x = _check_samples(x)
+    w = _check_weights(weights, x.shape[0])
     _check_settings(bounded_transform, eps)
     if not isinstance(affine, (bool, np.bool_)):
         raise ValidationError(f"affine must be True or False; got {affine!r}.")
@@ -247,8 +272,13 @@ def fit_transform(
         return params
     y, _ = jax.jit(_to_real_line)(params, jnp.asarray(x))
     y = np.asarray(y, dtype=np.float64)
-    shift = y.mean(axis=0)
-    std = y.std(axis=0) if y.shape[0] > 1 else np.ones(n_dims)
+    if w is None:
+        shift = y.mean(axis=0)
+        std = y.std(axis=0) if y.shape[0] > 1 else np.ones(n_dims)
+    else:
+        shift = np.average(y, axis=0, weights=w)
+        std = (np.sqrt(np.average((y - shift) ** 2, axis=0, weights=w))
+               if np.count_nonzero(w) > 1 else np.ones(n_dims))
     # A constant column keeps unit scale rather than dividing by zero.
     scale = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     return params.replace(

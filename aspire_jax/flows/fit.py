@@ -4,7 +4,11 @@ Training minimises the mean negative log density of the samples,
 
     L(theta) = -(1/n) sum_i log q_theta(x_i),
 
-with optax over shuffled mini-batches. The parameter transform is fitted in
+with optax over shuffled mini-batches. Weighted samples (importance
+weights ``w_i``) minimise the weighted mean ``-sum_i w_i log q(x_i) / sum_i
+w_i`` instead: each mini-batch is drawn with replacement with probabilities
+``w_i / sum w``, an unbiased estimate of that loss whose noise does not grow
+with the spread of the weights, and the held-out loss is the weighted mean. The parameter transform is fitted in
 ``Flow.init`` and held fixed, so the samples are mapped to the real line once
 and only the coupling stack is trained. One epoch is a single jitted function
 (a ``lax.scan`` over a static number of batches), compiled once per data shape
@@ -23,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from aspire_jax import transforms
 from aspire_jax._types import Array, ArrayLike, PRNGKey
 from aspire_jax.errors import FlowError, ValidationError
 from aspire_jax.flows.flow import (Flow, FlowParams, _check_key, _host_rng,
@@ -185,14 +190,14 @@ def _sum_log_prob(flow: Flow, net: dict, u: Array, logdet_t: Array,
     jax.jit, static_argnames=("flow", "settings", "n_batches", "batch_size")
 )
 def _run_epoch(
-    net, opt_state, order, u_train, ld_train, u_val, ld_val, *, flow, settings,
-    n_batches, batch_size,
+    net, opt_state, order, u_train, ld_train, u_val, ld_val, w_val, *, flow,
+    settings, n_batches, batch_size,
 ):
     """One pass over shuffled training batches, then the validation loss.
 
     ``order`` holds the ``n_batches * batch_size`` training rows of the epoch,
-    in order. The validation rows, padded with zero-weight rows to whole
-    batches, are
+    in order. ``w_val`` weighs the validation rows (mean one). The validation
+    rows, padded with zero-weight rows to whole batches, are
     scanned through the same body as the training batches with the update
     switched off: the program then holds one copy of the flow and its
     gradient instead of a second copy of the flow for validation alone.
@@ -205,8 +210,8 @@ def _run_epoch(
     dims = u_train.shape[1:]
     u = jnp.concatenate([u_train[order], u_val, jnp.zeros((pad,) + dims, u_val.dtype)])
     ld = jnp.concatenate([ld_train[order], ld_val, jnp.zeros(pad, ld_val.dtype)])
-    weight = jnp.concatenate([jnp.ones(n_batches * batch_size + n_val, ld.dtype),
-                              jnp.zeros(pad, ld.dtype)])
+    weight = jnp.concatenate([jnp.ones(n_batches * batch_size, ld.dtype),
+                              w_val.astype(ld.dtype), jnp.zeros(pad, ld.dtype)])
     n_steps = n_batches + n_val_batches
     train = jnp.arange(n_steps) < n_batches
 
@@ -246,17 +251,18 @@ def _run_epoch(
     return net, opt_state, train_loss, val_loss, val_log_q
 
 
-def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray
-                   ) -> float:
+def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray,
+                   w_train: np.ndarray, w_val: np.ndarray) -> float:
     """Validation loss of the maximum-likelihood Gaussian of ``u_train``
-    (float64, on the host: the sets are small); NaN where that Gaussian is
-    degenerate."""
+    (float64, on the host: the sets are small), both weighted by their
+    ``w``; NaN where that Gaussian is degenerate."""
     u_train, u_val, ld_val = (np.asarray(a, np.float64) for a in (u_train, u_val,
                                                                    ld_val))
     d = u_train.shape[1]
-    mean = u_train.mean(axis=0)
+    p = w_train / np.sum(w_train)
+    mean = p @ u_train
     c = u_train - mean
-    cov = c.T @ c / u_train.shape[0]
+    cov = (c * p[:, None]).T @ c
     cov = cov + 1e-6 * np.trace(cov) / d * np.eye(d)
     try:
         chol = np.linalg.cholesky(cov)
@@ -267,7 +273,7 @@ def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray
     z = np.linalg.solve(chol, (u_val - mean).T).T
     log_n = (-0.5 * np.sum(z**2, axis=1) - 0.5 * d * math.log(2 * math.pi)
              - np.sum(np.log(np.diag(chol))))
-    return float(-np.mean(log_n + ld_val))
+    return float(-np.average(log_n + ld_val, weights=w_val))
 
 
 def _check_positive_int(name: str, value, *, allow_none: bool = False) -> None:
@@ -348,6 +354,26 @@ def _n_validation(n: int, validation_fraction: float) -> int:
     return n_val
 
 
+def _split_weights(w: np.ndarray | None, split: np.ndarray, n_val: int
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Weights of the training and held-out rows (the held-out ones rescaled
+    to mean one) and the number of training rows an epoch draws: all of them
+    unweighted, their effective sample size weighted."""
+    n_train = split.size - n_val
+    if w is None:
+        return np.ones(n_train), np.ones(n_val), n_train
+    w_train, w_val = w[split[n_val:]], w[split[:n_val]]
+    for name, part in (("training", w_train), ("held-out", w_val)):
+        if part.size and not np.any(part > 0):
+            raise ValidationError(
+                f"the {part.size} {name} rows all have weight 0; pass more weighted "
+                "samples or drop those of weight 0.")
+    if n_val:
+        w_val = w_val / np.mean(w_val)
+    ess = np.sum(w_train) ** 2 / np.sum(w_train**2)
+    return w_train, w_val, int(min(n_train, max(1, math.floor(ess))))
+
+
 @functools.partial(jax.jit, static_argnames=("flow", "n_val", "settings"))
 def _prepare(params, order, x, *, flow, n_val, settings):
     """Unbounded training and validation sets (the first ``n_val`` rows of the
@@ -378,6 +404,7 @@ def fit(
     clip_grad: float | None = None,
     weight_decay: float = 0.0,
     callback: Callable[[int, float, float], None] | None = None,
+    weights: ArrayLike | None = None,
 ) -> tuple[FlowParams, FlowHistory]:
     """Train the flow by maximum likelihood on samples ``x``.
 
@@ -410,6 +437,14 @@ def fit(
     callback
         Called on the host as ``callback(epoch, train_loss, val_loss)`` after
         every epoch (``val_loss`` is NaN without a validation set).
+    weights
+        ``None`` or ``(n_samples,)`` non-negative importance weights of the
+        samples (need not be normalised). The flow then fits the weighted
+        distribution: batches are drawn with replacement in proportion to
+        the weights, an epoch holds as many rows as the training rows'
+        effective sample size ``(sum w)^2 / sum w^2``, and the validation
+        loss is the weighted mean over the held-out rows. Pass the same
+        weights to ``flow.init`` for a weighted whitening.
 
     Returns
     -------
@@ -422,7 +457,8 @@ def fit(
     Raises
     ------
     ValidationError
-        If an input is malformed or a setting out of range.
+        If an input is malformed or a setting out of range, or the training
+        or held-out rows carry no weight.
     FlowError
         If the very first epoch gives a non-finite loss.
 
@@ -435,7 +471,8 @@ def fit(
     Notes
     -----
     Each epoch uses ``floor(n_train / batch_size)`` full batches of a fresh
-    permutation, so the batch count is static and one compilation serves every
+    permutation (weighted: of a fresh weighted draw of effective-sample-size
+    rows), so the batch count is static and one compilation serves every
     epoch. The leftover samples differ from epoch to epoch.
     """
     x = _validate(flow, params, key, x, n_epochs, batch_size, validation_fraction,
@@ -448,12 +485,14 @@ def fit(
         ),
     )
 
+    w = transforms._check_weights(weights, x.shape[0])
     n_val = _n_validation(x.shape[0], float(validation_fraction))
     split = _host_rng(key, 0).permutation(x.shape[0]).astype(np.int32)
     u_train, ld_train, u_val, ld_val, opt_state = _prepare(
         params, split, x, flow=flow, n_val=n_val, settings=settings)
-    batch = min(int(batch_size), u_train.shape[0])
-    n_batches = u_train.shape[0] // batch
+    w_train, w_val, n_rows = _split_weights(w, split, n_val)
+    batch = min(int(batch_size), n_rows)
+    n_batches = n_rows // batch
     use_val = u_val.shape[0] > 0
 
     net = params.net
@@ -463,10 +502,14 @@ def fit(
     for epoch in range(int(n_epochs)):
         # A fresh permutation each epoch; the n_train mod batch_size samples
         # left over differ from epoch to epoch, so none is dropped for good.
-        order = shuffle.permutation(u_train.shape[0])[: n_batches * batch]
+        if w is None:
+            order = shuffle.permutation(u_train.shape[0])[: n_batches * batch]
+        else:
+            order = shuffle.choice(u_train.shape[0], n_batches * batch,
+                                   p=w_train / np.sum(w_train))
         new_net, opt_state, train_loss, val_loss, val_log_q = _run_epoch(
             net, opt_state, order.astype(np.int32), u_train, ld_train, u_val,
-            ld_val,
+            ld_val, w_val.astype(np.asarray(ld_val).dtype),
             flow=flow, settings=settings, n_batches=n_batches, batch_size=batch,
         )
         train_loss, val_loss = float(train_loss), float(val_loss)
@@ -500,8 +543,8 @@ def fit(
             stop_reason = "early_stopping"
             break
 
-    gauss = _gaussian_loss(*jax.device_get((u_train, u_val, ld_val))) if use_val \
-        else math.nan
+    gauss = (_gaussian_loss(*jax.device_get((u_train, u_val, ld_val)), w_train, w_val)
+             if use_val else math.nan)
     history = FlowHistory(
         training_loss=np.asarray(train_hist, dtype=np.float64),
         validation_loss=np.asarray(val_hist, dtype=np.float64),

@@ -291,7 +291,8 @@ class Flow:
         return jax.tree.map(jnp.asarray, net)
 
     def init(
-        self, key: PRNGKey, x_train: ArrayLike, *, prior_bounds: ArrayLike | None = None
+        self, key: PRNGKey, x_train: ArrayLike, *, prior_bounds: ArrayLike | None = None,
+        weights: ArrayLike | None = None,
     ) -> FlowParams:
         """Fit the parameter transform on ``x_train`` and initialise the net.
 
@@ -303,6 +304,9 @@ class Flow:
             ``(n_samples, n_dims)`` finite training samples in native space.
         prior_bounds
             ``None`` or ``(n_dims, 2)`` bounds, ``-inf`` / ``inf`` for open sides.
+        weights
+            ``None`` or ``(n_samples,)`` non-negative weights of the samples,
+            for a weighted whitening (see :func:`fit` for weighted training).
 
         Returns
         -------
@@ -315,7 +319,7 @@ class Flow:
         ------
         ValidationError
             If the key is not typed, ``x_train`` has the wrong width, is not
-            finite or leaves ``prior_bounds``.
+            finite or leaves ``prior_bounds``, or ``weights`` are malformed.
         """
         _check_key(key)
         x = np.asarray(x_train)
@@ -330,6 +334,7 @@ class Flow:
             bounded_transform=c.bounded_transform,
             affine=c.affine,
             eps=c.eps,
+            weights=weights,
         )
         net = self._init_net(key, np.dtype(transform.lower.dtype))
         return FlowParams(transform=transform, net=net)
