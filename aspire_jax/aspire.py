@@ -15,8 +15,9 @@ import numbers
 import os
 import secrets
 import sys
+import warnings
 import zlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import h5py
 import jax
@@ -27,7 +28,7 @@ from . import __version__
 from .errors import CheckpointError, TemperingError, ValidationError
 from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit_flow
 from .history import History, SampleHistory
-from .io import (AspireFile, history_from_group, history_to_group,
+from .io import (AspireFile, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
@@ -37,7 +38,7 @@ from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_in
                        unshard_state)
 from .smc.importance import make_importance_sampler
 from .smc.mcmc import make_mcmc_sampler
-from .smc.state import PRECONDITIONING, SMCConfig, SMCInfo, SMCState, Status
+from .smc.state import PRECONDITIONING, SMCConfig, SMCInfo, Status
 from .smc.step import build_smc, make_mutation, run_device, _check_batched
 from .spaces import PeriodicSpace
 
@@ -700,6 +701,8 @@ class Aspire:
                 raise ValidationError(
                     f"the checkpoint holds {stored_n} particles; n_samples={n_samples} "
                     "cannot resume it. Drop n_samples (or pass the same count)")
+        if n_samples is None and resume is not None:
+            n_samples = _stored_particle_count(resume)
         n_samples = 1000 if n_samples is None else n_samples
         _check_count(n_samples, "n_samples")
         if sampler in ("smc", "mcmc") and options.get("preconditioning",
@@ -1037,8 +1040,8 @@ class Aspire:
                 SampleHistory.from_populations(populations, self.parameters)))
         if float(state.beta) < 1.0 and int(state.status) == Status.RUNNING:
             state = state.replace(status=jnp.asarray(Status.ITERATION_LIMIT, jnp.int32))
-        writer.write(state, history, force=True)
         self._last_state = state
+        writer.write(state, history, force=True)
         self._count_evaluations(int(state.n_evaluations))
         logger.info("SMC finished: %d iterations, %d likelihood evaluations, "
                     "log Z = %.4f +- %.4f", int(state.iteration),
@@ -1148,7 +1151,8 @@ class Aspire:
             if "state" in d and isinstance(d["state"], (bytes, bytearray, memoryview)):
                 return dict(state=bytes(d["state"]), history=d.get("history"),
                             sampler=d.get("sampler"),
-                            sampler_config=d.get("sampler_config"))
+                            sampler_config=_checked_sampler_config(
+                                d.get("sampler_config")))
             return dict(state_dict=d)
         raise ValidationError(
             "resume_from must be checkpoint bytes, a checkpoint dict, a state dict or "
@@ -1176,11 +1180,16 @@ class Aspire:
                 "with another particle count, dimension or sampler setting. Resume "
                 "with the n_samples and options of that run. Details: "
                 f"{exc}") from exc
+        _check_restored(state)
         self._check_cached_densities(state, reference)
         if mesh is not None:
             state = shard_state(state, mesh)
         hist = resume.get("history")
-        history = History.from_dict(hist) if hist else History.empty("smc")
+        try:
+            history = History.from_dict(hist) if hist else History.empty("smc")
+        except ValidationError as exc:
+            raise CheckpointError(f"the checkpoint's history is damaged: {exc}"
+                                  ) from exc
         if len(history) > int(state.iteration):
             history = History("smc", {k: v[: int(state.iteration)]
                                       for k, v in history.data.items()})
@@ -1392,16 +1401,26 @@ class Aspire:
         _check_writable(path)
         if not isinstance(every, int) or every < 1:
             raise ValidationError(f"every must be a positive integer; got {every!r}")
+        if resume and os.path.exists(path):
+            with AspireFile(path, "r") as f:
+                has_flow = "flow" in f
+                has_state = _STATE_DSET in f
+                load = has_flow and self.flow_params is None
+                if load:
+                    self.load_flow(f)
+            if has_state and not has_flow and self.flow_params is None:
+                raise CheckpointError(
+                    f"{os.fspath(path)!r} holds an SMC state but no flow, and "
+                    "resuming needs the flow that state was sampled with (it is "
+                    "written unless save_flow=False). Load it with load_flow, or "
+                    "pass resume=False to start afresh (the file is overwritten)")
+            if load:
+                self._resume = _resume_from_path(path)
+                if self._resume.get("state") is None:
+                    self._resume = None
         previous = self._auto
         self._auto = dict(path=os.fspath(path), every=every, save_config=save_config,
                           save_flow=save_flow, resume=resume)
-        if resume and os.path.exists(path):
-            with AspireFile(path, "r") as f:
-                if "flow" in f and self.flow_params is None:
-                    self.load_flow(f)
-                    self._resume = _resume_from_path(path)
-                    if self._resume.get("state") is None:
-                        self._resume = None
         try:
             yield self
         finally:
@@ -1433,7 +1452,6 @@ class _CheckpointWriter:
         if not is_checkpoint_writer():
             return
         blob = state_to_bytes(state)
-        sc = self.aspire._last_sampler_config
         # The file is written before the callback is called, so a callback that
         # stops the run (raising, e.g. KeyboardInterrupt) leaves a file at
         # least as recent as what it was given.
@@ -1444,13 +1462,36 @@ class _CheckpointWriter:
                 groups["aspire_config"] = self.aspire._write_config
             if self.save_flow:
                 groups["flow"] = self.aspire._write_flow
-            write_checkpoint_file(self.path, state_bytes=blob, groups=groups)
-            logger.debug("checkpoint written to %s at iteration %d", self.path,
-                         int(state.iteration))
+            try:
+                write_checkpoint_file(self.path, state_bytes=blob, groups=groups)
+            except CheckpointError as exc:
+                if not force:
+                    # A file held or a disk full for a while must not end a
+                    # long run: the next checkpoint tries again.
+                    logger.warning("checkpoint at iteration %d not written, the run "
+                                   "goes on and the next checkpoint tries again: %s",
+                                   int(state.iteration), exc)
+                    warnings.warn(f"checkpoint at iteration {int(state.iteration)} "
+                                  f"not written: {exc}", RuntimeWarning, stacklevel=2)
+                else:
+                    # The last write: hand the state over with the error, so
+                    # that resume_from=error.state finishes the run.
+                    exc.checkpoint = self._checkpoint_dict(blob, history, state)
+                    exc.args = (f"{exc} The checkpoint of iteration "
+                                f"{int(state.iteration)} is attached to this error "
+                                "as .checkpoint; pass resume_from=error.checkpoint "
+                                "to finish the run.",)
+                    raise
+            else:
+                logger.debug("checkpoint written to %s at iteration %d", self.path,
+                             int(state.iteration))
         if self.callback is not None and not force:
-            self.callback(dict(state=blob, history=history.to_dict(),
-                               iteration=int(state.iteration), beta=float(state.beta),
-                               sampler="smc", sampler_config=sc))
+            self.callback(self._checkpoint_dict(blob, history, state))
+
+    def _checkpoint_dict(self, blob, history, state) -> dict:
+        return dict(state=blob, history=history.to_dict(),
+                    iteration=int(state.iteration), beta=float(state.beta),
+                    sampler="smc", sampler_config=self.aspire._last_sampler_config)
 
 
 def _fill_history(group, history: History):
@@ -1465,7 +1506,10 @@ def _fill_json_group(group, mapping):
         group.attrs[k] = json.dumps(v)
 
 
-def _resume_from_path(path, dset="checkpoint/state"):
+_STATE_DSET = "checkpoint/state"
+
+
+def _resume_from_path(path, dset=_STATE_DSET):
     _check_h5_suffix(path)
     blob = read_checkpoint_bytes(path, dset)
     out = dict(state=blob)
@@ -1476,10 +1520,35 @@ def _resume_from_path(path, dset="checkpoint/state"):
             h["sampler"] = str(g.attrs.get("sampler", "smc"))
             out["history"] = h
         if "sampler_config" in f:
-            sc = read_json_group(f, "sampler_config")
+            sc = _checked_sampler_config(read_json_group(f, "sampler_config"))
             out["sampler_config"] = sc
             out["sampler"] = sc.get("sampler")
     return out
+
+
+def _checked_sampler_config(sc):
+    """A checkpoint's sampler configuration, refused with a clear error if a
+    field has a type no run writes."""
+    if sc is None:
+        return None
+    if not isinstance(sc, Mapping):
+        raise CheckpointError(f"the checkpoint's sampler_config must be a dict; got "
+                              f"{type(sc).__name__}")
+    problems = []
+    for name, low in (("seed", None), ("n_samples", 1)):
+        v = sc.get(name)
+        integer = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+        if v is not None and (not integer or (low is not None and v < low)):
+            need = "an integer" + ("" if low is None else f" >= {low}")
+            problems.append(f"{name} = {v!r} ({need} or null)")
+    if sc.get("sampler") is not None and not isinstance(sc.get("sampler"), str):
+        problems.append(f"sampler = {sc.get('sampler')!r} (a name)")
+    if not isinstance(sc.get("options", {}), Mapping):
+        problems.append(f"options = {sc.get('options')!r} (a dict)")
+    if problems:
+        raise CheckpointError("the checkpoint's sampler_config is damaged: "
+                              + "; ".join(problems))
+    return dict(sc)
 
 
 def _read_flow_history(group) -> FlowHistory | None:
@@ -1582,6 +1651,12 @@ def _check_writable(path):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
             "aspire_jax does not overwrite it. Remove it or choose another path")
+    if os.path.exists(os.fspath(path)) and not is_aspire_file(path):
+        raise ValidationError(
+            f"checkpoint_path {os.fspath(path)!r} is an HDF5 file that aspire_jax did "
+            "not write (its root lacks the aspire_jax_version and "
+            "file_format_version attributes); aspire_jax does not overwrite it. "
+            "Choose another path")
 
 
 def _check_h5_suffix(path):
@@ -1725,6 +1800,44 @@ def _training_weights(samples, x: np.ndarray, parameters
     logger.info("training samples are weighted: effective sample size %.0f of %d "
                 "rows (%d of weight 0 dropped)", ess, lw.size, lw.size - w.size)
     return x[finite], w / np.mean(w)
+
+
+def _check_restored(state) -> None:
+    """Refuse a restored state that no SMC run can reach (a hand-edited or
+    damaged dict): beta outside [0, 1], negative counters, a log-evidence of
+    NaN or +inf, or an evidence variance that is negative or not finite."""
+    beta = float(state.beta)
+    problems = []
+    if not 0.0 <= beta <= 1.0:
+        problems.append(f"beta = {beta} (must be in [0, 1])")
+    for name in ("iteration", "n_evaluations", "n_invalid"):
+        v = int(getattr(state, name))
+        if v < 0:
+            problems.append(f"{name} = {v} (must be >= 0)")
+    if int(state.iteration) == 0 and beta > 0.0:
+        problems.append(f"beta = {beta} at iteration 0")
+    log_z, var = float(state.log_evidence), float(state.log_evidence_var)
+    if math.isnan(log_z) or log_z == math.inf:
+        problems.append(f"log_evidence = {log_z}")
+    if not var >= 0.0 or not math.isfinite(var):
+        problems.append(f"log_evidence_var = {var}")
+    if problems:
+        raise CheckpointError(
+            "the checkpoint's state is not one an SMC run can reach: "
+            + "; ".join(problems) + ". It was edited or damaged; resume from an "
+            "unmodified checkpoint")
+
+
+def _stored_particle_count(resume) -> int | None:
+    """The particle count of a checkpoint's state (bytes or state dict); None
+    if it cannot be read, which restoring the state then reports."""
+    try:
+        saved = (state_dict_from_bytes(resume["state"])
+                 if resume.get("state") is not None else resume.get("state_dict"))
+        shape = np.shape(saved["x"])
+    except Exception:  # noqa: BLE001 - a probe; restoring reports the cause
+        return None
+    return int(shape[0]) if len(shape) == 2 and shape[0] > 0 else None
 
 
 def _population(state) -> dict:

@@ -34,12 +34,14 @@ import json
 import os
 import re
 import warnings
+import zipfile
 from typing import Mapping, Sequence
 
 import jax
 import numpy as np
 
 from aspire_jax.errors import ValidationError
+from aspire_jax.io.hdf5 import AspireFile
 from aspire_jax.samples import Samples
 
 __all__ = [
@@ -247,7 +249,7 @@ def _detect(path: str) -> str:
             raise ValidationError(
                 f"{path!r} is not an HDF5 file (truncated, or another format with "
                 "an .h5 suffix)")
-        with h5py.File(path, "r") as f:
+        with AspireFile(path, "r") as f:
             if "posterior" in f and _samples_group(f) is None:
                 return "bilby_hdf5"
         return "hdf5"
@@ -435,7 +437,7 @@ def _h5_value(v):
 def _bilby_hdf5(path: str) -> dict:
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with AspireFile(path, "r") as f:
         post = f.get("posterior")
         if not isinstance(post, h5py.Group):
             raise ValidationError(
@@ -828,10 +830,17 @@ def read_array(path, *, parameters=None, format: str | None = None) -> Samples:
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValidationError(
+                f"{path!r} holds Python objects, which aspire_jax does not unpickle; "
+                "save plain numeric (or structured) arrays instead"
+            ) from exc
+        raise ValidationError(f"{path!r} is not a readable .npy/.npz file: {exc}"
+                              ) from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValidationError(
-            f"{path!r} holds Python objects, which aspire_jax does not unpickle; "
-            "save plain numeric (or structured) arrays instead"
-        ) from exc
+            f"{path!r} is not a readable .npy/.npz file (truncated or another "
+            f"format): {exc}") from exc
     if format == "npy":
         if not isinstance(loaded, np.ndarray):
             loaded.close()
@@ -891,12 +900,12 @@ def read_hdf5(path, *, group: str | None = None, parameters=None) -> Samples:
     ------
     ValidationError
         If no samples are found.
+    CheckpointError
+        If the file is truncated, corrupt or claims a newer format.
     """
-    import h5py
-
     path = _check_path(path)
     if group is None:
-        with h5py.File(path, "r") as f:
+        with AspireFile(path, "r") as f:
             group = _samples_group(f)
             bilby = "posterior" in f
         if group is None:

@@ -59,6 +59,17 @@ class History:
         d = dict(d)
         sampler = str(d.pop("sampler", "smc"))
         data = {k: np.asarray(v) for k, v in d.items()}
+        lengths = set()
+        for k, v in data.items():
+            if v.ndim != 1 or v.dtype.kind not in "biuf":
+                raise ValidationError(
+                    f"history field {k!r} must be a 1-D array of numbers, one per "
+                    f"iteration; got dtype {v.dtype} and shape {v.shape}")
+            lengths.add(len(v))
+        if len(lengths) > 1:
+            raise ValidationError(
+                "history fields must all have one entry per iteration; got lengths "
+                + ", ".join(f"{k}: {len(v)}" for k, v in data.items()))
         if data:
             # A history saved before a field existed reads as zeros there.
             n = len(next(iter(data.values())))

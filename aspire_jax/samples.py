@@ -162,6 +162,14 @@ def _check_quantile_q(q) -> None:
             )
 
 
+def _as_key(key) -> PRNGKey:
+    """A typed key as it is, or an int seed made into one."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return jax.random.key(int(key))
+    _check_key(key)
+    return key
+
+
 def _check_key(key) -> None:
     dtype = getattr(key, "dtype", None)
     if dtype is None or not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
@@ -260,6 +268,27 @@ def _fresh_group(h5, path: str):
     if path in h5:
         del h5[path]
     return h5.create_group(path)
+
+
+def _check_replaceable(h5, path: str) -> None:
+    """Refuse to replace a group that holds something other than samples (a
+    checkpoint's state, a flow, a user's data)."""
+    root = path in ("", ".")
+    target = h5 if root else h5.get(path)
+    if target is None or target.attrs.get("aspire_jax_type") == "Samples":
+        return
+    if root:
+        held = list(target) + [f"attribute {a!r}" for a in target.attrs
+                               if a not in ("aspire_jax_version", "file_format_version")]
+        if not held:
+            return
+        what = "holds " + ", ".join(held[:4]) + (" ..." if len(held) > 4 else "")
+    else:
+        what = "exists"
+    raise ValidationError(
+        f"Samples.save would replace {target.name!r}, which {what} and was not "
+        "written by Samples.save; save to another group (e.g. path='samples') or "
+        "another file")
 
 
 @struct.dataclass(eq=False)
@@ -599,8 +628,8 @@ class Samples:
 
         Parameters
         ----------
-        key : jax.Array
-            Typed PRNG key.
+        key : jax.Array or int
+            Typed PRNG key, or an int seed.
         n : int or None
             Number of samples to draw; defaults to ``n_samples``.
         method : str
@@ -614,11 +643,11 @@ class Samples:
         Raises
         ------
         ValidationError
-            If the key is not a typed key, ``n`` is not a positive int, the
-            method is unknown, or the log-weights give no usable weights
+            If the key is neither a typed key nor an int, ``n`` is not a
+            positive int, the method is unknown, or the log-weights give no usable weights
             (checked when they are concrete).
         """
-        _check_key(key)
+        key = _as_key(key)
         n = self.n_samples if n is None else n
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValidationError(f"n must be a positive int; got {n!r}")
@@ -907,6 +936,7 @@ class Samples:
 
             with AspireFile(h5, "a") as f:
                 return self.save(f, path)
+        _check_replaceable(h5, path)
         group = _fresh_group(h5, path)
         data = self.to_numpy()
         group.attrs["aspire_jax_type"] = "Samples"

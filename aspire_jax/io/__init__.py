@@ -17,6 +17,7 @@ from aspire_jax.io.hdf5 import (
     AspireFile,
     history_from_group,
     history_to_group,
+    is_aspire_file,
     read_checkpoint_bytes,
     read_json_group,
     write_checkpoint_file,
@@ -35,6 +36,7 @@ __all__ = [
     "read_json_group",
     "write_checkpoint_file",
     "read_checkpoint_bytes",
+    "is_aspire_file",
     "history_to_group",
     "history_from_group",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "history_from_group",
     "write_checkpoint_file",
     "read_checkpoint_bytes",
+    "is_aspire_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,11 +117,58 @@ class AspireFile(h5py.File):
                 "truncated or corrupt file must be restored or removed, a locked "
                 "one closed by the process holding it"
             ) from exc
+        try:
+            _check_file_version(self, p)
+        except CheckpointError:
+            self.close()
+            raise
         if mode != "r":
             from aspire_jax import __version__
 
             self.attrs["aspire_jax_version"] = __version__
             self.attrs["file_format_version"] = FORMAT_VERSION
+
+
+def _check_file_version(f: h5py.File, p: Path) -> None:
+    """Refuse a file whose root claims a format this version cannot read."""
+    version = f.attrs.get("file_format_version")
+    if version is None:
+        return
+    try:
+        version = int(np.asarray(version).reshape(()))
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"{str(p)!r} has a file_format_version of {version!r}, not an integer; "
+            "the file was not written by aspire_jax or was edited") from None
+    if not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(p)!r} has file format version {version}; this aspire_jax "
+            f"({_version()}) reads versions 1 to {FORMAT_VERSION}"
+            + ("; upgrade aspire_jax to read it" if version > FORMAT_VERSION else ""))
+
+
+def is_aspire_file(path) -> bool:
+    """Whether ``path`` is an HDF5 file whose root carries the attributes
+    aspire_jax writes (``aspire_jax_version`` and ``file_format_version``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any path.
+
+    Returns
+    -------
+    bool
+        False for a missing, foreign or unreadable file.
+    """
+    p = Path(path)
+    if not p.is_file() or not h5py.is_hdf5(p):
+        return False
+    try:
+        with h5py.File(p, "r") as f:
+            return {"aspire_jax_version", "file_format_version"} <= set(f.attrs)
+    except OSError:
+        return False
 
 
 def _fresh_group(h5: h5py.Group, path: str) -> h5py.Group:
@@ -548,11 +596,17 @@ def write_checkpoint_file(
     ValidationError
         If the path, a group name or callable is invalid.
     CheckpointError
-        If ``state_bytes`` is not a valid blob, or the file could not be
-        written after all attempts; the previous file is then unchanged and the
-        caller's state is still in memory.
+        If the target is an HDF5 file aspire_jax did not write (see
+        :func:`is_aspire_file`), ``state_bytes`` is not a valid blob, or the
+        file could not be written after all attempts; the previous file is
+        then unchanged and the caller's state is still in memory.
     """
     target = _check_h5_path(path)
+    if target.exists() and h5py.is_hdf5(target) and not is_aspire_file(target):
+        raise CheckpointError(
+            f"{str(target)!r} is an HDF5 file that aspire_jax did not write (its "
+            "root lacks the aspire_jax_version and file_format_version "
+            "attributes); aspire_jax does not overwrite it. Choose another path")
     if state_bytes is not None:
         state_bytes = bytes(state_bytes)
         # The blob normally comes straight from state_to_bytes; readers verify

@@ -19,7 +19,6 @@ the target acceptance rate after each sweep.
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 
 from .._types import Array, PRNGKey

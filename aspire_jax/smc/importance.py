@@ -8,7 +8,6 @@ for each tempering increment (this is SMC with a single step beta: 0 -> 1).
 
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
