@@ -47,10 +47,29 @@ def _as_float(value, name: str) -> Array:
             "if the imaginary part is meant to be dropped)"
         )
     if not jnp.issubdtype(arr.dtype, jnp.floating):
-        if not jnp.issubdtype(arr.dtype, jnp.number) and arr.dtype != bool:
-            raise ValidationError(f"{name} must be numeric; got dtype {arr.dtype}")
+        if not jnp.issubdtype(arr.dtype, jnp.number):
+            raise ValidationError(f"{name} must be numbers; got dtype {arr.dtype}")
         arr = arr.astype(jnp.result_type(float))
     return arr
+
+
+def _shift_log_weights(value):
+    """Log-weights wider than the array dtype in use (float64 under JAX's
+    default float32), shifted in their own precision so that the largest
+    finite one is 0: the weights are unchanged, and casting raw
+    log-likelihoods of -3e8 to float32 would leave a few distinct values."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    arr = np.asarray(value)
+    target = jnp.result_type(float)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize <= np.dtype(target).itemsize:
+        return value
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return value
+    shifted = arr - np.max(arr[finite])
+    # Weights below exp(-float32 max) are exactly zero in either precision.
+    return np.where(shifted < -np.finfo(target).max, -np.inf, shifted)
 
 
 def _concrete(value) -> np.ndarray | None:
@@ -387,7 +406,10 @@ class Samples:
         Notes
         -----
         ``-inf`` is legal in the per-sample fields: a log-density of an
-        impossible point, or a log-weight of zero weight. NaN and +inf are
+        impossible point, or a log-weight of zero weight. Log-weights given
+        in a wider float than the array dtype in use (float64 under JAX's
+        default float32) are first shifted so that the largest finite one is
+        0, which keeps their precision and leaves the weights unchanged. NaN and +inf are
         refused in all of them (a NaN log-likelihood is usually a bug in the
         code that produced it; aspire_jax's samplers store -inf there). Values
         are only checked when concrete, not while traced under ``jax.jit``.
@@ -416,6 +438,8 @@ class Samples:
         for name, value in fields.items():
             if value is None:
                 continue
+            if name == "log_weights":
+                value = _shift_log_weights(value)
             arr = _as_float(value, name)
             want = (n,) if name in _PER_SAMPLE else ()
             if arr.shape != want:

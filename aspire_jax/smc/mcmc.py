@@ -16,13 +16,15 @@ from .._random import compact_draws
 from .._types import Array, PRNGKey
 from ..kernels import KernelState, build_kernel
 from .state import SMCConfig
-from .step import _Aux, _check_batched, _sanitise, _spaces, evaluate_densities
+from .step import _Aux, _check_batched, _densities, _sanitise, _spaces
 
 __all__ = ["MCMCResult", "make_mcmc_sampler"]
 
 
 class MCMCResult(NamedTuple):
-    """Final chain states, per-sweep acceptance and step size, eval count."""
+    """Final chain states, per-sweep acceptance and step size, the number of
+    evaluations, and of those at which the log-likelihood or log-prior was
+    NaN or +inf (rejected)."""
 
     x: Array
     log_likelihood: Array
@@ -31,6 +33,7 @@ class MCMCResult(NamedTuple):
     acceptance: Array
     step_size: Array
     n_evaluations: Array
+    n_invalid: Array
 
 
 def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
@@ -49,13 +52,16 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
 
         def log_density_fn(u):
             x, log_det = from_space(flow_params, u)
-            lp, ll, lq = evaluate_densities(log_likelihood_fn, log_prior_fn, flow,
-                                            flow_params, x)
-            return _sanitise(lp + ll + log_det), _Aux(x, lp, ll, lq)
+            lp, ll, lq, undefined = _densities(log_likelihood_fn, log_prior_fn, flow,
+                                               flow_params, x)
+            # NaN marks an undefined density for the kernel (rejected, counted).
+            logp = jnp.where(undefined, jnp.nan, _sanitise(lp + ll + log_det))
+            return logp, _Aux(x, lp, ll, lq)
 
         u, _ = to_space(flow_params, x)
         logp, aux = log_density_fn(u)
-        kstate = KernelState(u, logp, aux, None)
+        n_invalid0 = jnp.sum(jnp.isnan(logp)).astype(jnp.int32)
+        kstate = KernelState(u, _sanitise(logp), aux, None)
         if kernel.uses_grad:
             kstate = kernel.prepare(kstate, log_density_fn)
         params = kernel.fit(kernel.init(u), u)
@@ -75,13 +81,14 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
             params = jax.tree_util.tree_map(
                 lambda a, b: jnp.where(i == n_burnin // 2 - 1, a, b), refit, params)
             size = jnp.asarray(getattr(params, "step_size", 0.0))
-            return (key, kstate, params), (info.acceptance, size)
+            return (key, kstate, params), (info.acceptance, size, info.n_invalid)
 
-        (_, kstate, _), (acc, size) = jax.lax.scan(
+        (_, kstate, _), (acc, size, invalid) = jax.lax.scan(
             sweep, (key_run, kstate, params), jnp.arange(n_burnin + n_steps))
         evals = n * (1 + n_burnin + n_steps + int(kernel.uses_grad))
         a = kstate.aux
         return MCMCResult(a.x, a.log_likelihood, a.log_prior, a.log_q, acc, size,
-                          jnp.asarray(evals, jnp.int32))
+                          jnp.asarray(evals, jnp.int32),
+                          n_invalid0 + jnp.sum(invalid).astype(jnp.int32))
 
     return compact_draws(sample)

@@ -4,6 +4,7 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 from flax import struct
 
 from .._types import Array
@@ -39,6 +40,13 @@ class Status:
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ValidationError(message)
+
+
+_INT_FIELDS = ("n_particles", "n_steps", "max_n_steps", "max_iterations",
+               "n_mcmc_steps", "min_mcmc_steps", "max_mcmc_steps", "batch_size")
+_FLOAT_FIELDS = ("target_efficiency", "target_efficiency_rate", "min_beta_step",
+                 "max_beta_step", "beta_tolerance", "resample_threshold",
+                 "decorrelation_threshold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +132,22 @@ class SMCConfig:
 
     def __post_init__(self):
         from .resampling import RESAMPLERS
+
+        # NumPy scalars (from arrays, np.arange, ...) count as the Python
+        # numbers they hold; booleans do not count as integers.
+        for name in _INT_FIELDS:
+            v = getattr(self, name)
+            _check(not isinstance(v, (bool, np.bool_)),
+                   f"{name} must be an integer; got {v!r}")
+            if isinstance(v, np.integer):
+                object.__setattr__(self, name, int(v))
+        for name in _FLOAT_FIELDS:
+            v = getattr(self, name)
+            if isinstance(v, (np.floating, np.integer)) and not isinstance(v, np.bool_):
+                object.__setattr__(self, name, float(v))
+        te = self.target_efficiency
+        if isinstance(te, np.ndarray) and te.shape == (2,):
+            object.__setattr__(self, "target_efficiency", tuple(te.tolist()))
 
         _check(isinstance(self.n_particles, int) and self.n_particles >= 2,
                f"n_particles must be an integer >= 2; got {self.n_particles!r}")

@@ -1,0 +1,180 @@
+"""Priors with non-box supports, the MCMC sampler's checks, weights and
+options given in NumPy types, and warnings for results the error bar cannot
+vouch for."""
+
+import logging
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+import problems
+from aspire_jax import Aspire, Samples, ValidationError, wrap_numpy_likelihood
+from aspire_jax.smc import SMCConfig
+
+RUN = dict(target_efficiency=0.9, n_mcmc_steps=4)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return problems.fitted_aspire()
+
+
+# ------------------------------------------------------- ordering constraint
+def _ordered_prior(x):
+    inside = (x[:, 0] > x[:, 1]) & jnp.all((x > 0) & (x < 1), axis=-1)
+    return jnp.where(inside, jnp.log(2.0), -jnp.inf)
+
+
+def _ordered_likelihood(x):
+    r = (x - jnp.array([0.6, 0.4])) / 0.1
+    return -0.5 * jnp.sum(r**2, axis=-1) - jnp.log(2 * jnp.pi * 0.01)
+
+
+def test_a_prior_constraint_bounds_cannot_express(caplog):
+    """m1 > m2 on the unit square: the flow puts some initial particles on the
+    wrong side, which the first reweighting gives weight 0; log Z is right."""
+    exact = np.log(2 * norm.cdf(0.2 / (0.1 * np.sqrt(2))))
+    rng = np.random.default_rng(0)
+    old = rng.normal([0.62, 0.42], 0.12, (6000, 2))
+    old = old[(old[:, 0] > old[:, 1]) & np.all((old > 0) & (old < 1), 1)][:3000]
+    aspire = Aspire(log_likelihood=_ordered_likelihood, log_prior=_ordered_prior,
+                    dims=2, prior_bounds=np.array([[0, 1], [0, 1]]), n_layers=2,
+                    hidden_sizes=(16, 16))
+    aspire.fit(old, key=0, n_epochs=30)
+    pulls = []
+    with caplog.at_level(logging.INFO, logger="aspire_jax.aspire"):
+        for k in range(4):
+            post = aspire.sample_posterior(1000, key=k)
+            pulls.append((float(post.log_evidence) - exact)
+                         / float(post.log_evidence_error))
+            x = np.asarray(post.resample(k).x)
+            assert np.all(x[:, 0] > x[:, 1])
+    assert "outside the prior's support" in caplog.text
+    # Each estimate within four of its reported errors; their RMS within
+    # what four unit-variance pulls allow (chi-square_4 / 4 < 3.3 at 1 %).
+    assert np.all(np.abs(pulls) < 4), pulls
+    assert np.sqrt(np.mean(np.square(pulls))) < np.sqrt(3.3), pulls
+
+
+def test_no_initial_particle_with_positive_density_is_refused(fitted):
+    nowhere = problems.make_aspire(
+        log_prior=lambda x: jnp.where(x[:, 0] > 50.0, 0.0, -jnp.inf))
+    nowhere.flow_params = fitted.flow_params
+    with pytest.raises(ValidationError, match="every initial particle"):
+        nowhere.sample_posterior(200, key=0, **RUN)
+
+
+# ------------------------------------------------------------------ mcmc
+def test_mcmc_refuses_a_likelihood_that_is_nowhere_finite():
+    aspire = problems.make_aspire(
+        log_likelihood=lambda x: jnp.full(x.shape[0], -jnp.inf))
+    aspire.fit(problems.earlier_samples(), key=0, n_epochs=3)
+    with pytest.raises(ValidationError):
+        aspire.sample_posterior(200, sampler="mcmc", key=0, n_steps=5, n_burnin=2)
+
+
+def test_mcmc_counts_undefined_likelihood_values(caplog):
+    def log_likelihood(x):
+        return jnp.where(x[:, 0] > 2.3, jnp.nan, problems.log_likelihood(x))
+
+    aspire = problems.make_aspire(log_likelihood=log_likelihood)
+    aspire.fit(problems.earlier_samples(), key=0, n_epochs=3)
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        post = aspire.sample_posterior(300, sampler="mcmc", key=0, n_steps=10,
+                                       n_burnin=10)
+    assert "NaN or +inf" in caplog.text
+    x = np.asarray(post.x)[np.isfinite(np.asarray(post.log_weights_normalised))]
+    assert np.all(x[:, 0] <= 2.3)
+
+
+def test_mcmc_checks_its_options_and_mala_needs_gradients(fitted):
+    for bad in (dict(n_steps=10.7), dict(n_steps="10"), dict(n_burnin=1.5),
+                dict(n_burnin=-1), dict(n_steps=0)):
+        with pytest.raises(ValidationError, match="must be an integer"):
+            fitted.sample_posterior(100, sampler="mcmc", key=0, **bad)
+    host = problems.make_aspire(log_likelihood=wrap_numpy_likelihood(
+        lambda x: np.asarray(problems.log_likelihood(jnp.asarray(x)))))
+    host.flow_params = fitted.flow_params
+    with pytest.raises(ValidationError, match="kernel='tpcn'"):
+        host.sample_posterior(100, sampler="mcmc", kernel="mala", key=0)
+
+
+# --------------------------------------------------------------- weights
+def test_float64_log_weights_keep_their_precision_in_float32_samples():
+    x = np.random.default_rng(0).normal(size=(2000, 2))
+    lw = np.sum(-0.5 * ((x - 1) / 0.5) ** 2 + 0.5 * x**2, axis=1)
+    expected = np.exp(lw - lw.max())
+    expected /= expected.sum()
+    for offset in (0.0, -3e8, 1e10):
+        s = Samples.from_array(x, log_weights=lw + offset)
+        np.testing.assert_allclose(np.asarray(s.weights), expected, rtol=1e-4,
+                                   atol=1e-9)
+    # Finite float64 values beyond float32's range are finite weights too.
+    assert np.all(np.isfinite(Samples.from_array(x, log_weights=lw * 1e300).weights))
+    with pytest.raises(ValidationError, match="must be numbers"):
+        Samples.from_array(x, log_weights=np.ones(2000, bool))
+
+
+def test_rows_of_weight_zero_are_dropped_before_they_are_checked():
+    x = np.random.default_rng(0).normal(size=(3000, 2))
+    lw = np.where(np.abs(x[:, 0]) < 2.5, 0.0, -np.inf)
+    x[np.abs(x[:, 0]) >= 2.5, 1] = np.nan  # rows of weight 0 may be anything
+    aspire = Aspire(log_likelihood=problems.log_likelihood,
+                    log_prior=problems.log_prior, dims=2, flow_kind="affine",
+                    n_layers=2, hidden_sizes=(8,),
+                    prior_bounds=np.array([[-2.5, 2.5], [-np.inf, np.inf]]))
+    aspire.fit(Samples.from_array(np.nan_to_num(x, nan=0.0), log_weights=lw),
+               key=0, n_epochs=2)
+    table = {"x_0": x[:, 0], "x_1": x[:, 1], "log_weights": lw}
+    aspire.fit(table, key=0, n_epochs=2)
+    with pytest.raises(ValidationError, match="non-finite values"):
+        aspire.fit({**table, "log_weights": np.zeros(3000)}, key=0, n_epochs=2)
+
+
+# ----------------------------------------------------------------- options
+def test_numpy_scalars_are_numbers_and_booleans_are_not():
+    c = SMCConfig(n_particles=np.int64(100), max_iterations=np.int32(50),
+                  target_efficiency=np.float32(0.5), n_mcmc_steps=np.int64(3),
+                  batch_size=np.int64(50))
+    assert c == SMCConfig(n_particles=100, max_iterations=50, target_efficiency=0.5,
+                          n_mcmc_steps=3, batch_size=50)
+    assert type(c.max_iterations) is int
+    with pytest.raises(ValidationError, match="max_iterations must be an integer"):
+        SMCConfig(n_particles=100, max_iterations=True)
+
+
+def test_an_option_given_twice_is_refused(fitted):
+    with pytest.raises(ValidationError, match="set the same thing"):
+        fitted.sample_posterior(100, key=0, n_mcmc_steps=7,
+                                sampler_kwargs={"n_steps": 3})
+
+
+# ---------------------------------------------------------------- warnings
+def test_large_log_likelihoods_warn_of_their_float_resolution(caplog):
+    offset = -3e6
+    aspire = problems.make_aspire(
+        log_likelihood=lambda x: problems.log_likelihood(x) + offset)
+    aspire.fit(problems.earlier_samples(), key=0, n_epochs=3)
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        aspire.sample_posterior(300, key=0, sampler="importance")
+    assert "log Z is quantised" in caplog.text
+
+
+def test_no_resolution_warning_for_ordinary_values(fitted, caplog):
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        fitted.sample_posterior(300, key=0, **RUN)
+    assert "quantised" not in caplog.text
+
+
+def test_mala_in_native_coordinates_of_bounded_parameters_warns(caplog):
+    aspire = Aspire(log_likelihood=problems.log_likelihood,
+                    log_prior=problems.log_prior, dims=2, flow_kind="affine",
+                    n_layers=2, hidden_sizes=(8,),
+                    prior_bounds=np.array([[-20.0, 20.0], [-20.0, 20.0]]))
+    aspire.fit(problems.earlier_samples(dims=2), key=0, n_epochs=3)
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        aspire.sample_posterior(200, key=0, kernel="mala", preconditioning="none",
+                                **RUN)
+    assert "preconditioning='standard'" in caplog.text
