@@ -774,7 +774,8 @@ class Aspire:
         self._probe()
         sample = self._cached("importance", (n, reference), lambda: jax.jit(
             make_importance_sampler(self.log_likelihood, self.log_prior, reference, n)))
-        r = jax.device_get(sample(key, self.flow_params))
+        with self._host_errors("importance sampling"):
+            r = jax.device_get(sample(key, self.flow_params))
         self._count_evaluations(int(r.n_evaluations))
         _warn_undefined(int(r.n_invalid), int(r.n_evaluations))
         if not np.any(np.isfinite(r.log_weights)):
@@ -796,6 +797,37 @@ class Aspire:
         info = _single_info(1.0, r.ess / n, r.ess, r.log_evidence, r.log_evidence_var,
                             int(r.n_evaluations), int(r.n_invalid))
         return samples, History.from_infos("importance", [info])
+
+    @contextlib.contextmanager
+    def _host_errors(self, where: str, writer=None):
+        """Re-raise an exception of a ``wrap_numpy_likelihood`` host function
+        as itself (chained to the error JAX reports it as), with a note of
+        where it stopped and of the checkpoint that resumes."""
+        functions = (("log_likelihood", self.log_likelihood),
+                     ("log_prior", self.log_prior))
+        for _, f in functions:
+            if hasattr(f, "host_error"):
+                f.host_error = None
+        try:
+            yield
+        except Exception as exc:
+            # JAX reports a failed callback as a JaxRuntimeError or, depending
+            # on where the program is waited for, a ValueError; the host
+            # function's own exception was recorded either way.
+            for name, f in functions:
+                original = getattr(f, "host_error", None)
+                if original is None:
+                    continue
+                f.host_error = None
+                note = f"aspire_jax: raised by the {name} host function during {where}"
+                last = None if writer is None else writer.last_written
+                if last is not None:
+                    note += (f"; the checkpoint {os.fspath(writer.path)!r} holds "
+                             f"iteration {last}, from which Aspire.resume_from_file "
+                             "resumes the run")
+                original.add_note(note)
+                raise original from exc
+            raise
 
     def _probe(self):
         """Check the user's functions eagerly on four flow draws, before any jit."""
@@ -823,7 +855,8 @@ class Aspire:
                               lambda: jax.jit(make_mcmc_sampler(
                                   config, self.log_likelihood, self.log_prior, space,
                                   n_steps, n_burnin)))
-        r = jax.device_get(sample(key, self.flow_params))
+        with self._host_errors("the MCMC run"):
+            r = jax.device_get(sample(key, self.flow_params))
         self._count_evaluations(int(r.n_evaluations))
         _warn_undefined(int(r.n_invalid), int(r.n_evaluations))
         logger.info("mcmc: %d chains x %d sweeps, final acceptance %.3f",
@@ -1048,16 +1081,18 @@ class Aspire:
                 state, lambda: history.extend(History.from_infos("smc", rows)))
 
         try:
-            if driver == "device" and writer.inactive:
-                state, padded, n_taken = run(smc.step, state, flow_params,
-                                             max(remaining, 1))
-                rows = list(_unpad(padded, int(n_taken)))
-            else:
-                for _ in range(remaining):
-                    if float(state.beta) >= 1.0 or int(state.status) == Status.STALLED:
-                        break
-                    state, info = step(state, flow_params)
-                    on_step(state, jax.device_get(info))
+            with self._host_errors("the SMC run", writer):
+                if driver == "device" and writer.inactive:
+                    state, padded, n_taken = run(smc.step, state, flow_params,
+                                                 max(remaining, 1))
+                    rows = list(_unpad(padded, int(n_taken)))
+                else:
+                    for _ in range(remaining):
+                        if (float(state.beta) >= 1.0
+                                or int(state.status) == Status.STALLED):
+                            break
+                        state, info = step(state, flow_params)
+                        on_step(state, jax.device_get(info))
         finally:
             if bar is not None:
                 bar.close()
@@ -1475,6 +1510,7 @@ class _CheckpointWriter:
     def __init__(self, aspire, path, every, save_config, save_flow, callback):
         self.aspire, self.path, self.every = aspire, path, every
         self.save_config, self.save_flow, self.callback = save_config, save_flow, callback
+        self.last_written = None  # iteration of the last checkpoint in the file
 
     @property
     def inactive(self):
@@ -1523,6 +1559,7 @@ class _CheckpointWriter:
                                 "to finish the run.",)
                     raise
             else:
+                self.last_written = int(state.iteration)
                 logger.debug("checkpoint written to %s at iteration %d", self.path,
                              int(state.iteration))
         if self.callback is not None and not force:

@@ -65,7 +65,10 @@ def wrap_numpy_likelihood(fn, *, dtype=None):
         When called, if ``fn`` returns anything but a real ``(n,)`` array for
         a batch of ``n`` points. Called eagerly, the wrapper runs ``fn``
         directly and raises it as is; inside ``jit`` or ``vmap`` JAX reports it
-        as a ``JaxRuntimeError`` whose text ends with this message.
+        as a ``JaxRuntimeError`` whose text ends with this message. The
+        wrapper keeps the last exception of a host call as ``host_error``:
+        :class:`~aspire_jax.Aspire` re-raises that exception itself (its own
+        type, chained to JAX's error) when it stops a run.
 
     Notes
     -----
@@ -81,11 +84,17 @@ def wrap_numpy_likelihood(fn, *, dtype=None):
     """
 
     def host(x):
-        x = np.asarray(x)
-        lead = x.shape[:-1]
-        n = int(np.prod(lead, dtype=np.int64))
-        out = _checked_output(fn, fn(x.reshape(n, x.shape[-1])), n)
-        return out.reshape(lead).astype(x.dtype if dtype is None else dtype)
+        try:
+            x = np.asarray(x)
+            lead = x.shape[:-1]
+            n = int(np.prod(lead, dtype=np.int64))
+            out = _checked_output(fn, fn(x.reshape(n, x.shape[-1])), n)
+            return out.reshape(lead).astype(x.dtype if dtype is None else dtype)
+        except Exception as exc:
+            # JAX reports it as a JaxRuntimeError holding only its text; kept
+            # here, the facade re-raises the exception itself.
+            wrapped.host_error = exc
+            raise
 
     def wrapped(x):
         x = jnp.asarray(x)
@@ -97,4 +106,5 @@ def wrap_numpy_likelihood(fn, *, dtype=None):
         shape = jax.ShapeDtypeStruct(x.shape[:-1], x.dtype if dtype is None else dtype)
         return jax.pure_callback(host, shape, x, vmap_method="expand_dims")
 
+    wrapped.host_error = None
     return wrapped

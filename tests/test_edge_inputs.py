@@ -178,3 +178,32 @@ def test_mala_in_native_coordinates_of_bounded_parameters_warns(caplog):
         aspire.sample_posterior(200, key=0, kernel="mala", preconditioning="none",
                                 **RUN)
     assert "preconditioning='standard'" in caplog.text
+
+
+# ------------------------------------------------------- host-side failures
+def test_a_host_likelihood_that_fails_mid_run_raises_its_own_exception(fitted,
+                                                                        tmp_path):
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        if calls["n"] > 12 and len(x) > 4:  # the four-point probe passes
+            raise FileNotFoundError("detector data vanished")
+        return np.asarray(problems.log_likelihood(jnp.asarray(x)))
+
+    host = problems.make_aspire(log_likelihood=wrap_numpy_likelihood(flaky))
+    host.flow_params = fitted.flow_params
+    path = tmp_path / "run.h5"
+    with pytest.raises(FileNotFoundError, match="detector data vanished") as info:
+        host.sample_posterior(300, key=0, checkpoint_path=path, kernel="rwmh",
+                              **RUN)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "log_likelihood host function during the SMC run" in notes
+    assert "resume_from_file" in notes
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    post = resumed.sample_posterior()
+    assert np.isfinite(float(post.log_evidence))
+    with pytest.raises(FileNotFoundError) as info:
+        host.sample_posterior(200, key=0, sampler="importance")
+    assert "during importance sampling" in " ".join(info.value.__notes__)
