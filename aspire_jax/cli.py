@@ -232,7 +232,8 @@ def main(argv=None) -> int:
                      plot=not args.no_plot, defensive_weight=args.defensive_weight)
         _print_result(r)
         if args.output:
-            print(f"samples, summary and plots written to {args.output}/")
+            print(f"samples, summary{'' if args.no_plot else ' and plots'} written "
+                  f"to {args.output}/")
     return 0
 
 

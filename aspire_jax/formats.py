@@ -165,7 +165,18 @@ def _column(values, name: str, where: str) -> np.ndarray | None:
             f"column {name!r} of {where} has shape {arr.shape}; expected one value "
             "per sample"
         )
-    return arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
+    # float64 and integers of 32 bits or more keep float64 (GPS times need
+    # it); Samples then holds the array dtype in use.
+    wide = arr.dtype == np.float64 or (arr.dtype.kind in "iu" and arr.itemsize >= 4)
+    return arr.astype(np.float64 if wide else np.float32)
+
+
+def _check_names_list(parameters) -> None:
+    """``parameters`` must be None or a sequence of names, not one string."""
+    if isinstance(parameters, str):
+        raise ValidationError(
+            f"parameters must be a list of names; got the string {parameters!r} "
+            f"(use [{parameters!r}])")
 
 
 def _from_columns(
@@ -177,11 +188,7 @@ def _from_columns(
 ) -> Samples:
     """Samples from named columns, choosing the parameters and fields."""
     if parameters is not None:
-        if isinstance(parameters, str):
-            raise ValidationError(
-                f"parameters must be a list of names; got the string {parameters!r}"
-                f" (use [{parameters!r}])"
-            )
+        _check_names_list(parameters)
         names = list(parameters)
         missing = [p for p in names if p not in columns]
         if missing:
@@ -191,7 +198,18 @@ def _from_columns(
         bad = [p for p in names if columns[p] is None]
         if bad:
             raise ValidationError(f"columns {bad} of {where} are not numeric")
-    elif default is not None and all(columns.get(p) is not None for p in default):
+    elif default is not None:
+        missing = [p for p in default if p not in columns]
+        bad = [p for p in default if p in columns and columns[p] is None]
+        if missing or bad:
+            raise ValidationError(
+                f"{where} names search parameters {list(default)}, but "
+                + "; ".join(
+                    ([f"{missing} are not columns of its posterior"] if missing
+                     else [])
+                    + ([f"{bad} are not numeric there"] if bad else []))
+                + f". Its columns are {list(columns)}; pass parameters=[...] to "
+                "choose them")
         names = list(default)
     else:
         names = [
@@ -319,6 +337,7 @@ def read_samples(path_or_obj, *, parameters=None, format: str | None = None) -> 
     >>> s.parameters, s.log_likelihood.tolist()
     (('a',), [-1.0, -2.0])
     """
+    _check_names_list(parameters)
     if not isinstance(path_or_obj, (str, os.PathLike)):
         if format is not None:
             raise ValidationError("format= applies to file paths only")
@@ -359,8 +378,8 @@ def write_samples(path, samples: Samples, *, key=None, format: str | None = None
         ``"hdf5"``, ``"bilby_json"``, ``"table"``, ``"npz"`` or ``"netcdf"``
         to override the suffix.
     **options
-        Passed on to the writer (e.g. ``label`` for bilby, ``path`` for the
-        HDF5 group).
+        Passed on to the writer (e.g. ``label`` for bilby, ``delimiter`` for
+        tables, ``group`` for the HDF5 group, default ``"samples"``).
 
     Raises
     ------
@@ -376,7 +395,9 @@ def write_samples(path, samples: Samples, *, key=None, format: str | None = None
         if format is None and suffix in _TABLE_SUFFIXES:
             format = "table"
     if format == "hdf5":
-        samples.save(path, **options)
+        group = options.pop("group", "samples")
+        _reject_unknown(options, "HDF5")
+        samples.save(path, group)
     elif format == "bilby_json":
         write_bilby_result(path, samples, key=key, **options)
     elif format == "table":
@@ -408,6 +429,11 @@ def _decode_bilby(obj: dict):
     if obj.get("__function__") or obj.get("__class__"):
         return f"{obj.get('__module__')}.{obj.get('__name__')}"
     return obj
+
+
+def _reject_unknown(options: Mapping, what: str) -> None:
+    if options:
+        raise ValidationError(f"unknown options {sorted(options)} for {what} files")
 
 
 def _bilby_json(path: str) -> dict:
@@ -642,27 +668,49 @@ def write_bilby_result(path, samples: Samples, *, key=None, label: str | None = 
 # ---------------------------------------------------------------- tables
 
 
-def _header(lines: list[str]):
-    """Index of the first data line, the column names and the scalars."""
-    scalars, last_comment = {}, None
+def _header(lines: list[str], delimiter: str | None):
+    """Index of the first data line, the column names and the scalars.
+
+    The header is the first non-comment line, or else a comment line before
+    the data (as ``numpy.savetxt(header=...)`` writes): the last one with as
+    many names as the first data row has values and no name that is a
+    number, so that a comment such as ``# seed 42`` is not taken for it.
+    """
+    scalars, comments = {}, []
     for i, line in enumerate(lines):
         text = line.strip()
         if not text:
             continue
         if text.startswith("#"):
-            body = text.lstrip("#").strip()
-            m = re.match(r"^(log_evidence(?:_error)?)\s*[=:]\s*(\S+)$", body)
+            body = line.rstrip("\r\n").lstrip(" ").lstrip("#").strip(" ")
+            m = re.match(r"^(log_evidence(?:_error)?)\s*[=:]\s*(\S+)$", body.strip())
             if m:
-                scalars[m[1]] = float(m[2])
+                try:
+                    scalars[m[1]] = float(m[2])
+                except ValueError:
+                    raise ValidationError(
+                        f"the comment line {text!r} must give {m[1]} as a number"
+                    ) from None
             else:
-                last_comment = body
+                comments.append(body)
             continue
         if _numeric_line(text):
-            if last_comment is None:
-                return None
-            return i, _split_names(last_comment), scalars
-        return i + 1, _split_names(text), scalars
+            n_values = len(_split_row(text, delimiter))
+            for body in reversed(comments):
+                names, used = _split_names(body, delimiter)
+                if len(names) == n_values and not any(_is_number(n) for n in names):
+                    return i, (names, used), scalars
+            return None
+        return i + 1, _split_names(line.rstrip("\r\n").lstrip(" "), delimiter), scalars
     return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _numeric_line(text: str) -> bool:
@@ -673,9 +721,19 @@ def _numeric_line(text: str) -> bool:
     return True
 
 
-def _split_names(text: str) -> tuple[list[str], str | None]:
-    delimiter = "," if "," in text else ("\t" if "\t" in text else None)
-    names = [n.strip().strip("\"'") for n in text.split(delimiter)]
+def _split_row(text: str, delimiter: str | None) -> list[str]:
+    return text.strip().split(delimiter) if delimiter else text.split()
+
+
+def _split_names(text: str, delimiter: str | None = None
+                 ) -> tuple[list[str], str | None]:
+    """Names of a header line and the delimiter of the table: ``delimiter``
+    when the suffix fixes it, else a tab if the line has one, else a comma,
+    else white space."""
+    if delimiter is None:
+        delimiter = "\t" if "\t" in text else ("," if "," in text else None)
+    parts = text.split(delimiter) if delimiter else text.split()
+    names = [n.strip().strip("\"'") for n in parts]
     return names, delimiter
 
 
@@ -704,9 +762,17 @@ def read_table(path, *, parameters=None) -> Samples:
         If there is no header or the rows have the wrong number of values.
     """
     path = _check_path(path)
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.readlines()
-    found = _header(lines)
+    try:
+        # utf-8-sig drops the byte-order mark some tools write.
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.readlines()
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"{path!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); save "
+            "it as UTF-8, or it is not a text table") from exc
+    suffix = _suffix(path)
+    fixed = {".csv": ",", ".tsv": "\t"}.get(suffix)
+    found = _header(lines, fixed)
     if found is None:
         raise ValidationError(
             f"{path!r} has no header line naming its columns; add one (e.g. "
@@ -714,8 +780,16 @@ def read_table(path, *, parameters=None) -> Samples:
             "Samples.from_array(x, parameters=[...])"
         )
     start, (names, delimiter), scalars = found
+    named = [n for n in names if n]
+    twice = sorted({n for n in named if named.count(n) > 1})
+    if twice:
+        raise ValidationError(
+            f"{path!r} names the columns {twice} more than once; one of each would "
+            "be lost. Rename them")
     rows = [ln for ln in lines[start:]
             if ln.strip() and not ln.lstrip().startswith("#")]
+    if not rows:
+        raise ValidationError(f"{path!r} has a header but no rows of values")
     try:
         data = np.loadtxt(rows, delimiter=delimiter, ndmin=2, dtype=np.float64)
     except ValueError as exc:
@@ -749,14 +823,26 @@ def write_table(path, samples: Samples, *, delimiter: str | None = None) -> None
     data = samples.to_numpy()
     # read_table takes these columns (and comment lines) for fields.
     _refuse_clash(samples.parameters, _FIELDS + _SCALARS, path)
+    unreadable = [n for n in samples.parameters
+                  if delimiter in n or "\n" in n or n != n.strip() or n.startswith("#")
+                  or any(q in n for q in "\"'") or _is_number(n)
+                  or (delimiter.isspace() and any(c.isspace() for c in n))]
+    if unreadable:
+        raise ValidationError(
+            f"parameter names {unreadable} cannot be written to a {delimiter!r}-"
+            "separated header and read back (they hold the separator, quotes, a "
+            "leading '#' or white space at an end, or read as a number); use a "
+            ".tsv file (tab-separated), or .npz or .h5, or rename them")
     names = list(samples.parameters) + [k for k in _FIELDS if k in data]
     table = np.column_stack([data["x"]] + [data[k] for k in _FIELDS if k in data])
     comments = [f"# {k} = {float(data[k])!r}" for k in _SCALARS if k in data]
+    # Enough digits to read every value back exactly.
+    fmt = "%.17g" if table.dtype == np.float64 else "%.9g"
     with open(path, "w", encoding="utf-8") as fh:
         for line in comments:
             fh.write(line + "\n")
         fh.write(delimiter.join(names) + "\n")
-        np.savetxt(fh, table, delimiter=delimiter, fmt="%.9g")
+        np.savetxt(fh, table, delimiter=delimiter, fmt=fmt)
 
 
 def _refuse_clash(parameters, columns, where: str) -> None:
@@ -789,13 +875,34 @@ def _from_ndarray(arr: np.ndarray, parameters, where: str) -> Samples:
 def _from_mapping(data: Mapping, parameters, where: str) -> Samples:
     if "x" in data:
         names = parameters
-        if names is None and "parameters" in data:
-            names = [str(p) for p in np.asarray(data["parameters"]).tolist()]
         fields = {k: np.asarray(data[k]) for k in _FIELDS + _SCALARS if k in data}
+        for k in _SCALARS:
+            if k in fields and fields[k].size != 1:
+                raise ValidationError(
+                    f"{k} of {where} must be one number; got shape {fields[k].shape}")
+        if "parameters" in data:
+            stored = [str(p) for p in np.asarray(data["parameters"]).tolist()]
+            samples = Samples.from_array(np.asarray(data["x"]), stored, **fields)
+            if parameters is None:
+                return samples
+            _check_names_list(parameters)
+            missing = [p for p in parameters if p not in stored]
+            if missing:
+                raise ValidationError(
+                    f"{where} has no parameters {missing}; it has {stored}")
+            return samples[list(parameters)]
         return Samples.from_array(np.asarray(data["x"]), names, **fields)
     columns = {str(k): _column(v, str(k), where) for k, v in data.items()
                if k not in _SCALARS}
-    scalars = {k: float(np.asarray(data[k])) for k in _SCALARS if k in data}
+    scalars = {}
+    for k in _SCALARS:
+        if k in data:
+            v = np.asarray(data[k])
+            if v.size != 1 or v.dtype.kind not in "biuf":
+                raise ValidationError(
+                    f"{k} of {where} must be one number; got {v.dtype} of shape "
+                    f"{v.shape}")
+            scalars[k] = float(v.reshape(()))
     return _from_columns(columns, parameters, where, scalars=scalars)
 
 
@@ -872,11 +979,13 @@ def _samples_group(f):
         return "."
     if isinstance(f.get("samples"), h5py.Group) and "x" in f["samples"]:
         return "samples"
-    for name, obj in f.items():
-        marked = obj.attrs.get("aspire_jax_type") == "Samples"
-        if isinstance(obj, h5py.Group) and marked:
-            return name
-    return None
+    marked = [name for name, obj in f.items() if isinstance(obj, h5py.Group)
+              and obj.attrs.get("aspire_jax_type") == "Samples"]
+    if len(marked) > 1:
+        raise ValidationError(
+            f"{f.filename!r} holds several groups of samples {marked}; pass "
+            "group= to choose one")
+    return marked[0] if marked else None
 
 
 def read_hdf5(path, *, group: str | None = None, parameters=None) -> Samples:
@@ -915,6 +1024,7 @@ def read_hdf5(path, *, group: str | None = None, parameters=None) -> Samples:
             raise ValidationError(
                 f"{path!r} holds no samples: no group written by Samples.save and "
                 "no bilby /posterior; pass group= to name the group")
+    _check_names_list(parameters)
     samples = Samples.load(path, group)
     return samples if parameters is None else samples[list(parameters)]
 
@@ -1075,10 +1185,14 @@ def to_arviz(samples: Samples, *, key=None):
     Raises
     ------
     ValidationError
-        If the samples are weighted and no key is given.
+        If the samples are weighted and no key is given, or a parameter is
+        named ``chain``, ``draw`` or like an evidence attribute.
     ImportError
         If arviz is not installed.
     """
+    # The sample dimensions, and the evidence kept in the attributes.
+    _refuse_clash(samples.parameters, ("chain", "draw") + _SCALARS,
+                  "an ArviZ InferenceData")
     az = _import_arviz()
     import xarray as xr
 

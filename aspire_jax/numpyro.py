@@ -156,6 +156,14 @@ def _latent_sites(trace, observed_sites):
             raise ValidationError(
                 f"observed_sites {unknown} are not observed sample sites of the "
                 f"model; its observed sites are {observed}")
+    masked = [n for n in latent if n.endswith("_unobserved")
+              and n[: -len("_unobserved")] + "_observed" in observed]
+    if masked:
+        raise ValidationError(
+            f"sites {masked} come from obs_mask: numpyro adds one latent value per "
+            "element, observed ones included, and masks out their density, so "
+            "those entries would be parameters without a proper density. Sample "
+            "the missing elements as a site of their own instead")
     if not latent:
         raise ValidationError("the model has no latent sample sites to sample")
     return latent, likelihood

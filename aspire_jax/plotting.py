@@ -41,7 +41,27 @@ def _has_display() -> bool:
 def _xw(samples):
     x = np.asarray(samples.x, dtype=float)
     w = np.asarray(samples.weights, dtype=float)
+    bad = ~np.isfinite(x) & (w[:, None] > 0)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValidationError(
+            f"samples to plot hold {int(bad.sum())} non-finite values (first: row "
+            f"{r}, {samples.parameters[c]!r} = {x[r, c]}); drop those rows")
     return x, w
+
+
+def _check_bins(bins) -> int:
+    if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)) \
+            or bins < 1:
+        raise ValidationError(f"bins must be a positive integer; got {bins!r}")
+    return int(bins)
+
+
+def _weighted_quantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(v)
+    cumulative = np.cumsum(w[order])
+    i = np.searchsorted(cumulative, q * cumulative[-1])
+    return float(v[order][min(int(i), v.size - 1)])
 
 
 def _check_sets(samples, parameters, labels, colors):
@@ -71,12 +91,18 @@ def _check_sets(samples, parameters, labels, colors):
 
 
 def _ranges(data, columns):
-    lo = np.min([np.quantile(x[:, c], 0.002, axis=0)
-                 for (x, _), c in zip(data, columns)], axis=0)
-    hi = np.max([np.quantile(x[:, c], 0.998, axis=0)
-                 for (x, _), c in zip(data, columns)], axis=0)
+    """Axis ranges holding the central 99.6 % of every set's weight."""
+    def ends(x, w, c):
+        keep = w > 0
+        return np.array([[_weighted_quantile(x[keep, j], w[keep], q) for j in c]
+                         for q in (0.002, 0.998)])
+
+    limits = np.array([ends(x, w, c) for (x, w), c in zip(data, columns)])
+    lo, hi = limits[:, 0].min(axis=0), limits[:, 1].max(axis=0)
+    # A constant column gets a window that float arithmetic can resolve.
+    pad = np.maximum(0.5, 1e-6 * np.abs(lo))
     same = hi <= lo
-    return np.where(same, lo - 0.5, lo), np.where(same, hi + 0.5, hi)
+    return np.where(same, lo - pad, lo), np.where(same, hi + pad, hi)
 
 
 def _grid(plt, fig, rows, cols, size):
@@ -125,6 +151,7 @@ def corner_plot(*samples, parameters=None, labels=None, bins: int = 30, fig=None
     """
     plt = _plt()
     names, columns = _check_sets(samples, parameters, labels, colors)
+    bins = _check_bins(bins)
     d = len(names)
     if truths is not None and len(truths) != d:
         raise ValidationError(f"got {len(truths)} truths for {d} parameters")
@@ -222,6 +249,7 @@ def plot_marginals(*samples, parameters=None, labels=None, bins: int = 40,
     """
     plt = _plt()
     names, columns = _check_sets(samples, parameters, labels, colors)
+    bins = _check_bins(bins)
     d = len(names)
     ncols = max(1, min(int(ncols), d))
     rows = math.ceil(d / ncols)

@@ -449,3 +449,101 @@ def test_tables_refuse_a_parameter_named_like_a_column(tmp_path):
         with pytest.raises(ValidationError, match="one column would be lost"):
             write_table(tmp_path / "t.csv",
                         Samples.from_array([[1.0, 2.0]], parameters=[name, "b"]))
+
+
+# ------------------------------------------------ files written by other tools
+def test_npz_selects_named_columns_instead_of_renaming(tmp_path):
+    s = Samples.from_array([[1.0, 2.0], [3.0, 4.0]], ["a", "b"])
+    write_samples(tmp_path / "s.npz", s)
+    back = read_samples(tmp_path / "s.npz", parameters=["b", "a"])
+    assert back.parameters == ("b", "a")
+    np.testing.assert_array_equal(np.asarray(back.x), [[2.0, 1.0], [4.0, 3.0]])
+    np.testing.assert_array_equal(
+        np.asarray(read_samples(tmp_path / "s.npz", parameters=["b"]).x), [[2.0], [4.0]])
+    with pytest.raises(ValidationError, match=r"no parameters \['c'\]"):
+        read_samples(tmp_path / "s.npz", parameters=["c"])
+
+
+def test_bilby_search_keys_missing_from_the_posterior_are_an_error(tmp_path):
+    path = tmp_path / "r.json"
+    content = {"mass_1": [1.0, 2.0], "mass_2": [1.0, 1.5], "chirp_mass": [1.0, 1.1]}
+    path.write_text(json.dumps({
+        "posterior": {"__dataframe__": True, "content": content},
+        "search_parameter_keys": ["mass_1", "mass_2", "geocent_time"]}))
+    with pytest.raises(ValidationError, match=r"\['geocent_time'\] are not columns"):
+        read_samples(path)
+    assert read_samples(path, parameters=["mass_1", "mass_2"]).parameters == (
+        "mass_1", "mass_2")
+
+
+@pytest.mark.parametrize("text, names", [
+    ("\tm\ts\n0\t1.0\t3.0\n1\t2.0\t4.0\n", ("m", "s")),        # pandas, sep="\t"
+    ("\ufeffm,s\n1.0,3.0\n2.0,4.0\n", ("m", "s")),              # byte-order mark
+    ("# mass spin\n# seed 42\n1 3\n2 4\n", ("mass", "spin")),   # comments
+])
+def test_tables_as_other_tools_write_them(tmp_path, text, names):
+    suffix = ".tsv" if text.startswith("\t") else (".csv" if "," in text else ".dat")
+    path = tmp_path / f"t{suffix}"
+    path.write_text(text, encoding="utf-8")
+    back = read_samples(path)
+    assert back.parameters == names
+    np.testing.assert_array_equal(np.asarray(back.x), [[1.0, 3.0], [2.0, 4.0]])
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"a,a,b\n1,2,3\n", "more than once"),
+    (b"a,b\n", "no rows of values"),
+    ("m\xe9,s\n1,2\n".encode("latin-1"), "not UTF-8"),
+    (b"# log_evidence = unknown\na,b\n1,2\n", "as a number"),
+])
+def test_malformed_tables_are_refused(tmp_path, content, match):
+    path = tmp_path / "t.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValidationError, match=match):
+        read_samples(path)
+
+
+def test_names_a_table_cannot_hold_are_refused_and_tsv_keeps_them(tmp_path):
+    s = Samples.from_array(np.arange(6.0).reshape(3, 2), ["w[0,0]", "w[0,1]"])
+    with pytest.raises(ValidationError, match="cannot be written"):
+        write_table(tmp_path / "m.csv", s)
+    write_table(tmp_path / "m.tsv", s)
+    back = read_samples(tmp_path / "m.tsv")
+    assert back.parameters == s.parameters
+    np.testing.assert_array_equal(np.asarray(back.x), np.asarray(s.x))
+
+
+def test_two_sample_groups_need_a_choice(tmp_path):
+    path = tmp_path / "two.h5"
+    Samples.from_array(np.ones((2, 1)), ["x"]).save(path, "earlier")
+    Samples.from_array(np.zeros((2, 1)), ["x"]).save(path, "posterior")
+    with pytest.raises(ValidationError, match="several groups"):
+        read_samples(path)
+    assert float(read_hdf5(path, group="posterior").x[0, 0]) == 0.0
+    write_samples(tmp_path / "g.h5", Samples.from_array(np.ones((2, 1))), group="g")
+    assert Samples.load(tmp_path / "g.h5", "g").n_samples == 2
+
+
+def test_integer_columns_and_tables_keep_float64_precision(tmp_path):
+    with jax.enable_x64(True):
+        gps = np.arange(1126259462, 1126259468)
+        assert np.unique(np.asarray(read_samples({"t": gps}).x)).size == 6
+        s = Samples.from_array(gps[:, None] + 0.25, ["t"])
+        write_table(tmp_path / "g.csv", s)
+        np.testing.assert_array_equal(np.asarray(read_samples(tmp_path / "g.csv").x),
+                                      np.asarray(s.x))
+
+
+def test_one_name_as_a_string_is_refused_by_every_reader(tmp_path):
+    s = Samples.from_array(np.ones((3, 2)))
+    s.save(tmp_path / "s.h5", "samples")
+    for source in (tmp_path / "s.h5", s, {"x_0": np.ones(3)}):
+        with pytest.raises(ValidationError, match=r"use \['x_0'\]"):
+            read_samples(source, parameters="x_0")
+
+
+def test_arviz_refuses_names_of_its_dimensions_and_attributes():
+    for name in ("chain", "draw", "log_evidence"):
+        s = Samples.from_array(np.ones((3, 2)), [name, "b"])
+        with pytest.raises(ValidationError, match="named like fields"):
+            to_arviz(s)

@@ -176,3 +176,13 @@ def test_smc_recovers_the_analytic_evidence():
     # correlation to cut the 500 particles to an effective 125: 5 sd / sqrt(125).
     tol = 5 * new_sd / math.sqrt(125)
     np.testing.assert_array_less(np.abs(np.asarray(post.mean()) - new_mean), tol)
+
+
+def test_obs_mask_sites_are_refused():
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu, 1.0).expand([3]), obs=y,
+                       obs_mask=jnp.array([True, False, True]))
+
+    with pytest.raises(ValidationError, match="obs_mask"):
+        from_numpyro(model, jnp.array([0.1, 0.0, 0.3]))

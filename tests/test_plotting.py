@@ -138,3 +138,26 @@ def test_plot_flow_loss():
     texts = [t.get_text() for t in plot_flow_loss(no_valid).axes[0].get_legend()
              .get_texts()]
     assert texts == ["training", "kept (epoch 3)"]
+
+
+def test_ranges_follow_the_weights_and_odd_columns_plot():
+    from aspire_jax.plotting import corner_plot, plot_marginals
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 1))
+    s = Samples.from_array(x, ["a"], log_weights=-0.5 * ((x[:, 0] - 3) / 0.3) ** 2)
+    fig = plot_marginals(s)
+    lo, hi = fig.axes[0].get_xlim()
+    w = np.asarray(s.weights)
+    inside = (x[:, 0] >= lo) & (x[:, 0] <= hi)
+    assert w[inside].sum() > 0.99  # the unweighted range held 87 % of the weight
+    constant = Samples.from_array(np.column_stack([np.full(50, 1e20),
+                                                   rng.normal(size=50)]))
+    corner_plot(constant)
+    for bins in (0, 2.5, True):
+        with pytest.raises(ValidationError, match="bins"):
+            plot_marginals(s, bins=bins)
+    bad = Samples.from_array(np.where(np.arange(10)[:, None] == 3, np.inf, 1.0))
+    with pytest.raises(ValidationError, match="non-finite"):
+        corner_plot(bad)
+    plt.close("all")
