@@ -340,6 +340,26 @@ class Aspire:
             x = x.astype(_float_dtype())
         return x
 
+    def _inside_bounds(self, x: np.ndarray) -> np.ndarray:
+        """Training rows strictly inside the bounds, as the flow's transform
+        needs: periodic values wrapped into ``[lo, hi)``, and values on a
+        bound (a closed end, or a float64 value the float32 cast rounded onto
+        it) moved one float step inward."""
+        bounds = self.prior_bounds.astype(x.dtype)
+        x = x.copy()
+        moved = 0
+        for j, (lo, hi) in enumerate(bounds):
+            if self.periodic[j]:
+                x[:, j] = lo + np.mod(x[:, j] - lo, hi - lo)
+            on_lo, on_hi = x[:, j] <= lo, x[:, j] >= hi
+            x[on_lo, j] = np.nextafter(lo, hi)
+            x[on_hi, j] = np.nextafter(hi, lo)
+            moved += int(on_lo.sum() + on_hi.sum())
+        if moved:
+            logger.info("training samples: %d values on a bound moved one float step "
+                        "inside it", moved)
+        return x
+
     def _check_rows(self, x: np.ndarray, what: str) -> np.ndarray:
         """``x`` if it has two rows or more, all finite and inside the prior
         bounds; a clear error otherwise."""
@@ -445,7 +465,8 @@ class Aspire:
             drawn in proportion to the weights and early stopping watches
             the weighted held-out loss. Rows of weight 0 are dropped, and
             the effective sample size ``(sum w)^2 / sum w^2`` must be at
-            least 100.
+            least 100. Periodic values are wrapped into their range, and
+            values on a bound are moved one float step inside it.
         key
             Typed key, int seed or None (a seed is drawn and recorded).
         n_epochs, learning_rate, batch_size, validation_fraction, patience,
@@ -492,7 +513,11 @@ class Aspire:
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
         key_init, key_fit = jax.random.split(key)
-        x = x.astype(_float_dtype())
+        x = self._inside_bounds(x.astype(_float_dtype()))
+        if x.shape[0] < _FEW_TRAINING_ROWS:
+            logger.warning("the flow is fitted to %d samples; with fewer than %d it "
+                           "describes the earlier posterior poorly", x.shape[0],
+                           _FEW_TRAINING_ROWS)
         params = self.flow.init(key_init, x, prior_bounds=self._flow_bounds(),
                                 weights=weights)
         callback, bar = self._fit_progress(n_epochs, progress)
@@ -1876,6 +1901,7 @@ def _from_jsonable(options: Mapping) -> dict:
 
 
 _MIN_TRAINING_ESS = 100
+_FEW_TRAINING_ROWS = 100
 
 
 def _log_weights_of(samples, parameters) -> np.ndarray | None:

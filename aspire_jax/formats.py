@@ -153,18 +153,15 @@ def _equal_weights(samples: Samples, key, what: str) -> Samples:
 
 
 def _column(values, name: str, where: str) -> np.ndarray | None:
-    """A float column, or None if the values are not numbers."""
+    """A float column, or None if the values are not one number per sample
+    (strings, or an array per sample such as a bilby waveform column): such
+    a column is left out unless it is asked for, which then fails."""
     try:
         arr = np.asarray(values)
     except (TypeError, ValueError):
         return None
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "biuf" or arr.ndim != 1:
         return None
-    if arr.ndim != 1:
-        raise ValidationError(
-            f"column {name!r} of {where} has shape {arr.shape}; expected one value "
-            "per sample"
-        )
     # float64 and integers of 32 bits or more keep float64 (GPS times need
     # it); Samples then holds the array dtype in use.
     wide = arr.dtype == np.float64 or (arr.dtype.kind in "iu" and arr.itemsize >= 4)
@@ -197,7 +194,8 @@ def _from_columns(
             )
         bad = [p for p in names if columns[p] is None]
         if bad:
-            raise ValidationError(f"columns {bad} of {where} are not numeric")
+            raise ValidationError(
+                f"columns {bad} of {where} are not one number per sample")
     elif default is not None:
         missing = [p for p in default if p not in columns]
         bad = [p for p in default if p in columns and columns[p] is None]

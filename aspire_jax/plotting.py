@@ -396,8 +396,10 @@ def plot_sample_history(sample_history, parameters=None, x_axis: str = "iteratio
             "store_sample_history=True, return_history=True) and pass its History")
     if x_axis not in ("iteration", "beta"):
         raise ValidationError(f"x_axis must be 'iteration' or 'beta'; got {x_axis!r}")
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 0:
+    if isinstance(n_points, (bool, np.bool_)) or not isinstance(
+            n_points, (int, np.integer)) or n_points < 0:
         raise ValidationError(f"n_points must be an integer >= 0; got {n_points!r}")
+    n_points = int(n_points)
     names = list(parameters or history.parameters)
     missing = [p for p in names if p not in history.parameters]
     if missing:

@@ -207,3 +207,29 @@ def test_a_host_likelihood_that_fails_mid_run_raises_its_own_exception(fitted,
     with pytest.raises(FileNotFoundError) as info:
         host.sample_posterior(200, key=0, sampler="importance")
     assert "during importance sampling" in " ".join(info.value.__notes__)
+
+
+# ------------------------------------------------------ training rows on bounds
+def test_training_values_on_a_bound_are_moved_inside(caplog):
+    rng = np.random.default_rng(0)
+    phi = rng.uniform(0.0, 2 * np.pi, 500)
+    phi[:3] = [0.0, 2 * np.pi, 2 * np.pi - 1e-9]  # closed end; float32 rounds up
+    x = np.column_stack([phi, rng.uniform(0.0, 1.0, 500)])
+    x[3, 1] = 1.0 - 1e-9
+    aspire = Aspire(log_likelihood=lambda x: jnp.zeros(x.shape[0]),
+                    log_prior=lambda x: jnp.zeros(x.shape[0]), dims=2,
+                    prior_bounds=np.array([[0.0, 2 * np.pi], [0.0, 1.0]]),
+                    periodic_parameters=["x_0"], flow_kind="affine", n_layers=2,
+                    hidden_sizes=(8,))
+    with caplog.at_level(logging.INFO, logger="aspire_jax.aspire"):
+        aspire.fit(x, key=0, n_epochs=2)
+    assert "moved one float step inside" in caplog.text
+    held = aspire.sample_flow(100, key=0)
+    assert np.all(np.isfinite(np.asarray(held.log_q)))
+
+
+def test_few_training_samples_warn(caplog):
+    aspire = problems.make_aspire()
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        aspire.fit(problems.earlier_samples(n=50), key=0, n_epochs=2)
+    assert "fitted to 50 samples" in caplog.text

@@ -547,3 +547,13 @@ def test_arviz_refuses_names_of_its_dimensions_and_attributes():
         s = Samples.from_array(np.ones((3, 2)), [name, "b"])
         with pytest.raises(ValidationError, match="named like fields"):
             to_arviz(s)
+
+
+def test_a_column_with_an_array_per_row_is_left_out_unless_asked_for(tmp_path):
+    path = tmp_path / "r.json"
+    content = {"mass_1": [1.0, 2.0], "waveform": [[0.1, 0.2], [0.3, 0.4]]}
+    path.write_text(json.dumps({"posterior": {"__dataframe__": True,
+                                              "content": content}}))
+    assert read_samples(path).parameters == ("mass_1",)
+    with pytest.raises(ValidationError, match="not one number per sample"):
+        read_samples(path, parameters=["waveform"])

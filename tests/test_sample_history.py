@@ -123,6 +123,9 @@ def test_plot_sample_history(run):
     assert [a.get_ylabel() for a in fig.axes] == ["x_0", "x_2"]
     fig = history.sample_history.plot(n_points=0)
     assert len(fig.axes) == problems.DIMS
+    plot_sample_history(history, n_points=np.int64(10))  # NumPy ints count
+    with pytest.raises(ValidationError, match="n_points"):
+        plot_sample_history(history, n_points=2.5)
     with pytest.raises(ValidationError, match="no sample history"):
         plot_sample_history(run[1].__class__("smc", dict(history.data)))
     with pytest.raises(ValidationError, match="x_axis"):
