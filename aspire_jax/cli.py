@@ -141,7 +141,9 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
         reference_std=np.asarray(ref["std"]).tolist())
     if output:
         os.makedirs(output, exist_ok=True)
-        np.save(os.path.join(output, "posterior_samples.npy"), np.asarray(post.x))
+        # Names, weights and evidence travel with the samples: read_samples
+        # reads them back.
+        post.save(os.path.join(output, "posterior.h5"), "samples")
         with open(os.path.join(output, "summary.json"), "w") as fh:
             json.dump(result, fh, indent=1)
         if plot:

@@ -250,3 +250,15 @@ def test_sample_posterior_names_the_bad_wrapped_likelihood(ll):
             "shape (4,) for a batch of 4 points") in msg
     assert msg.startswith("log_likelihood failed")
     assert "CpuCallback" not in msg and "Traceback" not in msg
+
+
+def test_demo_output_reads_back_with_names_and_evidence(tmp_path):
+    from aspire_jax.formats import read_samples
+
+    result = cli.run_demo(n_samples=300, n_training=600, n_epochs=3, seed=1,
+                          output=str(tmp_path / "o"), plot=False)
+    back = read_samples(tmp_path / "o" / "posterior.h5")
+    assert list(back.parameters) == result["parameters"]
+    assert back.log_evidence is not None
+    np.testing.assert_allclose(np.asarray(back.mean()), result["mean"], rtol=1e-5,
+                               atol=1e-6)
