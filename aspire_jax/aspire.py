@@ -1575,8 +1575,8 @@ class _CheckpointWriter:
                     warnings.warn(f"checkpoint at iteration {int(state.iteration)} "
                                   f"not written: {exc}", RuntimeWarning, stacklevel=2)
                 else:
-                    # The last write: hand the state over with the error, so
-                    # that resume_from=error.state finishes the run.
+                    # The last write: hand the checkpoint over with the error,
+                    # so that resume_from=error.checkpoint finishes the run.
                     exc.checkpoint = self._checkpoint_dict(blob, history, state)
                     exc.args = (f"{exc} The checkpoint of iteration "
                                 f"{int(state.iteration)} is attached to this error "
@@ -1791,11 +1791,13 @@ def _check_writable(path):
                               f"{os.fspath(path)!r}; choose a writable location")
     if os.path.isdir(os.fspath(path)):
         raise ValidationError(f"checkpoint_path {os.fspath(path)!r} is a directory")
-    if os.path.exists(os.fspath(path)) and not h5py.is_hdf5(os.fspath(path)):
+    if not os.path.exists(os.fspath(path)):
+        return
+    if not h5py.is_hdf5(os.fspath(path)):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
             "aspire_jax does not overwrite it. Remove it or choose another path")
-    if os.path.exists(os.fspath(path)) and not is_aspire_file(path):
+    if not is_aspire_file(path):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} is an HDF5 file that aspire_jax did "
             "not write (its root lacks the aspire_jax_version and "
@@ -1920,10 +1922,7 @@ def _log_weights_of(samples, parameters) -> np.ndarray | None:
         logger.warning("training samples: column %r is not used as weights; name the "
                        "log-weights 'log_weights' to fit the weighted distribution",
                        near[0])
-    if isinstance(samples, Mapping) and "log_weights" in samples:
-        return np.asarray(samples["log_weights"])
-    columns = getattr(samples, "columns", None)
-    if columns is not None and "log_weights" in [str(c) for c in columns]:
+    if "log_weights" in keys:
         return np.asarray(samples["log_weights"])
     return None
 

@@ -37,7 +37,6 @@ import warnings
 import zipfile
 from typing import Mapping, Sequence
 
-import jax
 import numpy as np
 
 from aspire_jax.errors import ValidationError
@@ -130,26 +129,20 @@ def _group_names(names: Sequence[str]) -> list[tuple[str, tuple, list[int]]]:
 # ---------------------------------------------------------------- helpers
 
 
-def _as_key(key, what: str):
-    if key is None:
-        raise ValidationError(
-            f"{what} holds weighted samples and needs equally weighted draws; pass "
-            "key=jax.random.key(seed) (or an int seed) to resample them"
-        )
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    return key
-
-
 def _equal_weights(samples: Samples, key, what: str) -> Samples:
-    """Return ``samples`` unchanged if unweighted, else resampled with ``key``."""
+    """Return ``samples`` unchanged if unweighted, else resampled with ``key``
+    (a typed key or an int seed, as :meth:`Samples.resample` takes)."""
     lw = samples.log_weights
     if lw is None:
         return samples
     lw = np.asarray(lw)
     if np.all(lw == lw[0]):
         return samples.replace(log_weights=None)
-    return samples.resample(_as_key(key, what))
+    if key is None:
+        raise ValidationError(
+            f"{what} holds weighted samples and needs equally weighted draws; pass "
+            "key=jax.random.key(seed) (or an int seed) to resample them")
+    return samples.resample(key)
 
 
 def _column(values, name: str, where: str) -> np.ndarray | None:

@@ -58,6 +58,9 @@ def _check_bins(bins) -> int:
 
 
 def _weighted_quantile(v: np.ndarray, w: np.ndarray, q: float) -> float:
+    # In float64 NumPy rather than aspire_jax.samples' JAX version, which
+    # works in float32 by default: a GPS time of 1e9 s would move the axis
+    # limits by a hundred seconds.
     order = np.argsort(v)
     cumulative = np.cumsum(w[order])
     i = np.searchsorted(cumulative, q * cumulative[-1])

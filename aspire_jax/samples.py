@@ -409,8 +409,8 @@ class Samples:
         impossible point, or a log-weight of zero weight. Log-weights given
         in a wider float than the array dtype in use (float64 under JAX's
         default float32) are first shifted so that the largest finite one is
-        0, which keeps their precision and leaves the weights unchanged. NaN and +inf are
-        refused in all of them (a NaN log-likelihood is usually a bug in the
+        0, which keeps their precision and leaves the weights unchanged. NaN
+        and +inf are refused in all of them (a NaN log-likelihood is usually a bug in the
         code that produced it; aspire_jax's samplers store -inf there). Values
         are only checked when concrete, not while traced under ``jax.jit``.
         """
@@ -668,8 +668,8 @@ class Samples:
         ------
         ValidationError
             If the key is neither a typed key nor an int, ``n`` is not a
-            positive int, the method is unknown, or the log-weights give no usable weights
-            (checked when they are concrete).
+            positive int, the method is unknown, or the log-weights give no
+            usable weights (checked when they are concrete).
         """
         key = _as_key(key)
         n = self.n_samples if n is None else n

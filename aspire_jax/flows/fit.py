@@ -8,11 +8,12 @@ with optax over shuffled mini-batches. Weighted samples (importance
 weights ``w_i``) minimise the weighted mean ``-sum_i w_i log q(x_i) / sum_i
 w_i`` instead: each mini-batch is drawn with replacement with probabilities
 ``w_i / sum w``, an unbiased estimate of that loss whose noise does not grow
-with the spread of the weights, and the held-out loss is the weighted mean. The parameter transform is fitted in
-``Flow.init`` and held fixed, so the samples are mapped to the real line once
-and only the coupling stack is trained. One epoch is a single jitted function
-(a ``lax.scan`` over a static number of batches), compiled once per data shape
-and optimiser setting and reused across epochs and across calls.
+with the spread of the weights, and the held-out loss is the weighted mean.
+The parameter transform is fitted in ``Flow.init`` and held fixed, so the
+samples are mapped to the real line once and only the coupling stack is
+trained. One epoch is a single jitted function (a ``lax.scan`` over a static
+number of batches), compiled once per data shape and optimiser setting and
+reused across epochs and across calls.
 """
 
 import dataclasses
@@ -491,6 +492,8 @@ def fit(
     u_train, ld_train, u_val, ld_val, opt_state = _prepare(
         params, split, x, flow=flow, n_val=n_val, settings=settings)
     w_train, w_val, n_rows = _split_weights(w, split, n_val)
+    p_train = None if w is None else w_train / np.sum(w_train)
+    w_val_epoch = jnp.asarray(w_val, ld_val.dtype)  # converted once, not per epoch
     batch = min(int(batch_size), n_rows)
     n_batches = n_rows // batch
     use_val = u_val.shape[0] > 0
@@ -505,11 +508,10 @@ def fit(
         if w is None:
             order = shuffle.permutation(u_train.shape[0])[: n_batches * batch]
         else:
-            order = shuffle.choice(u_train.shape[0], n_batches * batch,
-                                   p=w_train / np.sum(w_train))
+            order = shuffle.choice(u_train.shape[0], n_batches * batch, p=p_train)
         new_net, opt_state, train_loss, val_loss, val_log_q = _run_epoch(
             net, opt_state, order.astype(np.int32), u_train, ld_train, u_val,
-            ld_val, w_val.astype(np.asarray(ld_val).dtype),
+            ld_val, w_val_epoch,
             flow=flow, settings=settings, n_batches=n_batches, batch_size=batch,
         )
         train_loss, val_loss = float(train_loss), float(val_loss)

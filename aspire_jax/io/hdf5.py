@@ -166,9 +166,19 @@ def is_aspire_file(path) -> bool:
         return False
     try:
         with h5py.File(p, "r") as f:
-            return {"aspire_jax_version", "file_format_version"} <= set(f.attrs)
+            return _written_by_aspire(f)
     except OSError:
         return False
+
+
+def _written_by_aspire(f: h5py.File) -> bool:
+    return {"aspire_jax_version", "file_format_version"} <= set(f.attrs)
+
+
+def _foreign_message(target: Path) -> str:
+    return (f"{str(target)!r} is an HDF5 file that aspire_jax did not write (its "
+            "root lacks the aspire_jax_version and file_format_version "
+            "attributes); aspire_jax does not overwrite it. Choose another path")
 
 
 def _fresh_group(h5: h5py.Group, path: str) -> h5py.Group:
@@ -487,15 +497,20 @@ def _copy_except(src: h5py.Group, dst: h5py.Group, skip: set[str]) -> None:
 
 def _write_once(target, tmp, state_bytes, groups, keep_existing, dset, skip):
     with AspireFile(tmp, "w") as dst:
-        if keep_existing and target.exists():
-            if not h5py.is_hdf5(target):
-                raise _Fatal(
-                    f"the existing {str(target)!r} is not a readable HDF5 file, so "
-                    "its groups cannot be kept; pass keep_existing=False to "
-                    "overwrite it"
-                )
+        if target.exists() and h5py.is_hdf5(target):
+            # One opening of the existing file both checks that aspire_jax
+            # wrote it and copies the groups that are kept.
             with AspireFile(target, "r") as src:
-                _copy_except(src, dst, skip)
+                if not _written_by_aspire(src):
+                    raise _Fatal(_foreign_message(target))
+                if keep_existing:
+                    _copy_except(src, dst, skip)
+        elif keep_existing and target.exists():
+            raise _Fatal(
+                f"the existing {str(target)!r} is not a readable HDF5 file, so "
+                "its groups cannot be kept; pass keep_existing=False to "
+                "overwrite it"
+            )
         dst.attrs["aspire_jax_version"] = _version()
         dst.attrs["file_format_version"] = FORMAT_VERSION
         if state_bytes is not None:
@@ -602,11 +617,6 @@ def write_checkpoint_file(
         then unchanged and the caller's state is still in memory.
     """
     target = _check_h5_path(path)
-    if target.exists() and h5py.is_hdf5(target) and not is_aspire_file(target):
-        raise CheckpointError(
-            f"{str(target)!r} is an HDF5 file that aspire_jax did not write (its "
-            "root lacks the aspire_jax_version and file_format_version "
-            "attributes); aspire_jax does not overwrite it. Choose another path")
     if state_bytes is not None:
         state_bytes = bytes(state_bytes)
         # The blob normally comes straight from state_to_bytes; readers verify
