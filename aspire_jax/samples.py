@@ -901,6 +901,35 @@ class Samples:
         cols = {name: x[:, i] for i, name in enumerate(self.parameters)}
         return {**cols, **data}
 
+    def plot_corner(self, parameters=None, fig=None, include_weights: bool = True,
+                    **kwargs):
+        """Corner plot of these samples.
+
+        Parameters
+        ----------
+        parameters : Sequence[str] or None
+            Names to show (all by default).
+        fig : matplotlib.figure.Figure or None
+            Existing figure with ``d * d`` axes to draw into.
+        include_weights : bool
+            Weight the histograms by :attr:`weights` (False: every point
+            counts once, as the raw points of a weighted set).
+        **kwargs
+            Passed to :func:`aspire_jax.plotting.corner_plot` (``bins``,
+            ``truths``, ``colors``, ``labels``).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plotting import corner_plot
+
+        if not isinstance(include_weights, (bool, np.bool_)):
+            raise ValidationError(
+                f"include_weights must be True or False; got {include_weights!r}")
+        shown = self if include_weights else self.replace(log_weights=None)
+        return corner_plot(shown, parameters=parameters, fig=fig, **kwargs)
+
     def to_dataframe(self):
         """Convert to a ``pandas.DataFrame``.
 

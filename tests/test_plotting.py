@@ -161,3 +161,21 @@ def test_ranges_follow_the_weights_and_odd_columns_plot():
     with pytest.raises(ValidationError, match="non-finite"):
         corner_plot(bad)
     plt.close("all")
+
+
+def test_methods_of_samples_and_flow_history(sets):
+    post = sets[2]
+    weighted = post.plot_corner(parameters=["a", "b"], bins=20)
+    assert len(_visible(weighted)) == 3
+    raw = post.plot_corner(parameters=["a", "b"], bins=20, include_weights=False)
+    # The weights (exp(-0.1 |x|^2)) pull the first marginal towards zero:
+    # the weighted and raw histograms of the same points must differ.
+    # (step histograms: one polygon per set, its outline the bar heights)
+    h_w = weighted.axes[0].patches[0].get_xy()[:, 1]
+    h_r = raw.axes[0].patches[0].get_xy()[:, 1]
+    assert h_w.shape == h_r.shape and not np.allclose(h_w, h_r)
+    with pytest.raises(ValidationError, match="include_weights"):
+        post.plot_corner(include_weights="no")
+    fh = FlowHistory(training_loss=np.linspace(3, 1, 5),
+                     validation_loss=np.linspace(3.2, 1.3, 5), best_epoch=4)
+    assert len(_visible(fh.plot_loss())) == 1

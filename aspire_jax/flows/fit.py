@@ -91,6 +91,13 @@ class FlowHistory:
         """
         return float(self.gaussian_validation_loss - self.best_validation_loss)
 
+    def plot_loss(self, fig=None):
+        """Training and validation loss per epoch
+        (:func:`aspire_jax.plotting.plot_flow_loss`)."""
+        from ..plotting import plot_flow_loss
+
+        return plot_flow_loss(self, fig=fig)
+
     def to_dict(self) -> dict:
         """JSON-able dict (losses as lists of floats)."""
         return {
