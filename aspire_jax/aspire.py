@@ -32,7 +32,7 @@ from .io import (AspireFile, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
-from .samples import Samples
+from .samples import Samples, _default_names
 from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
                        jit_sharded_step, replicate, shard_state, sharded_template,
                        unshard_state)
@@ -55,7 +55,7 @@ _SMC_OPTIONS = tuple(f.name for f in dataclasses.fields(SMCConfig)
 _MCMC_OPTIONS = ("kernel", "kernel_settings", "n_steps", "n_burnin",
                  "preconditioning")
 _SPACES = PRECONDITIONING
-_TORCH_BACKENDS = ("zuko", "flowjax", "torch", "pytorch", "nflows")
+_OTHER_BACKENDS = ("zuko", "flowjax", "torch", "pytorch", "nflows", "gwflow")
 _CONFIG_VERSION = 1
 
 
@@ -67,7 +67,7 @@ def _as_key(key, what="key") -> tuple[jax.Array, int | None]:
     if key is None:
         seed = secrets.randbelow(2**31)
         return jax.random.key(seed), seed
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+    if _is_int(key):
         if not 0 <= int(key) < 2**63:
             raise ValidationError(f"an int seed must be in [0, 2**63); got {key}")
         return jax.random.key(int(key)), int(key)
@@ -84,6 +84,11 @@ def _as_key(key, what="key") -> tuple[jax.Array, int | None]:
         f"seed or None; got {type(key).__name__}")
 
 
+_NAMES_HINT = (" (the default names: pass parameters=[...], the names in the "
+               "order of the columns, when bounds or periodic parameters are "
+               "given by name)")
+
+
 def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndarray:
     bounds = np.tile(np.array([-np.inf, np.inf]), (dims, 1))
     if prior_bounds is None:
@@ -93,7 +98,8 @@ def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndar
         if unknown:
             raise ValidationError(
                 f"prior_bounds names unknown parameters {sorted(unknown)}; the "
-                f"parameters are {list(parameters)}")
+                f"parameters are {list(parameters)}"
+                f"{_NAMES_HINT if tuple(parameters) == _default_names(dims) else ''}")
         for name, pair in prior_bounds.items():
             try:
                 lo, hi = (float(v) for v in pair)
@@ -120,6 +126,11 @@ def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndar
             f"prior_bounds for {parameters[i]!r} must satisfy low < high; got "
             f"{tuple(bounds[i])}")
     return bounds
+
+
+def _is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _float_dtype():
@@ -201,12 +212,14 @@ class Aspire:
         if not callable(log_likelihood) or not callable(log_prior):
             raise ValidationError("log_likelihood and log_prior must be callables "
                                   "mapping (n, dims) arrays to (n,) arrays")
-        if not isinstance(dims, (int, np.integer)) or isinstance(dims, bool) or dims < 1:
+        if not _is_int(dims) or dims < 1:
             raise ValidationError(f"dims must be a positive integer; got {dims!r}")
-        if str(flow_backend).lower() in _TORCH_BACKENDS:
+        if str(flow_backend).lower() in _OTHER_BACKENDS:
             raise ValidationError(
-                f"flow_backend={flow_backend!r} is a PyTorch/other-framework backend; "
-                "aspire_jax has the JAX backend only: use flow_backend='jax'")
+                f"flow_backend={flow_backend!r} names another library's flows; "
+                "aspire_jax trains its own flows (flax modules of distrax "
+                "bijectors), selected by flow_backend='jax' (the default), with "
+                "flow_kind, n_layers, hidden_sizes and n_bins")
         if flow_backend != "jax":
             raise ValidationError(f"unknown flow_backend {flow_backend!r}; use 'jax'")
         if flow_matching:
@@ -265,7 +278,7 @@ class Aspire:
     @property
     def parameters(self) -> tuple[str, ...]:
         if self._parameters is None:
-            return tuple(f"x_{i}" for i in range(self.dims))
+            return _default_names(self.dims)
         return self._parameters
 
     @property
@@ -285,7 +298,8 @@ class Aspire:
         if unknown:
             raise ValidationError(
                 f"periodic_parameters names unknown parameters {sorted(unknown)}; "
-                f"the parameters are {list(self.parameters)}")
+                f"the parameters are {list(self.parameters)}"
+                f"{_NAMES_HINT if self._parameters is None else ''}")
         bounds = self.prior_bounds
         for name, per, (lo, hi) in zip(self.parameters, self.periodic, bounds):
             if per and not (np.isfinite(lo) and np.isfinite(hi)):
@@ -304,11 +318,16 @@ class Aspire:
                 if len(samples.parameters) == self.dims:
                     self._parameters = tuple(samples.parameters)
                     self._check_parameters()
-            elif tuple(samples.parameters) != self.parameters:
+            elif sorted(samples.parameters) != sorted(self.parameters):
                 raise ValidationError(
                     f"{what} carry parameters {list(samples.parameters)} but this "
                     f"Aspire has {list(self.parameters)}")
             x = np.asarray(samples.x)
+            names = list(samples.parameters or ())
+            if sorted(names) == sorted(self.parameters) and tuple(names) != self.parameters:
+                # The same names in another order: columns by name, as for a
+                # dict or a DataFrame.
+                x = x[:, [names.index(p) for p in self.parameters]]
         elif hasattr(samples, "columns") and hasattr(samples, "to_numpy"):
             columns = [str(c) for c in samples.columns]
             if self._parameters is None and len(columns) == self.dims:
@@ -373,7 +392,10 @@ class Aspire:
                 f"parameter {self.parameters[c]!r} = {x[r, c]}); drop or fix those "
                 "rows before fitting")
         bounds = self.prior_bounds
-        outside = (x < bounds[:, 0]) | (x > bounds[:, 1])
+        # Periodic values are wrapped into their range (see _inside_bounds):
+        # an angle given in (-pi, pi] for bounds [0, 2 pi) is not outside.
+        outside = ((x < bounds[:, 0]) | (x > bounds[:, 1])) & ~np.asarray(
+            self.periodic, bool)
         if outside.any():
             r, c = np.argwhere(outside)[0]
             raise ValidationError(
@@ -531,6 +553,12 @@ class Aspire:
         finally:
             if bar is not None:
                 bar.close()
+        if self._resume is not None:
+            # The checkpoint's particles carry log q of the flow it was run
+            # with; they cannot continue under this one.
+            logger.info("the refitted flow replaces the one restored from the "
+                        "checkpoint; the next run starts afresh instead of resuming")
+            self._resume = None
         self.flow_params = params
         self.flow_history = history
         self._auto_space = None
@@ -715,6 +743,9 @@ class Aspire:
                 "device: drop mesh or use sampler='smc'")
         # Translated first, so that a resume checks them like their new names.
         options = _translate_sampler_kwargs(sampler_kwargs, options)
+        if options.get("preconditioning") == "default":
+            # aspire's name for the standard (whitened) space.
+            options["preconditioning"] = "standard"
         if resume and resume.get("sampler_config"):
             stored = dict(resume["sampler_config"].get("options", {}))
             if sampler in ("smc", "mcmc"):
@@ -760,9 +791,10 @@ class Aspire:
             checkpoint_save_config = self._auto.get("save_config", checkpoint_save_config)
             checkpoint_save_flow = self._auto.get("save_flow", checkpoint_save_flow)
         checkpoint_every = 1 if checkpoint_every is None else checkpoint_every
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        if not _is_int(checkpoint_every) or checkpoint_every < 1:
             raise ValidationError(f"checkpoint_every must be a positive integer; got "
                                   f"{checkpoint_every!r}")
+        checkpoint_every = int(checkpoint_every)
         if checkpoint_path is not None:
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
@@ -833,6 +865,11 @@ class Aspire:
         for _, f in functions:
             if hasattr(f, "host_error"):
                 f.host_error = None
+        # JAX logs a failed callback's traceback before raising; the
+        # exception is re-raised below, whole, so that log is only noise.
+        quiet = _OwnHostErrors(functions)
+        callback_logger = logging.getLogger("jax._src.callback")
+        callback_logger.addFilter(quiet)
         try:
             yield
         except Exception as exc:
@@ -853,6 +890,8 @@ class Aspire:
                 original.add_note(note)
                 raise original from exc
             raise
+        finally:
+            callback_logger.removeFilter(quiet)
 
     def _probe(self):
         """Check the user's functions eagerly on four flow draws, before any jit."""
@@ -1084,6 +1123,11 @@ class Aspire:
         remaining = max(cap - int(state.iteration), 0)
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
                                    save_config, save_flow, callback)
+        if resume is None and checkpoint_path is not None:
+            # The flow, the settings and the initial draws (a likelihood call
+            # per particle) are in the file before the first iteration, so a
+            # run cut off during it resumes without drawing again.
+            writer.write(state, history, notify=False)
         bar = _make_bar(progress, total=None, desc="smc")
         rows = list()
 
@@ -1347,12 +1391,24 @@ class Aspire:
         _check_h5_suffix(path)
         if not os.path.exists(path):
             raise CheckpointError(f"no checkpoint file at {str(path)!r}")
+        foreign = not is_aspire_file(path)
         with AspireFile(path, "r") as f:
-            if config_path not in f:
+            try:
+                if config_path not in f:
+                    raise CheckpointError(
+                        f"{str(path)!r} has no /{config_path} group; it was not "
+                        "written by aspire_jax (or the config was not saved)")
+                cfg = read_json_group(f, config_path)
+            except CheckpointError as exc:
+                if not foreign:
+                    raise
                 raise CheckpointError(
-                    f"{str(path)!r} has no /{config_path} group; it was not written by "
-                    "aspire_jax (or the config was not saved)")
-            cfg = read_json_group(f, config_path)
+                    f"{str(path)!r} was not written by aspire_jax: its root lacks "
+                    "the aspire_jax_version and file_format_version attributes. A "
+                    "checkpoint of the original aspire package holds a pickled "
+                    "state, which aspire_jax never unpickles; resume it with that "
+                    "package, or start an aspire_jax run by fitting to its "
+                    "posterior samples") from exc
         obj = cls._from_config(cfg, log_likelihood, log_prior)
         with AspireFile(path, "r") as f:
             if flow_path in f:
@@ -1499,8 +1555,9 @@ class Aspire:
         """
         _check_h5_suffix(path)
         _check_writable(path)
-        if not isinstance(every, int) or every < 1:
+        if not _is_int(every) or every < 1:
             raise ValidationError(f"every must be a positive integer; got {every!r}")
+        every = int(every)
         if resume and os.path.exists(path):
             with AspireFile(path, "r") as f:
                 has_flow = "flow" in f
@@ -1528,6 +1585,21 @@ class Aspire:
 
 
 # ---------------------------------------------------------------- helpers
+class _OwnHostErrors(logging.Filter):
+    """Drops JAX's log record of a callback failure whose exception is one
+    that a ``wrap_numpy_likelihood`` function recorded (and the facade
+    re-raises); every other record passes."""
+
+    def __init__(self, functions):
+        super().__init__()
+        self.functions = functions
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not any(
+            exc is getattr(f, "host_error", None) for _, f in self.functions)
+
+
 class _CheckpointWriter:
     """Writes checkpoints every ``every`` iterations (the path was checked
     before the run, so a write fails only if the file system does)."""
@@ -1545,7 +1617,9 @@ class _CheckpointWriter:
         if not self.inactive and int(state.iteration) % self.every == 0:
             self.write(state, make_history())
 
-    def write(self, state, history, force=False):
+    def write(self, state, history, force=False, notify=True):
+        """Write ``state`` to the file and hand it to the callback (not with
+        ``notify=False``, nor on the last, ``force``d write)."""
         if self.inactive:
             return
         # Gathering is collective under jax.distributed; only one process writes.
@@ -1587,7 +1661,7 @@ class _CheckpointWriter:
                 self.last_written = int(state.iteration)
                 logger.debug("checkpoint written to %s at iteration %d", self.path,
                              int(state.iteration))
-        if self.callback is not None and not force:
+        if self.callback is not None and notify and not force:
             self.callback(self._checkpoint_dict(blob, history, state))
 
     def _checkpoint_dict(self, blob, history, state) -> dict:
@@ -1824,7 +1898,7 @@ def _same_seed(key, seed: int) -> bool:
 
 
 def _check_count(n, name):
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
+    if not _is_int(n) or n < 2:
         raise ValidationError(f"{name} must be an integer >= 2; got {n!r}")
 
 

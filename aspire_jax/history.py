@@ -6,6 +6,7 @@ from typing import Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from ._names import missing
 from .errors import ValidationError
 from .smc.state import SMCInfo
 
@@ -102,7 +103,7 @@ class History:
         data = self.__dict__.get("data", {})
         if name in data:
             return data[name]
-        raise AttributeError(name)
+        raise missing(type(self).__name__, name)
 
     @property
     def n_likelihood_evaluations(self) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from flax import struct
 
 from aspire_jax._types import Array, ArrayLike, PRNGKey
+from aspire_jax._names import missing
 from aspire_jax.errors import CheckpointError, ValidationError
 
 __all__ = ["Samples"]
@@ -368,6 +369,11 @@ class Samples:
             shape = getattr(self.x, "shape", None)
             if shape is not None and len(shape) == 2:
                 object.__setattr__(self, "parameters", _default_names(shape[1]))
+
+    def __getattr__(self, name):
+        # Only reached when the lookup failed: point users of aspire to the
+        # names here.
+        raise missing("Samples", name)
 
     # -- construction -----------------------------------------------------------
 

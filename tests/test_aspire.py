@@ -101,6 +101,10 @@ def test_sampler_kwargs_in_upstream_spelling(fitted):
         300, key=0, return_history=True,
         sampler_kwargs=dict(n_steps=3, step_fn="pcn", target_acceptance_rate=0.3))
     assert np.all(history.n_mcmc_steps == 3)
+    # aspire's name "default" is the standard space: the very same run.
+    a, b = (fitted.sample_posterior(300, key=1, n_mcmc_steps=2, preconditioning=p)
+            for p in ("default", "standard"))
+    np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
 
 
 # ----------------------------------------------------------------- bad input
@@ -186,9 +190,10 @@ def test_sample_before_fit():
         problems.make_aspire().sample_posterior(100)
 
 
-def test_torch_backend_names_jax():
-    with pytest.raises(ValidationError, match="flow_backend='jax'"):
-        problems.make_aspire(flow_backend="zuko")
+@pytest.mark.parametrize("backend", ["zuko", "flowjax"])
+def test_other_flow_backends_name_jax(backend):
+    with pytest.raises(ValidationError, match="another library's flows.*'jax'"):
+        problems.make_aspire(flow_backend=backend)
 
 
 def test_periodic_needs_bounds():
@@ -352,3 +357,25 @@ def test_mcmc_acceptance_after_burn_in_is_near_target(fitted, kernel, target):
         n_steps=30, n_burnin=40)
     after = np.asarray(history.acceptance)[40:]
     assert abs(float(after.mean()) - target) < 0.1
+
+
+def test_samples_columns_are_read_by_name(fitted):
+    from aspire_jax import Samples
+
+    x = problems.earlier_samples(400)
+    aspire = problems.make_aspire(parameters=["a", "b", "c"])
+    shuffled = Samples.from_array(x[:, [2, 0, 1]], ["c", "a", "b"])
+    np.testing.assert_array_equal(aspire._as_array(shuffled), x)
+    with pytest.raises(ValidationError, match="carry parameters"):
+        aspire._as_array(Samples.from_array(x, ["a", "b", "d"]))
+
+
+def test_names_without_parameters_point_to_parameters():
+    with pytest.raises(ValidationError, match=r"pass parameters=\[\.\.\.\]"):
+        problems.make_aspire(prior_bounds={"a": (-5, 5)})
+    with pytest.raises(ValidationError, match=r"pass parameters=\[\.\.\.\]"):
+        problems.make_aspire(prior_bounds=np.tile([0.0, 1.0], (3, 1)),
+                             periodic_parameters=["a"])
+    with pytest.raises(ValidationError) as info:
+        problems.make_aspire(parameters=["a", "b", "c"], prior_bounds={"z": (0, 1)})
+    assert "pass parameters" not in str(info.value)

@@ -449,3 +449,78 @@ def test_a_resume_stopped_before_its_first_step_stays_pending(fitted, tmp_path):
         resumed.sample_posterior()  # the stored cap is already reached
     _assert_same_run(full, resumed.sample_posterior(return_history=True,
                                                     max_iterations=50))
+
+
+def test_run_cut_off_in_its_first_iteration_resumes_from_its_initial_draws(
+        fitted, tmp_path):
+    """The file holds the initial draws before the first iteration: a run
+    stopped during it resumes them (no second draw) and ends as the
+    uninterrupted run."""
+    import jax.numpy as jnp
+
+    from aspire_jax import wrap_numpy_likelihood
+
+    n = 300
+    full = fitted.sample_posterior(n, key=21, return_history=True, **RUN)
+    calls = []
+
+    def ll_host(x):
+        calls.append(len(x))
+        if len(calls) > 2:  # the probe, the initial draws, then the first sweep
+            raise RuntimeError("node lost")
+        return np.asarray(problems.log_likelihood(jnp.asarray(x)))
+
+    path = tmp_path / "early.h5"
+    aspire = problems.make_aspire(log_likelihood=wrap_numpy_likelihood(ll_host))
+    aspire.flow_params = fitted.flow_params
+    with pytest.raises(RuntimeError, match="node lost"):
+        aspire.sample_posterior(n, key=21, checkpoint_path=path, **RUN)
+    assert calls[1] == n
+    state = state_dict_from_bytes(read_checkpoint_bytes(path))
+    assert int(state["iteration"]) == 0 and int(state["n_evaluations"]) == n
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    _assert_same_run(full, resumed.sample_posterior(return_history=True))
+
+
+def test_refit_after_resume_from_file_starts_afresh(fitted, tmp_path):
+    path = str(tmp_path / "stopped.h5")
+
+    def stop(checkpoint):
+        if checkpoint["iteration"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fitted.sample_posterior(300, key=23, checkpoint_path=path,
+                                checkpoint_callback=stop, **RUN)
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    resumed.fit(problems.earlier_samples(seed=3), overwrite=True,
+                **problems.FIT_SETTINGS)
+    # Not the stored run (its particles carry the old flow's log q): a new one,
+    # with the key given now.
+    post = resumed.sample_posterior(300, key=24, **RUN)
+    other = problems.make_aspire()
+    other.flow_params = resumed.flow_params
+    ref = other.sample_posterior(300, key=24, **RUN)
+    np.testing.assert_array_equal(np.asarray(post.x), np.asarray(ref.x))
+
+
+def test_numpy_integer_checkpoint_every(fitted, tmp_path):
+    blobs = []
+    fitted.sample_posterior(300, key=25, checkpoint_every=np.int64(2),
+                            checkpoint_callback=blobs.append, **RUN)
+    assert blobs and all(b["iteration"] % 2 == 0 for b in blobs)
+    with pytest.raises(ValidationError, match="checkpoint_every"):
+        fitted.sample_posterior(300, key=25, checkpoint_every=True, **RUN)
+
+
+def test_file_of_another_program_is_named_as_such(tmp_path):
+    path = tmp_path / "upstream.h5"
+    with h5py.File(path, "w") as f:
+        g = f.create_group("aspire_config")
+        g.attrs["dims"] = np.void(b"\x80\x04K\x03.")  # a pickled 3
+        f.create_dataset("checkpoint/state", data=np.frombuffer(b"\x80\x04N.", np.uint8))
+    with pytest.raises(CheckpointError, match="not written by aspire_jax.*pickled"):
+        Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior)

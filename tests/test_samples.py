@@ -547,3 +547,17 @@ def test_to_dataframe_allows_x_as_a_name():
 def test_from_dict_refuses_empty_names():
     with pytest.raises(ValidationError, match="must not be empty"):
         Samples.from_dict({"": [1.0, 2.0], "a": [0.0, 1.0]}, parameters=["", "a"])
+
+
+def test_names_of_the_original_aspire_point_here():
+    from aspire_jax.history import History
+
+    s = Samples.from_array(np.ones((3, 2)))
+    with pytest.raises(AttributeError, match="log_evidence"):
+        s.evidence
+    with pytest.raises(AttributeError, match="resample"):
+        s.rejection_sample
+    with pytest.raises(AttributeError, match="log_evidence_increment"):
+        History.empty("smc").log_norm_ratio
+    # Other misses stay plain, and hasattr keeps working.
+    assert not hasattr(s, "no_such_field") and not hasattr(History.empty("smc"), "x")

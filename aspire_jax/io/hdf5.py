@@ -375,8 +375,10 @@ def history_to_group(
     ValidationError
         If a value is not numeric or cannot be trimmed.
     """
-    if n_steps is not None and (not isinstance(n_steps, int) or n_steps < 0):
+    if n_steps is not None and (not isinstance(n_steps, (int, np.integer))
+                                or isinstance(n_steps, bool) or n_steps < 0):
         raise ValidationError(f"n_steps must be a non-negative int; got {n_steps!r}")
+    n_steps = None if n_steps is None else int(n_steps)
     group = _fresh_group(h5, path)
     _write_history(group, history, n_steps, path)
     if n_steps is not None:
