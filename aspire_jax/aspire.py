@@ -888,6 +888,11 @@ class Aspire:
                              f"iteration {last}, from which Aspire.resume_from_file "
                              "resumes the run")
                 original.add_note(note)
+                if original.__cause__ is not None:
+                    # Keep the cause it came with (a pool's RemoteTraceback
+                    # holds the worker's traceback); JAX's error stays its
+                    # context.
+                    raise original
                 raise original from exc
             raise
         finally:
@@ -1115,9 +1120,13 @@ class Aspire:
             state, history = self._restore_state(smc, key, resume, mesh, reference)
             logger.info("resuming SMC at iteration %d, beta = %.4g",
                         int(state.iteration), float(state.beta))
+            self._check_initial_state(state if mesh is None else host_state(state))
         else:
-            state = init(key, flow_params)
-        self._check_initial_state(state if mesh is None else host_state(state))
+            with self._host_errors("the initial draws of the SMC run"):
+                state = init(key, flow_params)
+                # (Waited for here, so that a host failure surfaces inside.)
+                self._check_initial_state(state if mesh is None
+                                          else host_state(state))
         populations = [_population(state)] if keep_particles else None
         cap = config.iteration_cap
         remaining = max(cap - int(state.iteration), 0)
@@ -1194,8 +1203,9 @@ class Aspire:
             error.history = history
             raise error
         _warn_collapsed_steps(history, config.n_particles)
-        samples, final_evals, final_invalid = self._smc_samples(state, config,
-                                                                n_final, space)
+        with self._host_errors("the final move of the SMC run", writer):
+            samples, final_evals, final_invalid = self._smc_samples(
+                state, config, n_final, space)
         if final_evals:
             self.n_likelihood_evaluations += final_evals
         _warn_undefined(int(state.n_invalid) + final_invalid,
@@ -1871,7 +1881,9 @@ def _check_writable(path):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
             "aspire_jax does not overwrite it. Remove it or choose another path")
-    if not is_aspire_file(path):
+    # A file held open for writing elsewhere cannot be read now: the writes
+    # of the run check it again, and retry with a warning while it is held.
+    if not is_aspire_file(path, unopenable=True):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} is an HDF5 file that aspire_jax did "
             "not write (its root lacks the aspire_jax_version and "

@@ -97,7 +97,9 @@ def wrap_numpy_likelihood(fn, *, dtype=None, vectorized: bool = True, map_fn=Non
     map_fn
         ``map_fn(f, iterable) -> iterable`` used to spread the work, e.g.
         ``pool.map`` of a :mod:`multiprocessing` pool or ``executor.map`` of a
-        :mod:`concurrent.futures` executor; results must come back in order.
+        :mod:`concurrent.futures` executor. Results must come back in order
+        (``imap_unordered`` would pair values with the wrong points, which
+        no check can see); a wrong count is refused.
         With ``vectorized=False`` it maps ``fn`` over the points; with
         ``vectorized=True`` it maps ``fn`` over chunks of ``chunk_size``
         rows. ``None``: the builtin ``map`` (one point after another), or
@@ -158,19 +160,37 @@ def wrap_numpy_likelihood(fn, *, dtype=None, vectorized: bool = True, map_fn=Non
     """
     _check_wrapper_settings(fn, vectorized, map_fn, chunk_size)
 
+    def mapped(items: list) -> list:
+        """``fn`` over ``items`` through ``map_fn``: one result per item."""
+        results = list((map if map_fn is None else map_fn)(fn, items))
+        if len(results) != len(items):
+            raise ValidationError(
+                f"wrap_numpy_likelihood: map_fn returned {len(results)} results for "
+                f"{len(items)} {'points' if not vectorized else 'chunks'}; it must "
+                "return one per item, in order (like map or pool.map)")
+        return results
+
     def evaluate(x2d: np.ndarray) -> np.ndarray:
+        # A writable copy: fn sees the same kind of array with or without a
+        # pool (whose workers get copies anyway).
+        x2d = np.array(x2d)
         n = x2d.shape[0]
         if not vectorized:
-            mapper = map if map_fn is None else map_fn
-            values = [_per_point_value(fn, v) for v in mapper(fn, list(x2d))]
-            return _checked_output(fn, np.asarray(values, dtype=float), n)
+            values = [_per_point_value(fn, v) for v in mapped(list(x2d))]
+            return np.asarray(values, dtype=np.float64)
         if map_fn is None or n == 0:
             return _checked_output(fn, fn(x2d), n)
         size = n if chunk_size is None else int(chunk_size)
         chunks = [x2d[i:i + size] for i in range(0, n, size)]
-        parts = [_checked_output(fn, out, len(c))
-                 for c, out in zip(chunks, map_fn(fn, chunks))]
-        return np.concatenate(parts)
+        try:
+            return np.concatenate([_checked_output(fn, out, len(c))
+                                   for c, out in zip(chunks, mapped(chunks))])
+        except ValidationError as exc:
+            if "map_fn returned" in str(exc):
+                raise
+            raise ValidationError(
+                f"{exc} (in chunks of {size} rows; or map_fn returned the chunks' "
+                "results out of order)") from None
 
     def host(x):
         try:

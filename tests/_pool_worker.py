@@ -16,3 +16,12 @@ def point_log_likelihood(p):
 def batch_log_likelihood(x):
     """The same for a batch ``(n, d)``."""
     return np.array([point_log_likelihood(p) for p in np.asarray(x)])
+
+
+class Boom(RuntimeError):
+    """Raised by :func:`failing_point_log_likelihood`."""
+
+
+def failing_point_log_likelihood(p):
+    """Raises for every point: a likelihood whose data went missing."""
+    raise Boom("detector data vanished in a worker")

@@ -249,6 +249,55 @@ def test_reader_holding_the_file_does_not_stop_the_run(fitted, tmp_path):
     np.testing.assert_array_equal(np.asarray(post.x), np.asarray(resumed.x))
 
 
+def test_writer_holding_the_file_before_the_run_is_not_called_foreign(fitted,
+                                                                      tmp_path):
+    """A file another process holds open for writing cannot even be read; the
+    run must start (not refuse the file as foreign), warn at each write and
+    hand its last checkpoint over with the final error."""
+    path = tmp_path / "held.h5"
+    fitted.sample_posterior(300, key=9, checkpoint_path=path, **RUN)
+    code = ("import h5py, sys, time\n"
+            "f = h5py.File(sys.argv[1], 'a')\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        with pytest.warns(RuntimeWarning, match="not written"), \
+                pytest.raises(CheckpointError) as info:
+            fitted.sample_posterior(300, key=10, checkpoint_path=path, **RUN)
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+    ref = fitted.sample_posterior(300, key=10, **RUN)
+    post = fitted.sample_posterior(resume_from=info.value.checkpoint)
+    np.testing.assert_array_equal(np.asarray(post.x), np.asarray(ref.x))
+
+
+def test_host_failure_in_the_final_move_is_raised_as_itself(fitted, tmp_path):
+    import jax.numpy as jnp
+
+    from aspire_jax import wrap_numpy_likelihood
+
+    def ll_host(x):
+        # The final move mutates n_final_samples = 200 points; the run 300.
+        if len(x) == 200:
+            raise FileNotFoundError("detector data vanished")
+        return np.asarray(problems.log_likelihood(jnp.asarray(x)))
+
+    aspire = problems.make_aspire(log_likelihood=wrap_numpy_likelihood(ll_host))
+    aspire.flow_params = fitted.flow_params
+    path = tmp_path / "final.h5"
+    with pytest.raises(FileNotFoundError) as info:
+        aspire.sample_posterior(300, key=11, checkpoint_path=path,
+                                n_final_samples=200, **RUN)
+    notes = " ".join(info.value.__notes__)
+    assert "during the final move of the SMC run" in notes
+    assert "resume_from_file" in notes
+
+
 def _iteration_in(path):
     try:
         blob = read_checkpoint_bytes(path)

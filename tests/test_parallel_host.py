@@ -115,3 +115,69 @@ def test_settings_that_do_not_fit_are_refused_at_once(kwargs, match):
 def test_non_callable_is_refused():
     with pytest.raises(ValidationError, match="needs a callable"):
         wrap_numpy_likelihood(np.zeros(3))
+
+
+def _short_map(f, items):
+    return list(map(f, items))[:-1]
+
+
+def _long_map(f, items):
+    out = list(map(f, items))
+    return out + out[:1]
+
+
+@pytest.mark.parametrize("mapper", [_short_map, _long_map])
+@pytest.mark.parametrize("mode", [dict(vectorized=False),
+                                  dict(chunk_size=3)])
+def test_map_fn_with_the_wrong_count_is_named(mapper, mode):
+    fn = point_log_likelihood if mode.get("vectorized") is False else batch_log_likelihood
+    f = wrap_numpy_likelihood(fn, map_fn=mapper, **mode)
+    with pytest.raises(ValidationError, match=r"map_fn returned \d+ results for \d+"):
+        f(X)
+
+
+def test_reversed_chunks_are_suspected():
+    f = wrap_numpy_likelihood(batch_log_likelihood, chunk_size=3,
+                              map_fn=lambda g, items: list(map(g, items))[::-1])
+    with pytest.raises(ValidationError, match="out of order"):
+        f(X)
+
+
+def _in_place(p):
+    p -= problems.LIKE_MEAN  # edits its input, as user code may
+    return float(-0.5 * np.sum(p**2))
+
+
+def test_functions_that_edit_their_input_work_without_a_pool(threads):
+    plain = wrap_numpy_likelihood(_in_place, vectorized=False)
+    pooled = wrap_numpy_likelihood(_in_place, vectorized=False, map_fn=threads.map)
+    want = -0.5 * np.sum((np.asarray(X, np.float64) - problems.LIKE_MEAN) ** 2, axis=1)
+    for f in (plain, jax.jit(plain), pooled):
+        np.testing.assert_allclose(np.asarray(f(X)), want, rtol=1e-6)
+
+
+def test_worker_failure_keeps_its_remote_traceback():
+    """A pool's exception reaches the caller as itself, with the worker's
+    traceback still attached (multiprocessing's RemoteTraceback)."""
+    from _pool_worker import Boom, failing_point_log_likelihood
+
+    fitted = problems.fitted_aspire()
+    with mp.get_context("spawn").Pool(2) as pool:
+        probe_ok = {"n": 0}
+
+        def mapper(f, items):
+            probe_ok["n"] += 1
+            if probe_ok["n"] == 1:  # the probe passes; the initial draws fail
+                return list(map(point_log_likelihood, items))
+            return pool.map(f, items)
+
+        ll = wrap_numpy_likelihood(failing_point_log_likelihood, vectorized=False,
+                                   map_fn=mapper)
+        aspire = problems.make_aspire(log_likelihood=ll)
+        aspire.flow_params = fitted.flow_params
+        with pytest.raises(Boom) as info:
+            aspire.sample_posterior(200, key=0, progress=False)
+    notes = " ".join(getattr(info.value, "__notes__", []))
+    assert "during the initial draws of the SMC run" in notes
+    cause = info.value.__cause__
+    assert cause is not None and "failing_point_log_likelihood" in str(cause)

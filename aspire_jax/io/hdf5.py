@@ -147,7 +147,7 @@ def _check_file_version(f: h5py.File, p: Path) -> None:
             + ("; upgrade aspire_jax to read it" if version > FORMAT_VERSION else ""))
 
 
-def is_aspire_file(path) -> bool:
+def is_aspire_file(path, *, unopenable: bool = False) -> bool:
     """Whether ``path`` is an HDF5 file whose root carries the attributes
     aspire_jax writes (``aspire_jax_version`` and ``file_format_version``).
 
@@ -155,11 +155,16 @@ def is_aspire_file(path) -> bool:
     ----------
     path : str or os.PathLike
         Any path.
+    unopenable : bool
+        The answer for an HDF5 file that cannot be opened now (another
+        process holds it open for writing, and HDF5's file lock refuses a
+        reader).
 
     Returns
     -------
     bool
-        False for a missing, foreign or unreadable file.
+        False for a missing or foreign file; ``unopenable`` for one that
+        cannot be opened now.
     """
     p = Path(path)
     if not p.is_file() or not h5py.is_hdf5(p):
@@ -168,7 +173,7 @@ def is_aspire_file(path) -> bool:
         with h5py.File(p, "r") as f:
             return _written_by_aspire(f)
     except OSError:
-        return False
+        return unopenable
 
 
 def _written_by_aspire(f: h5py.File) -> bool:

@@ -106,7 +106,9 @@ class SMCConfig:
     batch_size
         Evaluate the likelihood, prior and flow on at most this many particles
         at a time (a ``lax.map`` over batches) to bound peak memory; ``None``
-        evaluates all particles at once. Results do not depend on it.
+        evaluates all particles at once. Results agree up to float round-off
+        (a density evaluated in another batch shape may differ in its last
+        bit, so particles can differ by an ulp).
     """
 
     n_particles: int
