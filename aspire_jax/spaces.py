@@ -76,9 +76,15 @@ class PeriodicSpace:
 
     def to_unbounded(self, params, x):
         mask, lo, hi, centre, scale = self._arrays(x.dtype)
-        u, log_det = self.flow.to_unbounded(params, x)
+        u, _ = self.flow.to_unbounded(params, x)
         u = jnp.where(mask, (x - centre) / scale, u)
-        return u, log_det
+        # The log-Jacobian is minus that of the map back at u, whose periodic
+        # slots count one constant: the flow's own log-Jacobian here would
+        # also hold its squashing of the periodic coordinates at x, which the
+        # proposals' densities (from from_unbounded) do not, and every MH
+        # ratio from these starting points would be off by the difference.
+        _, log_det_back = self.from_unbounded(params, u)
+        return u, -log_det_back
 
     def from_unbounded(self, params, u):
         # Periodic slots are set to 0 before the flow's map, so their share of

@@ -242,3 +242,23 @@ def test_constant_column_keeps_unit_scale():
     x = np.stack([np.linspace(0.0, 1.0, 10), np.full(10, 3.0)], axis=1)
     p = T.fit_transform(x)
     assert float(p.scale[1]) == 1.0
+
+
+def test_periodic_space_maps_are_mutually_consistent():
+    """The log-Jacobian of PeriodicSpace.to_unbounded at x must be minus
+    that of from_unbounded at the image u, as the MH ratios assume."""
+    from aspire_jax.flows import Flow, FlowConfig
+    from aspire_jax.spaces import PeriodicSpace
+
+    rng = np.random.default_rng(2)
+    x = np.column_stack([rng.uniform(0, 2 * np.pi, 200), rng.uniform(0.05, 0.95, 200),
+                         rng.normal(0, 2, 200)]).astype(np.float32)
+    bounds = np.array([[0, 2 * np.pi], [0, 1], [-np.inf, np.inf]])
+    flow = Flow(FlowConfig(n_dims=3, kind="affine", n_layers=1, hidden_sizes=(4,)))
+    params = flow.init(jax.random.key(0), x, prior_bounds=bounds)
+    space = PeriodicSpace(flow, (True, False, False), (0.0, 0.0, 0.0),
+                          (2 * np.pi, 1.0, 0.0))
+    u, ld_to = space.to_unbounded(params, jnp.asarray(x))
+    x_back, ld_from = space.from_unbounded(params, u)
+    np.testing.assert_allclose(np.asarray(x_back), x, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ld_to), -np.asarray(ld_from), atol=1e-4)
