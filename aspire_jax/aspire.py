@@ -32,7 +32,7 @@ from .io import (AspireFile, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
-from .samples import Samples, _default_names
+from .samples import Samples, _default_names, warn_float32_resolution
 from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
                        jit_sharded_step, replicate, shard_state, sharded_template,
                        unshard_state)
@@ -131,6 +131,29 @@ def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndar
 def _is_int(value) -> bool:
     """A Python or NumPy integer, not a bool."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_float32_bounds(parameters, bounds) -> None:
+    """Refuse finite bounds that float32 (JAX's default) cannot tell apart,
+    and warn when it resolves fewer than 10^4 values between them."""
+    if _float_dtype() != np.float32:
+        return
+    hint = ("enable float64 first (jax.config.update('jax_enable_x64', True)) or "
+            "sample the parameter relative to a reference value (e.g. a trigger "
+            "time)")
+    for name, (lo, hi) in zip(parameters, bounds):
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            continue
+        if not np.float32(lo) < np.float32(hi):
+            raise ValidationError(
+                f"prior_bounds of {name!r} ({float(lo)!r}, {float(hi)!r}) are one and the same "
+                f"number in float32, JAX's default dtype; {hint}")
+        steps = (hi - lo) / float(np.spacing(np.float32(max(abs(lo), abs(hi)))))
+        if steps < 1e4:
+            warnings.warn(
+                f"prior_bounds of {name!r} ({float(lo)!r}, {float(hi)!r}) hold only about "
+                f"{steps:.0f} float32 values (JAX's default dtype); {hint}",
+                UserWarning, stacklevel=4)
 
 
 def _float_dtype():
@@ -301,6 +324,7 @@ class Aspire:
                 f"the parameters are {list(self.parameters)}"
                 f"{_NAMES_HINT if self._parameters is None else ''}")
         bounds = self.prior_bounds
+        _check_float32_bounds(self.parameters, bounds)
         for name, per, (lo, hi) in zip(self.parameters, self.periodic, bounds):
             if per and not (np.isfinite(lo) and np.isfinite(hi)):
                 raise ValidationError(
@@ -516,6 +540,7 @@ class Aspire:
         if checkpoint_path is None and self._auto is not None:
             checkpoint_path = self._auto["path"]
         x = self._as_array(samples, "training samples")
+        warn_float32_resolution(x, self.parameters, "training samples")
         key, seed = _as_key(key)
         # Rows of weight 0 go first: reweighting to a narrower prior gives
         # -inf to rows outside it, which need not be inside its bounds.

@@ -398,8 +398,11 @@ def write_samples(path, samples: Samples, *, key=None, format: str | None = None
     elif format == "netcdf":
         to_arviz(samples, key=key).to_netcdf(os.fspath(path), **options)
     else:
+        what = (f"unknown format {format!r}" if format is not None else
+                "gzip-compressed files are read but not written"
+                if os.fspath(path).endswith(".gz") else "no format for its suffix")
         raise ValidationError(
-            f"cannot write {os.fspath(path)!r}: unknown format {format!r}; use a "
+            f"cannot write {os.fspath(path)!r}: {what}; use a "
             ".h5, .json, .csv, .tsv, .dat, .txt, .npz or .nc suffix, or format="
         )
 

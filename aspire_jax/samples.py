@@ -11,6 +11,7 @@ sample size is ``ESS = 1 / sum_i W_i^2``.
 import functools
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,34 @@ def _as_float(value, name: str) -> Array:
             raise ValidationError(f"{name} must be numbers; got dtype {arr.dtype}")
         arr = arr.astype(jnp.result_type(float))
     return arr
+
+
+def warn_float32_resolution(x, names, what: str = "samples") -> None:
+    """Warn when JAX's float32 (the default) cannot resolve the values of a
+    column of ``x``: a float64 column whose rounding to float32 moves values
+    by more than 0.1 % of the column's spread, as GPS times of about 1e9 s
+    known to milliseconds are (float32 steps there are 128 s)."""
+    if jax.dtypes.canonicalize_dtype(np.float64) != np.float32:
+        return
+    arr = np.asarray(x) if not isinstance(x, jax.Array) else None
+    if arr is None or arr.dtype != np.float64 or arr.ndim != 2 or arr.shape[0] < 2:
+        return
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.where(np.isfinite(arr), arr, np.nan)
+        loss = np.nanmax(np.abs(finite - finite.astype(np.float32)), axis=0)
+        spread = np.nanstd(finite, axis=0)
+    for j in np.flatnonzero(loss > 1e-3 * spread):
+        if not np.isfinite(spread[j]) or spread[j] <= 0:
+            continue
+        ratio = loss[j] / spread[j]
+        share = f"{ratio:.1%} of" if ratio < 1 else f"{ratio:.3g} times"
+        warnings.warn(
+            f"{what}: {names[j]!r} (values about {np.nanmedian(finite[:, j]):.10g}, "
+            f"spread {spread[j]:.3g}) loses up to {loss[j]:.3g} in float32, JAX's "
+            f"default dtype: {share} its spread. Enable float64 first "
+            "(jax.config.update('jax_enable_x64', True)) or subtract a reference "
+            "value (e.g. a trigger time) from that column", UserWarning,
+            stacklevel=3)
 
 
 def _shift_log_weights(value):
@@ -426,6 +455,7 @@ class Samples:
                 f"unknown Samples fields {unknown}; expected some of "
                 f"{list(_PER_SAMPLE + _SCALARS)}"
             )
+        x_in = x
         x = _as_float(x, "x")
         if x.ndim != 2:
             raise ValidationError(
@@ -440,6 +470,7 @@ class Samples:
                 f"x must have at least one parameter column; got shape {x.shape}"
             )
         names = _check_names(parameters, d)
+        warn_float32_resolution(x_in, names)
         values = {}
         for name, value in fields.items():
             if value is None:

@@ -4,6 +4,7 @@ vouch for."""
 
 import logging
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -261,3 +262,16 @@ def test_few_training_samples_warn(caplog):
     with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
         aspire.fit(problems.earlier_samples(n=50), key=0, n_epochs=2)
     assert "fitted to 50 samples" in caplog.text
+
+
+def test_bounds_float32_cannot_tell_apart():
+    if jax.config.jax_enable_x64:
+        pytest.skip("float64 tells them apart")
+    f = problems.log_prior
+    t0 = 1126259462.4
+    with pytest.raises(ValidationError, match="one and the same number in float32"):
+        Aspire(log_likelihood=f, log_prior=f, dims=2, parameters=["t", "m"],
+               prior_bounds={"t": (t0 - 0.1, t0 + 0.1)})
+    with pytest.warns(UserWarning, match="about 16 float32 values"):
+        Aspire(log_likelihood=f, log_prior=f, dims=2, parameters=["t", "m"],
+               prior_bounds={"t": (t0 - 1000, t0 + 1000)})

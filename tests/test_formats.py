@@ -347,8 +347,12 @@ def test_objects_and_dispatch_errors(weighted, tmp_path):
         read_samples(tmp_path / "x.unknown", format="yaml")
     with pytest.raises(ValidationError, match="list of names"):
         read_samples({"a": [1.0]}, parameters="a")
-    with pytest.raises(ValidationError, match="unknown format"):
+    with pytest.raises(ValidationError, match="no format for its suffix"):
         write_samples(tmp_path / "x.yaml", weighted)
+    with pytest.raises(ValidationError, match="unknown format 'yaml'"):
+        write_samples(tmp_path / "x.yaml", weighted, format="yaml")
+    with pytest.raises(ValidationError, match="gzip-compressed files are read but not"):
+        write_samples(tmp_path / "x_result.json.gz", weighted)
 
 
 def test_dataframe_round_trip(weighted):

@@ -561,3 +561,20 @@ def test_names_of_the_original_aspire_point_here():
         History.empty("smc").log_norm_ratio
     # Other misses stay plain, and hasattr keeps working.
     assert not hasattr(s, "no_such_field") and not hasattr(History.empty("smc"), "x")
+
+
+def test_columns_float32_cannot_resolve_are_named():
+    import warnings as _w
+
+    rng = np.random.default_rng(0)
+    gps = 1126259462.4 + rng.normal(0, 0.01, 200)
+    x = np.column_stack([gps, rng.normal(30, 2, 200)])
+    if jax.config.jax_enable_x64:
+        pytest.skip("float64 keeps the times")
+    with pytest.warns(UserWarning, match="'geocent_time'.*float32") as record:
+        Samples.from_array(x, ["geocent_time", "chirp_mass"])
+    assert not any("chirp_mass" in str(r.message) for r in record)
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        Samples.from_array(x[:, 1:], ["chirp_mass"])  # resolved: no warning
+        Samples.from_array((gps - 1126259462.0)[:, None], ["t"])  # shifted: fine
