@@ -1,5 +1,6 @@
 """Checkpoint and resume through the facade, as users of aspire expect."""
 
+import contextlib
 import os
 import random
 import signal
@@ -111,21 +112,28 @@ def test_auto_checkpoint_and_resume_from_file(tmp_path):
     _assert_same_run(full, again)
 
 
-def test_refused_call_leaves_the_resume_pending(fitted, tmp_path):
-    """A call refused on its arguments must not drop the loaded checkpoint: the
-    next call resumes it, instead of starting afresh and overwriting it."""
-    path = str(tmp_path / "run.h5")
-    full = fitted.sample_posterior(400, key=9, return_history=True, **RUN)
+def _stopped_at_iteration_2(aspire, path, n, key):
+    """Run with checkpoints to ``path`` and stop it (KeyboardInterrupt from
+    the callback) once iteration 2 is written; return the resumable file's
+    Aspire."""
 
     def stop(checkpoint):
         if checkpoint["iteration"] == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fitted.sample_posterior(400, key=9, checkpoint_path=path,
+        aspire.sample_posterior(n, key=key, checkpoint_path=path,
                                 checkpoint_callback=stop, **RUN)
-    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
-                                      log_prior=problems.log_prior)
+    return Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                   log_prior=problems.log_prior)
+
+
+def test_refused_call_leaves_the_resume_pending(fitted, tmp_path):
+    """A call refused on its arguments must not drop the loaded checkpoint: the
+    next call resumes it, instead of starting afresh and overwriting it."""
+    path = str(tmp_path / "run.h5")
+    full = fitted.sample_posterior(400, key=9, return_history=True, **RUN)
+    resumed = _stopped_at_iteration_2(fitted, path, 400, 9)
     with pytest.raises(CheckpointError, match="kernel"):
         resumed.sample_posterior(kernel="rwmh")
     with pytest.raises(ValidationError, match="400 particles"):
@@ -229,22 +237,29 @@ def test_corrupt_checkpoint_files(fitted, tmp_path, content, monkeypatch):
         fitted.sample_posterior(300, resume_from=str(path))
 
 
+@contextlib.contextmanager
+def _held_open(path, mode):
+    """Another process holding ``path`` open (h5py ``mode``) meanwhile."""
+    code = ("import h5py, sys, time\n"
+            "f = h5py.File(sys.argv[1], sys.argv[2])\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path), mode],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 def test_reader_holding_the_file_does_not_stop_the_run(fitted, tmp_path):
     path = tmp_path / "held.h5"
     fitted.sample_posterior(300, key=9, checkpoint_path=path, **RUN)
-    code = ("import h5py, sys, time\n"
-            "f = h5py.File(sys.argv[1], 'r')\n"
-            "print('open', flush=True)\n"
-            "time.sleep(60)\n")
-    reader = subprocess.Popen([sys.executable, "-c", code, str(path)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline().strip() == "open"
+    with _held_open(path, "r"):
         post = fitted.sample_posterior(300, key=10, checkpoint_path=path, **RUN)
-    finally:
-        reader.kill()
-        reader.wait()
-        reader.stdout.close()
     resumed = fitted.sample_posterior(300, resume_from=str(path))
     np.testing.assert_array_equal(np.asarray(post.x), np.asarray(resumed.x))
 
@@ -256,21 +271,9 @@ def test_writer_holding_the_file_before_the_run_is_not_called_foreign(fitted,
     hand its last checkpoint over with the final error."""
     path = tmp_path / "held.h5"
     fitted.sample_posterior(300, key=9, checkpoint_path=path, **RUN)
-    code = ("import h5py, sys, time\n"
-            "f = h5py.File(sys.argv[1], 'a')\n"
-            "print('open', flush=True)\n"
-            "time.sleep(60)\n")
-    writer = subprocess.Popen([sys.executable, "-c", code, str(path)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert writer.stdout.readline().strip() == "open"
-        with pytest.warns(RuntimeWarning, match="not written"), \
-                pytest.raises(CheckpointError) as info:
-            fitted.sample_posterior(300, key=10, checkpoint_path=path, **RUN)
-    finally:
-        writer.kill()
-        writer.wait()
-        writer.stdout.close()
+    with _held_open(path, "a"), pytest.warns(RuntimeWarning, match="not written"), \
+            pytest.raises(CheckpointError) as info:
+        fitted.sample_posterior(300, key=10, checkpoint_path=path, **RUN)
     ref = fitted.sample_posterior(300, key=10, **RUN)
     post = fitted.sample_posterior(resume_from=info.value.checkpoint)
     np.testing.assert_array_equal(np.asarray(post.x), np.asarray(ref.x))
@@ -533,17 +536,7 @@ def test_run_cut_off_in_its_first_iteration_resumes_from_its_initial_draws(
 
 
 def test_refit_after_resume_from_file_starts_afresh(fitted, tmp_path):
-    path = str(tmp_path / "stopped.h5")
-
-    def stop(checkpoint):
-        if checkpoint["iteration"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        fitted.sample_posterior(300, key=23, checkpoint_path=path,
-                                checkpoint_callback=stop, **RUN)
-    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
-                                      log_prior=problems.log_prior)
+    resumed = _stopped_at_iteration_2(fitted, str(tmp_path / "stopped.h5"), 300, 23)
     resumed.fit(problems.earlier_samples(seed=3), overwrite=True,
                 **problems.FIT_SETTINGS)
     # Not the stored run (its particles carry the old flow's log q): a new one,
