@@ -965,6 +965,17 @@ class Aspire:
             logger.warning("%d of %d chains end where the posterior density is zero "
                            "and never moved to where it is not; they carry weight 0 "
                            "in the samples", int(stuck.sum()), n)
+        unmoved = int(r.n_unmoved) - int(stuck.sum())
+        if unmoved > 0:
+            # A chain at positive density that never accepted a move is a
+            # draw of the flow, not of the posterior: the samples lean toward
+            # the flow there (where a move space squeezes the posterior).
+            logger.warning(
+                "%d of %d chains never accepted a move in %d sweeps: they are still "
+                "at their starting draws of the flow, which biases the samples; run "
+                "more sweeps (n_burnin, n_steps) or use another kernel or move "
+                "space (preconditioning='standard' if this was 'flow')",
+                unmoved, n, n_burnin + n_steps)
         samples = Samples.from_array(
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
             log_prior=r.log_prior, log_q=r.log_q,

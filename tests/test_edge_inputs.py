@@ -90,6 +90,19 @@ def test_mcmc_counts_undefined_likelihood_values(caplog):
     assert np.all(x[:, 0] <= 2.3)
 
 
+def test_mcmc_warns_of_chains_that_never_moved(fitted, caplog):
+    """A chain that never accepted a move is a draw of the flow: with one
+    sweep most chains are (random-walk acceptance is about a quarter); with
+    the default 150 none should be."""
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        fitted.sample_posterior(200, sampler="mcmc", key=0, n_steps=1, n_burnin=0)
+    assert "chains never accepted a move in 1 sweeps" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        fitted.sample_posterior(200, sampler="mcmc", key=0)
+    assert "never accepted" not in caplog.text
+
+
 def test_mcmc_checks_its_options_and_mala_needs_gradients(fitted):
     for bad in (dict(n_steps=10.7), dict(n_steps="10"), dict(n_burnin=1.5),
                 dict(n_burnin=-1), dict(n_steps=0)):

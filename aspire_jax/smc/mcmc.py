@@ -23,8 +23,9 @@ __all__ = ["MCMCResult", "make_mcmc_sampler"]
 
 class MCMCResult(NamedTuple):
     """Final chain states, per-sweep acceptance and step size, the number of
-    evaluations, and of those at which the log-likelihood or log-prior was
-    NaN or +inf (rejected)."""
+    evaluations, of those at which the log-likelihood or log-prior was NaN
+    or +inf (rejected), and the number of chains that never accepted a move
+    (still at their starting draw)."""
 
     x: Array
     log_likelihood: Array
@@ -34,6 +35,7 @@ class MCMCResult(NamedTuple):
     step_size: Array
     n_evaluations: Array
     n_invalid: Array
+    n_unmoved: Array
 
 
 def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
@@ -87,8 +89,9 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
             sweep, (key_run, kstate, params), jnp.arange(n_burnin + n_steps))
         evals = n * (1 + n_burnin + n_steps + int(kernel.uses_grad))
         a = kstate.aux
+        unmoved = jnp.sum(jnp.all(kstate.position == u, axis=-1)).astype(jnp.int32)
         return MCMCResult(a.x, a.log_likelihood, a.log_prior, a.log_q, acc, size,
                           jnp.asarray(evals, jnp.int32),
-                          n_invalid0 + jnp.sum(invalid).astype(jnp.int32))
+                          n_invalid0 + jnp.sum(invalid).astype(jnp.int32), unmoved)
 
     return compact_draws(sample)
