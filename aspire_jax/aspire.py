@@ -144,15 +144,16 @@ def _check_float32_bounds(parameters, bounds) -> None:
     for name, (lo, hi) in zip(parameters, bounds):
         if not (np.isfinite(lo) and np.isfinite(hi)):
             continue
+        pair = f"({float(lo)!r}, {float(hi)!r})"
         if not np.float32(lo) < np.float32(hi):
             raise ValidationError(
-                f"prior_bounds of {name!r} ({float(lo)!r}, {float(hi)!r}) are one and the same "
-                f"number in float32, JAX's default dtype; {hint}")
+                f"prior_bounds of {name!r} {pair} are one and the same number in "
+                f"float32, JAX's default dtype; {hint}")
         steps = (hi - lo) / float(np.spacing(np.float32(max(abs(lo), abs(hi)))))
         if steps < 1e4:
             warnings.warn(
-                f"prior_bounds of {name!r} ({float(lo)!r}, {float(hi)!r}) hold only about "
-                f"{steps:.0f} float32 values (JAX's default dtype); {hint}",
+                f"prior_bounds of {name!r} {pair} hold only about {steps:.0f} "
+                f"float32 values (JAX's default dtype); {hint}",
                 UserWarning, stacklevel=4)
 
 
@@ -348,7 +349,8 @@ class Aspire:
                     f"Aspire has {list(self.parameters)}")
             x = np.asarray(samples.x)
             names = list(samples.parameters or ())
-            if sorted(names) == sorted(self.parameters) and tuple(names) != self.parameters:
+            if (sorted(names) == sorted(self.parameters)
+                    and tuple(names) != self.parameters):
                 # The same names in another order: columns by name, as for a
                 # dict or a DataFrame.
                 x = x[:, [names.index(p) for p in self.parameters]]
