@@ -133,6 +133,31 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+# Training options of aspire's flow backends, and what they are called here.
+_FIT_NAMES = {"lr": "learning_rate", "learning_rate_init": "learning_rate",
+              "epochs": "n_epochs", "max_epochs": "n_epochs",
+              "val_prop": "validation_fraction", "max_patience": "patience",
+              "clip_grad_norm": "clip_grad",
+              "lr_annealing": None, "annealing": None}
+_FIT_OPTIONS = ("key", "n_epochs", "learning_rate", "batch_size",
+                "validation_fraction", "patience", "clip_grad", "weight_decay",
+                "checkpoint_path", "checkpoint_save_config", "overwrite", "progress")
+
+
+def _refuse_fit_options(unknown) -> None:
+    hints = []
+    for name in sorted(unknown):
+        if name in _FIT_NAMES:
+            here = _FIT_NAMES[name]
+            hints.append(f"{name!r} is {here!r} here" if here else
+                         f"{name!r} has no equivalent (a constant learning rate, "
+                         "with early stopping on the validation loss)")
+    raise ValidationError(
+        f"unknown fit option(s) {sorted(unknown)}"
+        + (f" ({'; '.join(hints)})" if hints else "")
+        + f"; fit takes {', '.join(_FIT_OPTIONS)}")
+
+
 def _check_float32_bounds(parameters, bounds) -> None:
     """Refuse finite bounds that float32 (JAX's default) cannot tell apart,
     and warn when it resolves fewer than 10^4 values between them."""
@@ -499,7 +524,7 @@ class Aspire:
             validation_fraction: float = 0.2, patience: int | None = 20,
             clip_grad: float | None = None, weight_decay: float = 0.0,
             checkpoint_path=None, checkpoint_save_config: bool = True,
-            overwrite: bool = False, progress: bool | None = None):
+            overwrite: bool = False, progress: bool | None = None, **unknown):
         """Fit the flow to samples of the earlier analysis.
 
         Parameters
@@ -535,6 +560,8 @@ class Aspire:
         FlowHistory
             Training and validation loss per epoch.
         """
+        if unknown:
+            _refuse_fit_options(unknown)
         if self.flow_params is not None and self._resume is not None and not overwrite:
             logger.info("flow restored from a checkpoint; skipping fit "
                         "(pass overwrite=True to refit)")

@@ -413,3 +413,14 @@ def test_names_without_parameters_point_to_parameters():
     with pytest.raises(ValidationError) as info:
         problems.make_aspire(parameters=["a", "b", "c"], prior_bounds={"z": (0, 1)})
     assert "pass parameters" not in str(info.value)
+
+
+def test_fit_names_unknown_options_and_aspires_spellings():
+    aspire = problems.make_aspire()
+    with pytest.raises(ValidationError, match="'lr' is 'learning_rate' here"):
+        aspire.fit(problems.earlier_samples(), lr=1e-3)
+    with pytest.raises(ValidationError, match="'lr_annealing' has no equivalent"):
+        aspire.fit(problems.earlier_samples(), lr_annealing=True)
+    with pytest.raises(ValidationError, match=r"\['n_epoch'\]; fit takes key, n_epochs"):
+        aspire.fit(problems.earlier_samples(), n_epoch=3)
+    assert aspire.flow_params is None
