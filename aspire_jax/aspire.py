@@ -1005,6 +1005,15 @@ class Aspire:
                 "more sweeps (n_burnin, n_steps) or use another kernel or move "
                 "space (preconditioning='standard' if this was 'flow')",
                 unmoved, n, n_burnin + n_steps)
+        # Sampling noise of a correlation over n chains is about 1/sqrt(n).
+        corr = float(r.start_correlation)
+        if n >= 20 and corr > max(0.2, 4.0 / math.sqrt(n)):
+            logger.warning(
+                "the chains' final points still correlate with their starting "
+                "draws (%.2f in one coordinate of the move space) after %d sweeps: "
+                "they have not forgotten the flow, so the samples may lean toward it; "
+                "run more sweeps (n_burnin, n_steps) or use another kernel or move "
+                "space", corr, n_burnin + n_steps)
         samples = Samples.from_array(
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
             log_prior=r.log_prior, log_q=r.log_q,

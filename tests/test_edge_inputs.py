@@ -97,10 +97,13 @@ def test_mcmc_warns_of_chains_that_never_moved(fitted, caplog):
     with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
         fitted.sample_posterior(200, sampler="mcmc", key=0, n_steps=1, n_burnin=0)
     assert "chains never accepted a move in 1 sweeps" in caplog.text
+    # After one sweep the chains are where they started.
+    assert "still correlate with their starting draws" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
         fitted.sample_posterior(200, sampler="mcmc", key=0)
     assert "never accepted" not in caplog.text
+    assert "still correlate" not in caplog.text
 
 
 def test_mcmc_checks_its_options_and_mala_needs_gradients(fitted):

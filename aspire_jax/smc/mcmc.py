@@ -24,8 +24,10 @@ __all__ = ["MCMCResult", "make_mcmc_sampler"]
 class MCMCResult(NamedTuple):
     """Final chain states, per-sweep acceptance and step size, the number of
     evaluations, of those at which the log-likelihood or log-prior was NaN
-    or +inf (rejected), and the number of chains that never accepted a move
-    (still at their starting draw)."""
+    or +inf (rejected), the number of chains that never accepted a move
+    (still at their starting draw), and the largest correlation, over the
+    coordinates of the move space, between the chains' starting and final
+    points (near 0 for chains that forgot where they started)."""
 
     x: Array
     log_likelihood: Array
@@ -36,6 +38,7 @@ class MCMCResult(NamedTuple):
     n_evaluations: Array
     n_invalid: Array
     n_unmoved: Array
+    start_correlation: Array
 
 
 def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
@@ -89,9 +92,14 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
             sweep, (key_run, kstate, params), jnp.arange(n_burnin + n_steps))
         evals = n * (1 + n_burnin + n_steps + int(kernel.uses_grad))
         a = kstate.aux
-        unmoved = jnp.sum(jnp.all(kstate.position == u, axis=-1)).astype(jnp.int32)
+        end = kstate.position
+        unmoved = jnp.sum(jnp.all(end == u, axis=-1)).astype(jnp.int32)
+        c0, c1 = u - jnp.mean(u, axis=0), end - jnp.mean(end, axis=0)
+        corr = jnp.mean(c0 * c1, axis=0) / (jnp.std(u, axis=0) * jnp.std(end, axis=0)
+                                            + 1e-30)
         return MCMCResult(a.x, a.log_likelihood, a.log_prior, a.log_q, acc, size,
                           jnp.asarray(evals, jnp.int32),
-                          n_invalid0 + jnp.sum(invalid).astype(jnp.int32), unmoved)
+                          n_invalid0 + jnp.sum(invalid).astype(jnp.int32), unmoved,
+                          jnp.max(corr))
 
     return compact_draws(sample)
