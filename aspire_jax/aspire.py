@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import __version__
+from ._types import is_int
 from .errors import CheckpointError, TemperingError, ValidationError
 from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit_flow
 from .history import History, SampleHistory
@@ -67,7 +68,7 @@ def _as_key(key, what="key") -> tuple[jax.Array, int | None]:
     if key is None:
         seed = secrets.randbelow(2**31)
         return jax.random.key(seed), seed
-    if _is_int(key):
+    if is_int(key):
         if not 0 <= int(key) < 2**63:
             raise ValidationError(f"an int seed must be in [0, 2**63); got {key}")
         return jax.random.key(int(key)), int(key)
@@ -126,11 +127,6 @@ def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndar
             f"prior_bounds for {parameters[i]!r} must satisfy low < high; got "
             f"{tuple(bounds[i])}")
     return bounds
-
-
-def _is_int(value) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 # Training options of aspire's flow backends, and what they are called here.
@@ -261,7 +257,7 @@ class Aspire:
         if not callable(log_likelihood) or not callable(log_prior):
             raise ValidationError("log_likelihood and log_prior must be callables "
                                   "mapping (n, dims) arrays to (n,) arrays")
-        if not _is_int(dims) or dims < 1:
+        if not is_int(dims) or dims < 1:
             raise ValidationError(f"dims must be a positive integer; got {dims!r}")
         if str(flow_backend).lower() in _OTHER_BACKENDS:
             raise ValidationError(
@@ -845,7 +841,7 @@ class Aspire:
             checkpoint_save_config = self._auto.get("save_config", checkpoint_save_config)
             checkpoint_save_flow = self._auto.get("save_flow", checkpoint_save_flow)
         checkpoint_every = 1 if checkpoint_every is None else checkpoint_every
-        if not _is_int(checkpoint_every) or checkpoint_every < 1:
+        if not is_int(checkpoint_every) or checkpoint_every < 1:
             raise ValidationError(f"checkpoint_every must be a positive integer; got "
                                   f"{checkpoint_every!r}")
         checkpoint_every = int(checkpoint_every)
@@ -1190,17 +1186,16 @@ class Aspire:
         flow_params = self.flow_params if mesh is None else replicate(
             self.flow_params, mesh)
         history = History.empty("smc")
-        if resume is not None:
-            state, history = self._restore_state(smc, key, resume, mesh, reference)
-            logger.info("resuming SMC at iteration %d, beta = %.4g",
-                        int(state.iteration), float(state.beta))
-            self._check_initial_state(state if mesh is None else host_state(state))
-        else:
-            with self._host_errors("the initial draws of the SMC run"):
+        with self._host_errors("the initial draws of the SMC run"):
+            if resume is not None:
+                state, history = self._restore_state(smc, key, resume, mesh,
+                                                     reference)
+                logger.info("resuming SMC at iteration %d, beta = %.4g",
+                            int(state.iteration), float(state.beta))
+            else:
                 state = init(key, flow_params)
-                # (Waited for here, so that a host failure surfaces inside.)
-                self._check_initial_state(state if mesh is None
-                                          else host_state(state))
+            # Waits for the initial draws, so a host failure surfaces here.
+            self._check_initial_state(state if mesh is None else host_state(state))
         populations = [_population(state)] if keep_particles else None
         cap = config.iteration_cap
         remaining = max(cap - int(state.iteration), 0)
@@ -1639,7 +1634,7 @@ class Aspire:
         """
         _check_h5_suffix(path)
         _check_writable(path)
-        if not _is_int(every) or every < 1:
+        if not is_int(every) or every < 1:
             raise ValidationError(f"every must be a positive integer; got {every!r}")
         every = int(every)
         if resume and os.path.exists(path):
@@ -1984,7 +1979,7 @@ def _same_seed(key, seed: int) -> bool:
 
 
 def _check_count(n, name):
-    if not _is_int(n) or n < 2:
+    if not is_int(n) or n < 2:
         raise ValidationError(f"{name} must be an integer >= 2; got {n!r}")
 
 

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._types import is_int
 from .errors import ValidationError
 
 __all__ = ["wrap_numpy_likelihood"]
@@ -43,7 +44,7 @@ def _checked_output(fn, out, n: int) -> np.ndarray:
 
 def _per_point_value(fn, out) -> float:
     """One point's return value as a float, or a clear one-line error."""
-    arr = np.asarray(out) if not isinstance(out, np.ndarray) else out
+    arr = np.asarray(out)
     if arr.shape not in ((), (1,)) or arr.dtype.kind not in "fiu":
         raise ValidationError(
             f"wrap_numpy_likelihood: {_function_name(fn)} (vectorized=False) must "
@@ -63,8 +64,7 @@ def _check_wrapper_settings(fn, vectorized, map_fn, chunk_size) -> None:
             "map_fn must be a callable like map, pool.map or executor.map; got "
             f"{type(map_fn).__name__}")
     if chunk_size is not None:
-        if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(
-                chunk_size, (int, np.integer)) or chunk_size < 1:
+        if not is_int(chunk_size) or chunk_size < 1:
             raise ValidationError(
                 f"chunk_size must be a positive integer or None; got {chunk_size!r}")
         if not vectorized:
@@ -182,12 +182,11 @@ def wrap_numpy_likelihood(fn, *, dtype=None, vectorized: bool = True, map_fn=Non
             return _checked_output(fn, fn(x2d), n)
         size = n if chunk_size is None else int(chunk_size)
         chunks = [x2d[i:i + size] for i in range(0, n, size)]
+        results = mapped(chunks)
         try:
             return np.concatenate([_checked_output(fn, out, len(c))
-                                   for c, out in zip(chunks, mapped(chunks))])
+                                   for c, out in zip(chunks, results)])
         except ValidationError as exc:
-            if "map_fn returned" in str(exc):
-                raise
             raise ValidationError(
                 f"{exc} (in chunks of {size} rows; or map_fn returned the chunks' "
                 "results out of order)") from None

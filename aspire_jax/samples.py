@@ -62,8 +62,10 @@ def warn_float32_resolution(x, names, what: str = "samples") -> None:
     known to milliseconds are (float32 steps there are 128 s)."""
     if jax.dtypes.canonicalize_dtype(np.float64) != np.float32:
         return
-    arr = np.asarray(x) if not isinstance(x, jax.Array) else None
-    if arr is None or arr.dtype != np.float64 or arr.ndim != 2 or arr.shape[0] < 2:
+    if isinstance(x, jax.Array):  # already in the array dtype in use
+        return
+    arr = np.asarray(x)
+    if arr.dtype != np.float64 or arr.ndim != 2 or arr.shape[0] < 2:
         return
     with np.errstate(invalid="ignore", over="ignore"):
         finite = np.where(np.isfinite(arr), arr, np.nan)

@@ -24,7 +24,7 @@ from flax import struct
 
 from aspire_jax import transforms
 from aspire_jax._random import compact_draws
-from aspire_jax._types import Array, ArrayLike, PRNGKey
+from aspire_jax._types import Array, ArrayLike, PRNGKey, is_int
 from aspire_jax.errors import FlowError, ValidationError
 from aspire_jax.flows.bijectors import COUPLING_KINDS, CouplingStack, stack_layer_params
 
@@ -42,10 +42,6 @@ def _host_rng(key: PRNGKey, *streams: int) -> np.random.Generator:
     numbers, for draws made on the host (no random-bit programs to compile)."""
     seed = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel()
     return np.random.default_rng([*seed.tolist(), *streams])
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +88,7 @@ class FlowConfig:
     def __post_init__(self):
         for name, low in (("n_dims", 1), ("n_layers", 1), ("n_bins", 2)):
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
+            if not is_int(value) or value < low:
                 raise ValidationError(f"{name} must be an int >= {low}; got {value!r}.")
             object.__setattr__(self, name, int(value))
         if self.kind not in COUPLING_KINDS:
@@ -101,7 +97,7 @@ class FlowConfig:
             )
         sizes = self.hidden_sizes
         if not isinstance(sizes, (tuple, list)) or not all(
-            _is_int(w) and w >= 1 for w in sizes
+            is_int(w) and w >= 1 for w in sizes
         ):
             raise ValidationError(
                 f"hidden_sizes must be a tuple of positive ints; got {sizes!r}."
@@ -524,7 +520,7 @@ class Flow:
             ``(n,)`` ``log q(x)``, computed along the sampling path.
         """
         _check_key(key)
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValidationError(f"n must be a positive int; got {n!r}.")
         return self._sample_and_log_prob(params, key, int(n))
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from aspire_jax._types import is_int
 from aspire_jax.errors import CheckpointError, ValidationError
 from aspire_jax.io.checkpoint import FORMAT_VERSION, check_state_bytes
 
@@ -380,8 +381,7 @@ def history_to_group(
     ValidationError
         If a value is not numeric or cannot be trimmed.
     """
-    if n_steps is not None and (not isinstance(n_steps, (int, np.integer))
-                                or isinstance(n_steps, bool) or n_steps < 0):
+    if n_steps is not None and (not is_int(n_steps) or n_steps < 0):
         raise ValidationError(f"n_steps must be a non-negative int; got {n_steps!r}")
     n_steps = None if n_steps is None else int(n_steps)
     group = _fresh_group(h5, path)
