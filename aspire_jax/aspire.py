@@ -50,6 +50,10 @@ logger = logging.getLogger(__name__)
 SAMPLERS = ("smc", "importance", "mcmc")
 _ALIASES = {"minipcn_smc": "smc", "minipcn": "mcmc"}
 _REFERENCE_OPTIONS = ("defensive_weight", "defensive_scale")
+# A trained flow should match a Gaussian fitted to the same samples at worst
+# (it starts from one); half a nat per dimension worse only happens when the
+# training went wrong.
+POOR_FLOW_GAIN_PER_DIM = -0.5
 _SMC_OPTIONS = tuple(f.name for f in dataclasses.fields(SMCConfig)
                      if f.name != "n_particles") + ("n_final_samples", "driver",
                                                     *_REFERENCE_OPTIONS)
@@ -621,6 +625,7 @@ class Aspire:
                     len(history.training_loss), float(np.min(history.validation_loss))
                     if len(history.validation_loss) else float("nan"),
                     history.best_epoch)
+        _warn_poor_flow(history, self.dims, learning_rate)
         if checkpoint_path is not None and is_checkpoint_writer():
             save_cfg = checkpoint_save_config and (
                 self._auto is None or self._auto.get("save_config", True))
@@ -752,6 +757,8 @@ class Aspire:
             to resume.
         """
         self._require_flow()
+        if self.flow_history is not None:
+            _warn_poor_flow(self.flow_history, self.dims)
         mesh = as_mesh(mesh)
         resume = self._resolve_resume(resume_from)
         if sampler is None:
@@ -1265,13 +1272,15 @@ class Aspire:
                 f"{int(state.iteration)} iterations (status "
                 f"{Status.name(int(state.status))}); these particles are not the "
                 "posterior. Raise max_iterations, set max_n_steps (forces a minimum "
-                "step) or min_beta_step, lower target_efficiency, or refit the flow."
+                "step) or min_beta_step, raise max_beta_step if set, lower "
+                "target_efficiency, or refit the flow."
                 + (f" The last state is saved in {checkpoint_path}."
                    if checkpoint_path else "")
                 + " The error's .history holds the iterations run.")
             error.history = history
             raise error
         _warn_collapsed_steps(history, config.n_particles)
+        _warn_unmixed(history, config, self.dims)
         with self._host_errors("the final move of the SMC run", writer):
             samples, final_evals, final_invalid = self._smc_samples(
                 state, config, n_final, space)
@@ -1308,6 +1317,20 @@ class Aspire:
                 "log_prior + log_likelihood is -inf or NaN at every initial particle; "
                 "check the prior, the likelihood and the flow (and set prior_bounds "
                 "for bounded parameters)")
+        if float(state.beta) == 0.0:
+            # In the flow's whitened coordinates its training samples have unit
+            # spread; draws that have almost none come from a collapsed flow.
+            u, _ = self.flow.to_unbounded(self.flow_params, state.x)
+            sd = np.std(np.asarray(u), axis=0)
+            flat = [name for name, v in zip(self.parameters, sd) if not v > 1e-3]
+            if flat:
+                raise ValidationError(
+                    f"the {sd.size and np.asarray(u).shape[0]} initial draws from the "
+                    f"flow all have nearly the same value of {', '.join(flat)} "
+                    f"(spread {float(np.min(sd)):.2g} of the training samples' in the "
+                    "flow's whitened coordinates): the flow has collapsed, its "
+                    "training diverged (see the warning of fit). Refit it with a "
+                    "lower learning_rate or clip_grad")
         outside = int(np.sum(~np.isfinite(lp)))
         if outside and float(state.beta) == 0.0:
             share = outside / lp.size
@@ -1892,6 +1915,60 @@ def _warn_collapsed_steps(history: History, n: int) -> None:
             "the evidence and its error bar are unreliable. Let the schedule "
             "adapt: raise max_n_steps, lower min_beta_step, or use adaptive=True",
             int(low.sum()), float(ess.min()), n, forced)
+
+
+def _warn_poor_flow(history: FlowHistory, dims: int,
+                    learning_rate: float | None = None) -> None:
+    """Log a warning when the fitted flow describes its held-out samples much
+    worse than a Gaussian fitted to the same training samples (or its
+    validation loss is not finite): training diverged or went wrong, and a
+    reference that misses part of the posterior can give a wrong posterior
+    and log Z with a small error bar."""
+    if not len(history.validation_loss):
+        return
+    gain = history.gain_over_gaussian() / dims
+    if math.isfinite(gain) and gain >= POOR_FLOW_GAIN_PER_DIM:
+        return
+    logger.warning(
+        "the fitted flow describes the held-out earlier samples worse than a "
+        "Gaussian fitted to them (%.3g nats per dimension; best validation loss "
+        "%.4g against %.4g): its training probably diverged%s. Sampling from "
+        "it can return a wrong posterior and log Z without any other sign: refit "
+        "with a lower learning_rate or clip_grad, and look at the loss curve "
+        "(flow_history.plot_loss())", gain, history.best_validation_loss,
+        history.gaussian_validation_loss,
+        "" if learning_rate is None else f" (learning_rate={learning_rate:g})")
+
+
+def _warn_unmixed(history: History, config: SMCConfig, dims: int) -> None:
+    """Log a warning when the moves of some iteration stopped before the
+    particles forgot where they started: at the sweep cap of the adaptive
+    length, or after a fixed ``n_mcmc_steps`` with a correlation above 0.1.
+    Particles that still remember the previous, wider tempered distribution
+    bias the next weights, so log Z and the posterior can be off by many
+    reported errors without any other sign."""
+    if not len(history) or "decorrelation" not in history.data:
+        return
+    corr = np.asarray(history.data["decorrelation"], float)
+    sweeps = np.asarray(history.data["n_mcmc_steps"])
+    if config.n_mcmc_steps is None:
+        cap = config.mcmc_step_cap(dims)
+        bad = (sweeps >= cap) & (corr > config.decorrelation_threshold)
+        limit, fix = (f"the cap of {cap} sweeps",
+                      "raise max_mcmc_steps")
+    else:
+        bad = corr > max(0.1, config.decorrelation_threshold)
+        limit, fix = (f"n_mcmc_steps={config.n_mcmc_steps}",
+                      "raise n_mcmc_steps or leave it None (adaptive length)")
+    if bad.any():
+        logger.warning(
+            "in %d of %d SMC iterations the MCMC moves stopped at %s with the "
+            "particles still correlated with their starting points (mean "
+            "correlation up to %.2f; the adaptive length stops at %.2g): the "
+            "evidence and the posterior may be biased by more than their "
+            "error bars. %s, or use kernel='mala' for a differentiable "
+            "likelihood", int(bad.sum()), len(corr), limit, float(corr[bad].max()),
+            config.decorrelation_threshold, fix[0].upper() + fix[1:])
 
 
 def _warn_undefined(n_invalid: int, n_evaluations: int) -> None:

@@ -1,6 +1,7 @@
 """State, static configuration and per-step diagnostics of the SMC engine."""
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -47,6 +48,7 @@ _INT_FIELDS = ("n_particles", "n_steps", "max_n_steps", "max_iterations",
 _FLOAT_FIELDS = ("target_efficiency", "target_efficiency_rate", "min_beta_step",
                  "max_beta_step", "beta_tolerance", "resample_threshold",
                  "decorrelation_threshold")
+_OPTIONAL_FLOATS = ("min_beta_step", "max_beta_step", "resample_threshold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +96,11 @@ class SMCConfig:
         Fixed number of MCMC sweeps per iteration; ``None`` chooses the number
         adaptively (see ``decorrelation_threshold``).
     min_mcmc_steps, max_mcmc_steps
-        Bounds on the adaptive number of sweeps.
+        Bounds on the adaptive number of sweeps. ``max_mcmc_steps=None``
+        (the default) caps them at ``max(50, 5 * dims)`` (see
+        :meth:`mcmc_step_cap`): a random walk whose step shrinks as
+        ``1/sqrt(dims)`` needs a number of sweeps that grows with the
+        dimension to forget where it started.
     decorrelation_threshold
         Adaptive length: sweep until the mean, over dimensions, of the
         correlation across particles between the positions before and after
@@ -127,8 +133,8 @@ class SMCConfig:
     kernel_settings: Any = None
     n_mcmc_steps: int | None = None
     min_mcmc_steps: int = 2
-    max_mcmc_steps: int = 50
-    decorrelation_threshold: float = 0.03
+    max_mcmc_steps: int | None = None
+    decorrelation_threshold: float = 0.01
     preconditioning: str = "standard"
     batch_size: int | None = None
 
@@ -147,6 +153,15 @@ class SMCConfig:
             v = getattr(self, name)
             if isinstance(v, (np.floating, np.integer)) and not isinstance(v, np.bool_):
                 object.__setattr__(self, name, float(v))
+                continue
+            if name == "target_efficiency" and isinstance(v, (tuple, list, np.ndarray)):
+                continue
+            _check((v is None and name in _OPTIONAL_FLOATS)
+                   or (isinstance(v, (int, float)) and not isinstance(v, bool)),
+                   f"{name} must be a number; got {v!r}")
+        _check(isinstance(self.adaptive, (bool, np.bool_)),
+               f"adaptive must be True or False; got {self.adaptive!r}")
+        object.__setattr__(self, "adaptive", bool(self.adaptive))
         te = self.target_efficiency
         if isinstance(te, np.ndarray) and te.shape == (2,):
             object.__setattr__(self, "target_efficiency", tuple(te.tolist()))
@@ -187,6 +202,15 @@ class SMCConfig:
         _check(isinstance(self.max_iterations, int) and self.max_iterations >= 1,
                f"max_iterations must be a positive integer; got "
                f"{self.max_iterations!r}")
+        if self.adaptive and self.max_beta_step is not None:
+            needed = math.ceil(1.0 / float(self.max_beta_step) - 1e-9)
+            _check(needed <= self.iteration_cap,
+                   f"max_beta_step={self.max_beta_step} needs at least {needed} "
+                   f"iterations to reach beta = 1, but the run stops after "
+                   f"{self.iteration_cap} ("
+                   + ("max_n_steps" if self.max_n_steps is not None
+                      else "max_iterations")
+                   + "); raise that limit or max_beta_step")
         _check(0 < self.beta_tolerance < 0.1,
                f"beta_tolerance must be in (0, 0.1); got {self.beta_tolerance!r}")
         _check(self.resampling in RESAMPLERS,
@@ -208,8 +232,9 @@ class SMCConfig:
                f"n_mcmc_steps must be None (adaptive) or a positive integer; got "
                f"{self.n_mcmc_steps!r}")
         _check(isinstance(self.min_mcmc_steps, int) and self.min_mcmc_steps >= 1
-               and isinstance(self.max_mcmc_steps, int)
-               and self.max_mcmc_steps >= self.min_mcmc_steps,
+               and (self.max_mcmc_steps is None
+                    or (isinstance(self.max_mcmc_steps, int)
+                        and self.max_mcmc_steps >= self.min_mcmc_steps)),
                "need integers 1 <= min_mcmc_steps <= max_mcmc_steps; got "
                f"{self.min_mcmc_steps!r}, {self.max_mcmc_steps!r}")
         _check(0 < self.decorrelation_threshold < 1,
@@ -223,6 +248,14 @@ class SMCConfig:
                    and not isinstance(self.batch_size, bool) and self.batch_size >= 1),
                "batch_size must be None (all particles at once) or a positive "
                f"integer; got {self.batch_size!r}")
+
+    def mcmc_step_cap(self, dims: int) -> int:
+        """The most sweeps an adaptive mutation makes in ``dims`` dimensions:
+        ``max_mcmc_steps``, or ``max(50, 5 * dims, min_mcmc_steps)`` when it is
+        ``None``."""
+        if self.max_mcmc_steps is not None:
+            return self.max_mcmc_steps
+        return max(50, 5 * int(dims), self.min_mcmc_steps)
 
     @property
     def iteration_cap(self) -> int:
