@@ -11,7 +11,7 @@ _SAMPLES = {
     "log_w": "log_weights (unnormalised) or log_weights_normalised",
     "scaled_weights": "weights (normalised to sum to 1)",
     "compute_weights": "log_weights, set by the sampler (weights normalises them)",
-    "rejection_sample": "resample(n, key=...), which draws equally weighted points",
+    "rejection_sample": "resample(key, n), which draws n equally weighted points",
     "to_namespace": "to_numpy() (Samples holds JAX arrays)",
     "from_samples": "Samples.concatenate([...]) or samples.replace(...)",
     "log_p_t": "the SMC history's sample_history (store_sample_history=True)",

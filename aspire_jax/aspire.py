@@ -144,6 +144,18 @@ _FIT_OPTIONS = ("key", "n_epochs", "learning_rate", "batch_size",
                 "checkpoint_path", "checkpoint_save_config", "overwrite", "progress")
 
 
+def _flag(name: str, value, allow_none: bool = False):
+    """``value`` as a bool, refusing anything but True and False (and None
+    when allowed): a string such as "no" must not count as True."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValidationError(f"{name} must be True or False"
+                              + (" (or None)" if allow_none else "")
+                              + f"; got {value!r}")
+    return bool(value)
+
+
 def _refuse_fit_options(unknown) -> None:
     hints = []
     for name in sorted(unknown):
@@ -278,7 +290,17 @@ class Aspire:
         self.log_likelihood = log_likelihood
         self.log_prior = log_prior
         self.dims = int(dims)
-        self._parameters = None if parameters is None else tuple(parameters)
+        if parameters is not None:
+            if isinstance(parameters, (str, bytes)):
+                raise ValidationError(
+                    f"parameters must be a list of names, not the string "
+                    f"{parameters!r}; e.g. parameters=[{parameters!r}]")
+            parameters = tuple(parameters)
+            bad = [p for p in parameters if not isinstance(p, str) or not p.strip()]
+            if bad:
+                raise ValidationError(f"parameter names must be non-empty strings; "
+                                      f"got {bad}")
+        self._parameters = parameters
         if self._parameters is not None and len(self._parameters) != self.dims:
             raise ValidationError(
                 f"parameters has {len(self._parameters)} names but dims={dims}")
@@ -306,6 +328,8 @@ class Aspire:
         self._uncounted_evaluations = 0
         self._auto: dict | None = None
         self._resume: dict | None = None
+        # Why there is no flow, when a checkpoint was read without one.
+        self._no_flow_hint: str | None = None
         self._last_sampler_config: dict | None = None
         self._compiled: dict = {}
         self.n_likelihood_evaluations = 0
@@ -562,6 +586,9 @@ class Aspire:
         """
         if unknown:
             _refuse_fit_options(unknown)
+        overwrite = _flag("overwrite", overwrite)
+        progress = _flag("progress", progress, allow_none=True)
+        checkpoint_save_config = _flag("checkpoint_save_config", checkpoint_save_config)
         if self.flow_params is not None and self._resume is not None and not overwrite:
             logger.info("flow restored from a checkpoint; skipping fit "
                         "(pass overwrite=True to refit)")
@@ -653,8 +680,9 @@ class Aspire:
 
     def _require_flow(self):
         if self.flow_params is None:
-            raise ValidationError("no flow yet: call fit(samples) first, or load one "
-                                  "with load_flow / Aspire.resume_from_file")
+            raise ValidationError(
+                self._no_flow_hint or "no flow yet: call fit(samples) first, or load "
+                "one with load_flow / Aspire.resume_from_file")
 
     # ----------------------------------------------------------- flow samples
     def sample_flow(self, n_samples: int, *, key=None) -> Samples:
@@ -781,10 +809,12 @@ class Aspire:
                 f"{', '.join(given)} applies to SMC runs; sampler={sampler!r} runs in "
                 "one call and writes no checkpoint. Drop it (save the result with "
                 "Samples.save) or use sampler='smc'")
-        if not isinstance(store_sample_history, (bool, np.bool_)):
-            raise ValidationError("store_sample_history must be True or False; got "
-                                  f"{store_sample_history!r}")
-        store_sample_history = bool(store_sample_history)
+        store_sample_history = _flag("store_sample_history", store_sample_history)
+        return_history = _flag("return_history", return_history)
+        progress = _flag("progress", progress, allow_none=True)
+        if isinstance(log_every, bool) or not is_int(log_every) or log_every < 0:
+            raise ValidationError("log_every must be an int >= 0 (0: no per-iteration "
+                                  f"log lines); got {log_every!r}")
         if store_sample_history and not return_history:
             raise ValidationError(
                 "store_sample_history returns the particles in the history: pass "
@@ -979,7 +1009,8 @@ class Aspire:
         space = self._space(config)
         sample = self._cached("mcmc", (config, space, n_steps, n_burnin),
                               lambda: jax.jit(make_mcmc_sampler(
-                                  config, self.log_likelihood, self.log_prior, space,
+                                  config, self.log_likelihood,
+                                  self._engine_log_prior(config), space,
                                   n_steps, n_burnin)))
         with self._host_errors("the MCMC run"):
             r = jax.device_get(sample(key, self.flow_params))
@@ -1296,8 +1327,28 @@ class Aspire:
             self._resume = None
         return samples, history
 
+    def _engine_log_prior(self, config):
+        """The log-prior the samplers use: the user's, and -inf outside
+        ``prior_bounds`` when the moves are made in native coordinates
+        (``preconditioning="none"``), where nothing else keeps the particles
+        inside the bounds once the flow's term has gone at beta = 1."""
+        bounds = self.prior_bounds
+        if config.preconditioning != "none" or not np.isfinite(bounds).any():
+            return self.log_prior
+        lo = jnp.asarray(bounds[:, 0])
+        hi = jnp.asarray(bounds[:, 1])
+        log_prior = self.log_prior
+
+        def bounded(x):
+            inside = jnp.all((x >= lo.astype(x.dtype)) & (x <= hi.astype(x.dtype)),
+                             axis=-1)
+            return jnp.where(inside, log_prior(x), -jnp.inf)
+
+        return bounded
+
     def _build_smc(self, config, space, mesh=None, key=None):
-        smc = build_smc(config, self.log_likelihood, self.log_prior, space)
+        smc = build_smc(config, self.log_likelihood, self._engine_log_prior(config),
+                        space)
         run = jax.jit(run_device, static_argnums=(0, 3))
         if mesh is None:
             return smc, jax.jit(smc.step), jax.jit(smc.init), run
@@ -1353,7 +1404,8 @@ class Aspire:
             mutate = self._cached("final", (fconfig, space), lambda: jax.jit(
                 make_mutation(fconfig, _check_batched(self.log_likelihood,
                                                       "log_likelihood"),
-                              _check_batched(self.log_prior, "log_prior"), space)))
+                              _check_batched(self._engine_log_prior(config),
+                                             "log_prior"), space)))
             from .smc.resampling import get_resampler
 
             idx = get_resampler(config.resampling)(key_res, jnp.exp(lw), int(n_final))
@@ -1365,9 +1417,12 @@ class Aspire:
             lw = jnp.full((int(n_final),), -jnp.log(int(n_final)), x.dtype)
         uniform = bool(np.allclose(np.asarray(lw), -np.log(lw.shape[0])))
         err = float(np.sqrt(max(float(state.log_evidence_var), 0.0)))
+        # Weights of mean one, as unweighted samples have (log w = 0): two
+        # runs of equal size then weigh alike in Samples.concatenate whether
+        # or not their last iteration resampled.
         return Samples.from_array(
             x, parameters=self.parameters, log_likelihood=ll, log_prior=lp, log_q=lq,
-            log_weights=None if uniform else lw,
+            log_weights=None if uniform else lw + jnp.log(lw.shape[0]).astype(lw.dtype),
             log_evidence=float(state.log_evidence),
             log_evidence_error=err), final_evals, final_invalid
 
@@ -1399,6 +1454,15 @@ class Aspire:
                             sampler=d.get("sampler"),
                             sampler_config=_checked_sampler_config(
                                 d.get("sampler_config")))
+            if "state" in d:
+                raise ValidationError(
+                    "resume_from['state'] must be the checkpoint's state bytes (as "
+                    "passed to checkpoint_callback); got "
+                    f"{type(d['state']).__name__}")
+            if not d:
+                raise ValidationError(
+                    "resume_from is an empty dict; pass the dict given to "
+                    "checkpoint_callback, checkpoint bytes or an .h5 path")
             return dict(state_dict=d)
         raise ValidationError(
             "resume_from must be checkpoint bytes, a checkpoint dict, a state dict or "
@@ -1515,6 +1579,12 @@ class Aspire:
         with AspireFile(path, "r") as f:
             if flow_path in f:
                 obj.load_flow(f, path=flow_path)
+            else:
+                obj._no_flow_hint = (
+                    f"{str(path)!r} holds no flow at {flow_path!r} (it was written "
+                    "with checkpoint_save_flow=False or save_flow=False): load the "
+                    "flow the run used with load_flow(file, path=...) before "
+                    "sampling")
         resume = _resume_from_path(path, f"{checkpoint_path}/{checkpoint_dset}")
         if sampler is not None:
             resume["sampler"] = sampler

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .errors import ValidationError
+from .io import is_aspire_file
 
 __all__ = ["main", "run_demo"]
 
@@ -59,6 +60,11 @@ def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
                               f"[0, 1); got {defensive_weight!r}")
     if output:
         _check_output_dir(os.fspath(output), name("output"))
+        posterior = os.path.join(os.fspath(output), "posterior.h5")
+        if os.path.lexists(posterior) and not is_aspire_file(posterior):
+            raise ValidationError(
+                f"{posterior!r} exists and was not written by aspire_jax; the demo "
+                f"would replace it. Choose another {name('output')} or move it away")
 
 
 def _check_output_dir(output: str, what: str):
@@ -143,7 +149,11 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
         os.makedirs(output, exist_ok=True)
         # Names, weights and evidence travel with the samples: read_samples
         # reads them back.
-        post.save(os.path.join(output, "posterior.h5"), "samples")
+        # The file is the demo's own (checked before the run): written afresh.
+        posterior = os.path.join(output, "posterior.h5")
+        if os.path.lexists(posterior):
+            os.remove(posterior)
+        post.save(posterior, "samples")
         with open(os.path.join(output, "summary.json"), "w") as fh:
             json.dump(result, fh, indent=1)
         if plot:

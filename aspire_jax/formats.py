@@ -435,8 +435,12 @@ def _bilby_json(path: str) -> dict:
     try:
         with opener(path, "rt", encoding="utf-8") as fh:
             data = json.load(fh, object_hook=_decode_bilby)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ValidationError(f"{path!r} is not a readable JSON file: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as exc:
+        # EOFError: a gzip stream cut short (a truncated download or copy).
+        raise ValidationError(f"{path!r} is not a readable JSON file: {exc!r}") from exc
+    except RecursionError as exc:
+        raise ValidationError(f"{path!r} nests JSON too deeply to be a bilby result "
+                              "file") from exc
     if not isinstance(data, dict) or "posterior" not in data:
         raise ValidationError(
             f"{path!r} is JSON but has no 'posterior' entry; expected a bilby result "

@@ -844,8 +844,13 @@ class Samples:
         -------
         Samples
             Log-weights are joined as given (parts without weights count as
-            ``log w = 0``); the evidence is kept only if every part carries
-            the same value.
+            ``log w = 0``), so each part should carry weights on the same
+            scale: an SMC run's are of mean one, like an unweighted part's,
+            and two runs of equal size weigh alike; importance sampling's are
+            the raw ratios ``pi L / q``, whose mean is the evidence (rescale
+            them with ``replace(log_weights=...)`` before mixing them with
+            SMC parts). The evidence is kept only if every part carries the
+            same value.
 
         Raises
         ------

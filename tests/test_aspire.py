@@ -412,6 +412,70 @@ def test_good_flow_is_not_flagged(fitted, caplog):
     assert not caplog.records
 
 
+@pytest.mark.parametrize("call, option, value", [
+    ("sample", "return_history", "yes"),
+    ("sample", "progress", "no"),
+    ("sample", "log_every", -1),
+    ("sample", "log_every", 0.5),
+    ("sample", "adaptive", "no"),
+    ("fit", "progress", "no"),
+    ("fit", "overwrite", 1),
+])
+def test_flags_and_counts_of_the_wrong_type_are_refused(fitted, call, option, value):
+    with pytest.raises(ValidationError, match=option):
+        if call == "sample":
+            fitted.sample_posterior(100, key=0, **{option: value})
+        else:
+            problems.make_aspire().fit(problems.earlier_samples(), n_epochs=1,
+                                       **{option: value})
+
+
+@pytest.mark.parametrize("names, message", [
+    ("abc", "not the string"), ([1, 2, 3], "non-empty strings"),
+    (["a", "", "c"], "non-empty strings")])
+def test_malformed_parameter_names_are_refused_at_construction(names, message):
+    with pytest.raises(ValidationError, match=message):
+        problems.make_aspire(parameters=names)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({}, "empty dict"), ({"state": "abc"}, "state bytes")])
+def test_a_malformed_resume_dict_is_named(fitted, bad, message):
+    with pytest.raises(ValidationError, match=message):
+        fitted.sample_posterior(100, key=0, resume_from=bad)
+
+
+def test_smc_weights_have_mean_one_so_runs_concatenate_evenly(fitted):
+    runs = [fitted.sample_posterior(400, key=k, resample_threshold=0.3,
+                                    n_mcmc_steps=2) for k in range(1, 4)]
+    weighted = [r for r in runs if r.log_weights is not None]
+    assert weighted, "no run ended without resampling"
+    w = np.exp(np.asarray(weighted[0].log_weights, np.float64))
+    np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-4)
+    plain = fitted.sample_posterior(400, key=9)
+    both = Samples.concatenate([plain, weighted[0]])
+    share = float(np.sum(np.asarray(both.weights)[400:]))
+    np.testing.assert_allclose(share, 0.5, rtol=1e-4)
+
+
+def test_native_moves_stay_inside_the_prior_bounds():
+    # A flat prior written as zeros, relying on prior_bounds: in native
+    # coordinates nothing else keeps the particles in (0, 1) at beta = 1.
+    def log_likelihood(x):
+        return -0.5 * ((x[:, 0] - 0.05) / 0.1) ** 2
+
+    aspire = Aspire(log_likelihood=log_likelihood,
+                    log_prior=lambda x: jnp.zeros(x.shape[0]), dims=1,
+                    parameters=["u"], prior_bounds={"u": (0.0, 1.0)},
+                    n_layers=2, hidden_sizes=(16,))
+    earlier = np.random.default_rng(0).beta(2, 8, size=(2000, 1))
+    aspire.fit(earlier, key=0, n_epochs=30)
+    for kwargs in (dict(), dict(sampler="mcmc")):
+        post = aspire.sample_posterior(500, key=1, preconditioning="none", **kwargs)
+        x = np.asarray(post.x)
+        assert x.min() >= 0.0 and x.max() <= 1.0, kwargs
+
+
 def test_moves_that_do_not_forget_their_start_are_logged(fitted, caplog):
     with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
         _, history = fitted.sample_posterior(300, key=1, kernel="rwmh",

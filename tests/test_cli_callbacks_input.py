@@ -93,6 +93,14 @@ def test_demo_refuses_output_that_is_a_file(no_demo, capsys):
     assert line.endswith("--output 'f' exists and is not a directory")
 
 
+def test_demo_refuses_to_replace_a_foreign_posterior_file(no_demo, capsys):
+    (no_demo / "out").mkdir()
+    (no_demo / "out" / "posterior.h5").write_text("someone else's results")
+    line = _usage_error(capsys, ["demo", "--output", "out"])
+    assert "posterior.h5' exists and was not written by aspire_jax" in line
+    assert (no_demo / "out" / "posterior.h5").read_text() == "someone else's results"
+
+
 def test_demo_refuses_output_in_a_read_only_directory(no_demo, capsys, monkeypatch):
     # Root may write anywhere, so make the permission check itself say no.
     access = os.access

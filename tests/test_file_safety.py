@@ -1,6 +1,8 @@
 """Files that are not ours stay untouched, damaged checkpoints are refused
 with a clear error, and a checkpoint that cannot be written loses nothing."""
 
+import os
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ from aspire_jax import (Aspire, AspireFile, CheckpointError, Samples,
                         ValidationError)
 from aspire_jax import aspire as aspire_module
 from aspire_jax.formats import read_samples
-from aspire_jax.io import (is_aspire_file, read_checkpoint_bytes,
+from aspire_jax.io import (is_aspire_file, read_checkpoint_bytes, read_json_group,
                            state_dict_from_bytes, write_checkpoint_file)
 
 RUN = dict(target_efficiency=0.9, n_mcmc_steps=4)
@@ -86,6 +88,28 @@ def test_a_state_without_its_flow_is_not_silently_dropped(fitted, tmp_path):
             pass
     assert a._auto is None
     assert read_checkpoint_bytes(path) is not None
+
+
+def test_resume_from_file_without_its_flow_says_so(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    fitted.sample_posterior(100, key=0, checkpoint_path=path,
+                            checkpoint_save_flow=False, **RUN)
+    a = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior)
+    with pytest.raises(ValidationError, match="holds no flow at 'flow'"):
+        a.sample_posterior()
+
+
+def test_a_linked_checkpoint_path_writes_through_the_link(tmp_path):
+    (tmp_path / "scratch").mkdir()
+    real, link = tmp_path / "scratch" / "run.h5", tmp_path / "run.h5"
+    write_checkpoint_file(real, state_bytes=None, groups={"meta": {"n": 1}})
+    os.symlink(real, link)
+    write_checkpoint_file(link, state_bytes=None, groups={"meta": {"n": 2}})
+    assert link.is_symlink()
+    with h5py.File(real, "r") as f:
+        assert read_json_group(f, "meta") == {"n": 2}
+    assert not [p.name for p in (tmp_path / "scratch").iterdir() if p != real]
 
 
 def test_a_failed_write_does_not_end_the_run(fitted, tmp_path, monkeypatch):

@@ -118,6 +118,15 @@ def test_bilby_json_errors(tmp_path, columns):
         read_samples(path)
     with pytest.raises(FileNotFoundError):
         read_samples(tmp_path / "missing_result.json")
+    cut = tmp_path / "cut_result.json.gz"
+    with gzip.open(cut, "wt") as fh:
+        fh.write(json.dumps(_bilby_json_dict(columns)))
+    cut.write_bytes(cut.read_bytes()[:40])
+    with pytest.raises(ValidationError, match="not a readable JSON"):
+        read_samples(cut)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValidationError, match="nests JSON too deeply"):
+        read_samples(path)
 
 
 def test_bilby_hdf5_layout(tmp_path, columns):

@@ -624,6 +624,9 @@ def write_checkpoint_file(
         then unchanged and the caller's state is still in memory.
     """
     target = _check_h5_path(path)
+    # A link is followed: the file it points to (on scratch space, say) is
+    # replaced, next to itself, and the link stays a link.
+    target = Path(os.path.realpath(target))
     if state_bytes is not None:
         state_bytes = bytes(state_bytes)
         # The blob normally comes straight from state_to_bytes; readers verify
