@@ -54,6 +54,10 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
     def sample(key: PRNGKey, flow_params) -> MCMCResult:
         key_init, key_run = jax.random.split(key)
         x, _ = flow.sample_and_log_prob(flow_params, key_init, n)
+        if hasattr(flow, "centred"):
+            # Periodic coordinates centred on the chains' starting points,
+            # fixed for the whole run.
+            flow_params = flow.centred(flow_params, x)
 
         def log_density_fn(u):
             x, log_det = from_space(flow_params, u)

@@ -328,7 +328,13 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     latent_log_q = (getattr(flow, "latent_log_prob", None)
                     if config.preconditioning == "flow" else None)
 
+    # A space that re-centres its periodic coordinates on the particles
+    # (PeriodicSpace) does so once per move, before any particle moves.
+    centred = getattr(flow, "centred", None)
+
     def mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params):
+        if centred is not None:
+            flow_params = centred(flow_params, x)
         u, log_det_to = map_batches(lambda x: to_space(flow_params, x), x,
                                     config.batch_size)
 
