@@ -381,6 +381,31 @@ class Aspire:
                     f"periodic parameter {name!r} needs finite prior_bounds; got "
                     f"({lo}, {hi})")
 
+    def _check_eps_band(self, x: np.ndarray) -> None:
+        """Refuse training values that the bounded transform cannot tell
+        apart: within ``eps * (hi - lo)`` of a bound every value maps to the
+        same point, so a posterior far narrower than its prior range (a rate
+        of 5 +- 0.5 in bounds (0, 1e7)) trains a flow collapsed onto a point
+        in that coordinate."""
+        if not self.bounded_to_unbounded:
+            return
+        eps = self.flow_config.eps
+        for c, (name, per, (lo, hi)) in enumerate(
+                zip(self.parameters, self.periodic, self.prior_bounds)):
+            if per or not (np.isfinite(lo) and np.isfinite(hi)):
+                continue
+            gap = np.minimum(x[:, c] - lo, hi - x[:, c]) / (hi - lo)
+            share = float(np.mean(gap < eps))
+            if share > 0.01:
+                fine = float(np.quantile(gap, 0.01))
+                raise ValidationError(
+                    f"{share:.0%} of the training values of {name!r} lie within "
+                    f"eps * (hi - lo) = {eps * (hi - lo):.3g} of a bound of "
+                    f"({lo:g}, {hi:g}), where the bounded transform maps them all "
+                    "to one point and the flow cannot describe them. Pass a "
+                    f"smaller eps to Aspire (e.g. eps={max(fine / 100, 1e-30):.1g}) "
+                    "or prior_bounds closer to the samples")
+
     def _flow_bounds(self):
         return self.prior_bounds if self.bounded_to_unbounded else None
 
@@ -617,6 +642,7 @@ class Aspire:
             _check_writable(checkpoint_path)
         key_init, key_fit = jax.random.split(key)
         x = self._inside_bounds(x.astype(_float_dtype()))
+        self._check_eps_band(x)
         if x.shape[0] < _FEW_TRAINING_ROWS:
             logger.warning("the flow is fitted to %d samples; with fewer than %d it "
                            "describes the earlier posterior poorly", x.shape[0],
@@ -1379,9 +1405,11 @@ class Aspire:
                     f"the {sd.size and np.asarray(u).shape[0]} initial draws from the "
                     f"flow all have nearly the same value of {', '.join(flat)} "
                     f"(spread {float(np.min(sd)):.2g} of the training samples' in the "
-                    "flow's whitened coordinates): the flow has collapsed, its "
-                    "training diverged (see the warning of fit). Refit it with a "
-                    "lower learning_rate or clip_grad")
+                    "flow's whitened coordinates): the flow has collapsed. Its "
+                    "training diverged (see the warnings of fit: refit with a "
+                    "lower learning_rate or clip_grad), or, for a bounded "
+                    "parameter, the samples sit within eps * (hi - lo) of a "
+                    "bound (pass a smaller eps to Aspire)")
         outside = int(np.sum(~np.isfinite(lp)))
         if outside and float(state.beta) == 0.0:
             share = outside / lp.size
@@ -2036,9 +2064,11 @@ def _warn_unmixed(history: History, config: SMCConfig, dims: int) -> None:
             "particles still correlated with their starting points (mean "
             "correlation up to %.2f; the adaptive length stops at %.2g): the "
             "evidence and the posterior may be biased by more than their "
-            "error bars. %s, or use kernel='mala' for a differentiable "
-            "likelihood", int(bad.sum()), len(corr), limit, float(corr[bad].max()),
-            config.decorrelation_threshold, fix[0].upper() + fix[1:])
+            "error bars. %s%s", int(bad.sum()), len(corr), limit,
+            float(corr[bad].max()), config.decorrelation_threshold,
+            fix[0].upper() + fix[1:],
+            "" if config.kernel == "mala"
+            else ", or use kernel='mala' for a differentiable likelihood")
 
 
 def _warn_undefined(n_invalid: int, n_evaluations: int) -> None:

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+import h5py
 import numpy as np
 
 from .errors import ValidationError
@@ -61,10 +62,22 @@ def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
     if output:
         _check_output_dir(os.fspath(output), name("output"))
         posterior = os.path.join(os.fspath(output), "posterior.h5")
-        if os.path.lexists(posterior) and not is_aspire_file(posterior):
+        if os.path.lexists(posterior) and not _written_by_demo(posterior):
             raise ValidationError(
-                f"{posterior!r} exists and was not written by aspire_jax; the demo "
+                f"{posterior!r} exists and was not written by the demo, which "
                 f"would replace it. Choose another {name('output')} or move it away")
+
+
+_DEMO_MARK = "aspire_jax_demo_output"
+
+
+def _written_by_demo(path) -> bool:
+    """Whether ``path`` is a posterior file an earlier demo run wrote (and
+    marked): the only file the demo may replace."""
+    if not is_aspire_file(path):
+        return False
+    with h5py.File(path, "r") as f:
+        return bool(f.attrs.get(_DEMO_MARK, False))
 
 
 def _check_output_dir(output: str, what: str):
@@ -154,6 +167,8 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
         if os.path.lexists(posterior):
             os.remove(posterior)
         post.save(posterior, "samples")
+        with h5py.File(posterior, "a") as f:
+            f.attrs[_DEMO_MARK] = True
         with open(os.path.join(output, "summary.json"), "w") as fh:
             json.dump(result, fh, indent=1)
         if plot:

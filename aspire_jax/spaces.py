@@ -90,6 +90,17 @@ class PeriodicSpace:
         centre = lo + (hi - lo) * jnp.mod(mean / (2 * math.pi), 1.0)
         return CentredParams(params, jnp.where(mask, centre, mid))
 
+    def mixing_features(self, params, u):
+        """Columns on which to measure how far moves have taken the points
+        ``u`` of this space from their start: each periodic coordinate as
+        the cosine and sine of its angle, the others as they are."""
+        del params
+        _, lo, hi, _, scale = self._arrays(u.dtype)
+        keep = [i for i, p in enumerate(self.periodic) if not p]
+        wrapped = [i for i, p in enumerate(self.periodic) if p]
+        angle = ((2 * math.pi) * scale * u / (hi - lo))[:, wrapped]
+        return jnp.concatenate([u[:, keep], jnp.cos(angle), jnp.sin(angle)], axis=1)
+
     def log_prob(self, params, x):
         return self.flow.log_prob(_split(params, None)[0], x)
 

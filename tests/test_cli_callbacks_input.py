@@ -93,12 +93,26 @@ def test_demo_refuses_output_that_is_a_file(no_demo, capsys):
     assert line.endswith("--output 'f' exists and is not a directory")
 
 
-def test_demo_refuses_to_replace_a_foreign_posterior_file(no_demo, capsys):
+def test_demo_refuses_to_replace_a_posterior_file_it_did_not_write(no_demo, capsys):
     (no_demo / "out").mkdir()
     (no_demo / "out" / "posterior.h5").write_text("someone else's results")
     line = _usage_error(capsys, ["demo", "--output", "out"])
-    assert "posterior.h5' exists and was not written by aspire_jax" in line
+    assert "posterior.h5' exists and was not written by the demo" in line
     assert (no_demo / "out" / "posterior.h5").read_text() == "someone else's results"
+    # An aspire_jax file of the user's own is not the demo's either.
+    from aspire_jax import Samples
+
+    (no_demo / "mine").mkdir()
+    Samples.from_array(np.zeros((3, 2))).save(no_demo / "mine" / "posterior.h5",
+                                               "my_analysis")
+    line = _usage_error(capsys, ["demo", "--output", "mine"])
+    assert "was not written by the demo" in line
+    # The demo's own marked file is the one it may replace.
+    import h5py
+
+    with h5py.File(no_demo / "mine" / "posterior.h5", "a") as f:
+        f.attrs[cli._DEMO_MARK] = True
+    assert cli._written_by_demo(no_demo / "mine" / "posterior.h5")
 
 
 def test_demo_refuses_output_in_a_read_only_directory(no_demo, capsys, monkeypatch):

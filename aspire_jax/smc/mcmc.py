@@ -98,8 +98,11 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
         a = kstate.aux
         end = kstate.position
         unmoved = jnp.sum(jnp.all(end == u, axis=-1)).astype(jnp.int32)
-        c0, c1 = u - jnp.mean(u, axis=0), end - jnp.mean(end, axis=0)
-        corr = jnp.mean(c0 * c1, axis=0) / (jnp.std(u, axis=0) * jnp.std(end, axis=0)
+        features = getattr(flow, "mixing_features", None)
+        f0, f1 = ((u, end) if features is None
+                  else (features(flow_params, u), features(flow_params, end)))
+        c0, c1 = f0 - jnp.mean(f0, axis=0), f1 - jnp.mean(f1, axis=0)
+        corr = jnp.mean(c0 * c1, axis=0) / (jnp.std(f0, axis=0) * jnp.std(f1, axis=0)
                                             + 1e-30)
         return MCMCResult(a.x, a.log_likelihood, a.log_prior, a.log_q, acc, size,
                           jnp.asarray(evals, jnp.int32),

@@ -170,7 +170,10 @@ class SMCConfig:
                f"n_particles must be an integer >= 2; got {self.n_particles!r}")
         te = self.target_efficiency
         if isinstance(te, (list, tuple)):
-            _check(len(te) == 2 and all(0 < float(t) < 1 for t in te)
+            _check(len(te) == 2 and all(
+                isinstance(t, (int, float, np.integer, np.floating))
+                and not isinstance(t, (bool, np.bool_)) and 0 < float(t) < 1
+                for t in te)
                    and float(te[0]) <= float(te[1]),
                    "target_efficiency as a pair must be (start, end) with "
                    f"0 < start <= end < 1; got {te!r}")
@@ -180,8 +183,8 @@ class SMCConfig:
             _check(isinstance(te, (int, float)) and 0 < float(te) < 1,
                    f"target_efficiency must be in (0, 1); got {te!r}")
             object.__setattr__(self, "target_efficiency", float(te))
-        _check(self.target_efficiency_rate > 0,
-               "target_efficiency_rate must be > 0; got "
+        _check(0 < self.target_efficiency_rate < math.inf,
+               "target_efficiency_rate must be a finite number > 0; got "
                f"{self.target_efficiency_rate!r}")
         if not self.adaptive:
             _check(isinstance(self.n_steps, int) and self.n_steps >= 1,

@@ -331,6 +331,11 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     # A space that re-centres its periodic coordinates on the particles
     # (PeriodicSpace) does so once per move, before any particle moves.
     centred = getattr(flow, "centred", None)
+    # Coordinates on which the moves' memory of their start is measured: the
+    # move coordinates, or what the space makes of them (a periodic one as
+    # the cosine and sine of its angle, since its lifted value can wander
+    # round the circle for ever without leaving its start behind).
+    features = getattr(flow, "mixing_features", None)
 
     def mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params):
         if centred is not None:
@@ -371,8 +376,14 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         # leaves the next increment biased by several of its errors in 20-d.
         g_start = lp + ll - lq
 
+        def feature(params, pos):
+            return pos if features is None else features(params, pos)
+
+        f_start = feature(flow_params, u)
+
         def decorrelation(pos, aux):
-            per_dim = _correlation(u, pos, jnp.ones(pos.shape[0], bool))
+            per_dim = _correlation(f_start, feature(flow_params, pos),
+                                   jnp.ones(pos.shape[0], bool))
             g = aux.log_prior + aux.log_likelihood - aux.log_q
             ok = jnp.isfinite(g_start) & jnp.isfinite(g)
             return jnp.maximum(jnp.mean(per_dim),
