@@ -102,9 +102,11 @@ class SMCConfig:
         ``1/sqrt(dims)`` needs a number of sweeps that grows with the
         dimension to forget where it started.
     decorrelation_threshold
-        Adaptive length: sweep until the mean, over dimensions, of the
-        correlation across particles between the positions before and after
-        the mutation falls below this value.
+        Adaptive length: sweep until both the mean, over the move space's
+        coordinates (a periodic one by the cosine and sine of its angle), of
+        the correlation across particles between the positions before and
+        after the mutation, and the correlation of the tempering potential
+        ``log pi + log L - log q`` before and after, fall below this value.
     preconditioning
         Space in which moves are made: ``"standard"`` (bounded-to-unbounded and
         affine whitening of the flow's parameter transform), ``"flow"`` (the
