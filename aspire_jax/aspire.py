@@ -2024,9 +2024,15 @@ def _warn_poor_flow(history: FlowHistory, dims: int,
     and log Z with a small error bar."""
     if not len(history.validation_loss):
         return
+    if not math.isfinite(history.gaussian_validation_loss):
+        # No baseline (a history written without it): judge by the loss alone.
+        if math.isfinite(history.best_validation_loss):
+            return
+    else:
+        gain = history.gain_over_gaussian() / dims
+        if math.isfinite(gain) and gain >= POOR_FLOW_GAIN_PER_DIM:
+            return
     gain = history.gain_over_gaussian() / dims
-    if math.isfinite(gain) and gain >= POOR_FLOW_GAIN_PER_DIM:
-        return
     logger.warning(
         "the fitted flow describes the held-out earlier samples worse than a "
         "Gaussian fitted to them (%.3g nats per dimension; best validation loss "

@@ -1,5 +1,8 @@
 """The facade: the whole job end to end, and bad input caught at the boundary."""
 
+import dataclasses
+import math
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -437,6 +440,19 @@ def test_good_flow_is_not_flagged(fitted, caplog):
     with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
         fitted.sample_posterior(300, key=1)
     assert not caplog.records
+    # A history without the Gaussian baseline (as read from an older file)
+    # is judged by its own loss, which is finite here.
+    from aspire_jax.aspire import _warn_poor_flow
+
+    old = dataclasses.replace(fitted.flow_history, gaussian_validation_loss=math.nan)
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _warn_poor_flow(old, fitted.dims)
+    assert not caplog.records
+    diverged = dataclasses.replace(
+        old, validation_loss=np.full_like(old.validation_loss, np.nan))
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _warn_poor_flow(diverged, fitted.dims)
+    assert any("worse than a Gaussian" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("call, option, value", [
