@@ -433,6 +433,11 @@ def test_samples_within_the_transform_clamp_of_a_bound_are_refused():
     with pytest.raises(ValidationError, match="smaller eps"):
         Aspire(**settings).fit(earlier, key=0, n_epochs=2)
     Aspire(eps=1e-9, **settings).fit(earlier, key=0, n_epochs=2)
+    # Values on a bound itself are moved a float step inside, as documented,
+    # and are no reason to refuse.
+    on_bound = np.random.default_rng(1).uniform(0.0, 1e7, size=(500, 1))
+    on_bound[:50] = 0.0
+    Aspire(**settings).fit(on_bound, key=0, n_epochs=2)
 
 
 def test_good_flow_is_not_flagged(fitted, caplog):
