@@ -790,6 +790,14 @@ def test_adaptive_sweep_cap_grows_with_dimension():
     SMCConfig(n_particles=100, max_beta_step=0.002)
 
 
+def test_init_from_particles_of_another_count_raises(key):
+    problem = _gaussian_problem(2)
+    smc = build_smc(SMCConfig(n_particles=100), problem.log_likelihood,
+                    problem.log_prior, problem.flow)
+    with pytest.raises(ValidationError, match=r"\(100, d\).*\(50, 2\)"):
+        smc.init_from_particles(key, jnp.zeros((50, 2)), problem.flow_params)
+
+
 def test_wrong_kernel_settings_type_raises():
     problem = _gaussian_problem(2)
     config = SMCConfig(n_particles=100, kernel="rwmh", kernel_settings=PCNSettings())

@@ -235,6 +235,12 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     def init_from_particles(key: PRNGKey, x: Array, flow_params,
                             _log_q: Array | None = None,
                             _u: Array | None = None) -> SMCState:
+        if x.ndim != 2 or x.shape[0] != n:
+            from ..errors import ValidationError
+
+            raise ValidationError(
+                f"init_from_particles needs an (n_particles, dims) = ({n}, d) array "
+                f"as configured; got shape {tuple(x.shape)}")
         lp, ll, lq, undefined = _densities(log_likelihood_fn, log_prior_fn, flow,
                                            flow_params, x, config.batch_size, _log_q)
         u = _u
