@@ -394,14 +394,12 @@ class Aspire:
                 zip(self.parameters, self.periodic, self.prior_bounds)):
             if per or not (np.isfinite(lo) and np.isfinite(hi)):
                 continue
-            distance = np.minimum(x[:, c] - lo, hi - x[:, c])
-            gap = distance / (hi - lo)
+            gap = np.minimum(x[:, c] - lo, hi - x[:, c]) / (hi - lo)
             # Values on a bound (moved a float step inside it) are the
             # documented edge case, not a scale problem: they are left out.
-            def steps(b):
-                return 4 * float(np.spacing(np.asarray(abs(b), x.dtype)))
-
-            inside = (x[:, c] - lo > steps(lo)) & (hi - x[:, c] > steps(hi))
+            near_lo, near_hi = (4 * np.spacing(np.asarray(abs(b), x.dtype))
+                                for b in (lo, hi))
+            inside = (x[:, c] - lo > near_lo) & (hi - x[:, c] > near_hi)
             share = float(np.mean((gap < eps) & inside))
             if share > 0.01:
                 fine = float(np.quantile(gap[inside], 0.01))
@@ -1404,13 +1402,13 @@ class Aspire:
         if float(state.beta) == 0.0:
             # In the flow's whitened coordinates its training samples have unit
             # spread; draws that have almost none come from a collapsed flow.
-            u, _ = self.flow.to_unbounded(self.flow_params, state.x)
-            sd = np.std(np.asarray(u), axis=0)
+            u = np.asarray(self.flow.to_unbounded(self.flow_params, state.x)[0])
+            sd = np.std(u, axis=0)
             flat = [name for name, v in zip(self.parameters, sd) if not v > 1e-3]
             if flat:
                 raise ValidationError(
-                    f"the {sd.size and np.asarray(u).shape[0]} initial draws from the "
-                    f"flow all have nearly the same value of {', '.join(flat)} "
+                    f"the {u.shape[0]} initial draws from the flow all have nearly "
+                    f"the same value of {', '.join(flat)} "
                     f"(spread {float(np.min(sd)):.2g} of the training samples' in the "
                     "flow's whitened coordinates): the flow has collapsed. Its "
                     "training diverged (see the warnings of fit: refit with a "
@@ -2031,15 +2029,14 @@ def _warn_poor_flow(history: FlowHistory, dims: int,
     and log Z with a small error bar."""
     if not len(history.validation_loss):
         return
-    if not math.isfinite(history.gaussian_validation_loss):
-        # No baseline (a history written without it): judge by the loss alone.
-        if math.isfinite(history.best_validation_loss):
-            return
-    else:
-        gain = history.gain_over_gaussian() / dims
-        if math.isfinite(gain) and gain >= POOR_FLOW_GAIN_PER_DIM:
-            return
     gain = history.gain_over_gaussian() / dims
+    if math.isfinite(history.gaussian_validation_loss):
+        fine = math.isfinite(gain) and gain >= POOR_FLOW_GAIN_PER_DIM
+    else:
+        # No baseline (a history written without it): judge by the loss alone.
+        fine = math.isfinite(history.best_validation_loss)
+    if fine:
+        return
     logger.warning(
         "the fitted flow describes the held-out earlier samples worse than a "
         "Gaussian fitted to them (%.3g nats per dimension; best validation loss "
@@ -2065,12 +2062,11 @@ def _warn_unmixed(history: History, config: SMCConfig, dims: int) -> None:
     if config.n_mcmc_steps is None:
         cap = config.mcmc_step_cap(dims)
         bad = (sweeps >= cap) & (corr > config.decorrelation_threshold)
-        limit, fix = (f"the cap of {cap} sweeps",
-                      "raise max_mcmc_steps")
+        limit, fix = f"the cap of {cap} sweeps", "Raise max_mcmc_steps"
     else:
         bad = corr > max(0.1, config.decorrelation_threshold)
         limit, fix = (f"n_mcmc_steps={config.n_mcmc_steps}",
-                      "raise n_mcmc_steps or leave it None (adaptive length)")
+                      "Raise n_mcmc_steps or leave it None (adaptive length)")
     if bad.any():
         logger.warning(
             "in %d of %d SMC iterations the MCMC moves stopped at %s with the "
@@ -2078,8 +2074,7 @@ def _warn_unmixed(history: History, config: SMCConfig, dims: int) -> None:
             "correlation up to %.2f; the adaptive length stops at %.2g): the "
             "evidence and the posterior may be biased by more than their "
             "error bars. %s%s", int(bad.sum()), len(corr), limit,
-            float(corr[bad].max()), config.decorrelation_threshold,
-            fix[0].upper() + fix[1:],
+            float(corr[bad].max()), config.decorrelation_threshold, fix,
             "" if config.kernel == "mala"
             else ", or use kernel='mala' for a differentiable likelihood")
 

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from .errors import ValidationError
-from .io import is_aspire_file
+from .io import AspireFile, is_aspire_file
 
 __all__ = ["main", "run_demo"]
 
@@ -162,12 +162,10 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
         os.makedirs(output, exist_ok=True)
         # Names, weights and evidence travel with the samples: read_samples
         # reads them back.
-        # The file is the demo's own (checked before the run): written afresh.
-        posterior = os.path.join(output, "posterior.h5")
-        if os.path.lexists(posterior):
-            os.remove(posterior)
-        post.save(posterior, "samples")
-        with h5py.File(posterior, "a") as f:
+        # The file is the demo's own (checked before the run): written afresh,
+        # and marked as the demo's.
+        with AspireFile(os.path.join(output, "posterior.h5"), "w") as f:
+            post.save(f, "samples")
             f.attrs[_DEMO_MARK] = True
         with open(os.path.join(output, "summary.json"), "w") as fh:
             json.dump(result, fh, indent=1)

@@ -418,17 +418,19 @@ def test_diverged_flow_is_flagged_by_fit_and_refused_by_the_sampler(caplog):
         collapsing.sample_posterior(200, key=1)
 
 
+def _flat_bounded_1d(mean, sd, bounds, **kwargs):
+    """Settings of a 1-d problem: a Gaussian likelihood and a flat prior
+    written as zeros, relying on ``prior_bounds`` for its support."""
+    return dict(log_likelihood=lambda x: -0.5 * ((x[:, 0] - mean) / sd) ** 2,
+                log_prior=lambda x: jnp.zeros(x.shape[0]), dims=1,
+                parameters=["u"], prior_bounds={"u": bounds}, n_layers=2, **kwargs)
+
+
 def test_samples_within_the_transform_clamp_of_a_bound_are_refused():
     # A rate of 5 +- 0.5 in bounds (0, 1e7): within eps * (hi - lo) = 10 of
     # the lower bound, all the samples map to one point; importance sampling
     # from the flow fitted to them was 61 nats off with an error of 0.22.
-    def log_likelihood(x):
-        return -0.5 * ((x[:, 0] - 5.0) / 0.5) ** 2
-
-    settings = dict(log_likelihood=log_likelihood,
-                    log_prior=lambda x: jnp.zeros(x.shape[0]), dims=1,
-                    parameters=["rate"], prior_bounds={"rate": (0.0, 1e7)},
-                    n_layers=2, hidden_sizes=(8,))
+    settings = _flat_bounded_1d(5.0, 0.5, (0.0, 1e7), hidden_sizes=(8,))
     earlier = np.random.default_rng(0).normal(5.0, 0.7, size=(500, 1))
     with pytest.raises(ValidationError, match="smaller eps"):
         Aspire(**settings).fit(earlier, key=0, n_epochs=2)
@@ -509,13 +511,7 @@ def test_smc_weights_have_mean_one_so_runs_concatenate_evenly(fitted):
 def test_native_moves_stay_inside_the_prior_bounds():
     # A flat prior written as zeros, relying on prior_bounds: in native
     # coordinates nothing else keeps the particles in (0, 1) at beta = 1.
-    def log_likelihood(x):
-        return -0.5 * ((x[:, 0] - 0.05) / 0.1) ** 2
-
-    aspire = Aspire(log_likelihood=log_likelihood,
-                    log_prior=lambda x: jnp.zeros(x.shape[0]), dims=1,
-                    parameters=["u"], prior_bounds={"u": (0.0, 1.0)},
-                    n_layers=2, hidden_sizes=(16,))
+    aspire = Aspire(**_flat_bounded_1d(0.05, 0.1, (0.0, 1.0), hidden_sizes=(16,)))
     earlier = np.random.default_rng(0).beta(2, 8, size=(2000, 1))
     aspire.fit(earlier, key=0, n_epochs=30)
     for kwargs in (dict(), dict(sampler="mcmc")):

@@ -16,7 +16,8 @@ from .._random import compact_draws
 from .._types import Array, PRNGKey
 from ..kernels import KernelState, build_kernel
 from .state import SMCConfig
-from .step import _Aux, _check_batched, _densities, _sanitise, _spaces
+from .step import (_Aux, _check_batched, _densities, _sanitise, _spaces,
+                   _centre_space, _start_correlation)
 
 __all__ = ["MCMCResult", "make_mcmc_sampler"]
 
@@ -54,10 +55,9 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
     def sample(key: PRNGKey, flow_params) -> MCMCResult:
         key_init, key_run = jax.random.split(key)
         x, _ = flow.sample_and_log_prob(flow_params, key_init, n)
-        if hasattr(flow, "centred"):
-            # Periodic coordinates centred on the chains' starting points,
-            # fixed for the whole run.
-            flow_params = flow.centred(flow_params, x)
+        # Periodic coordinates centred on the chains' starting points, fixed
+        # for the whole run.
+        flow_params = _centre_space(flow, flow_params, x)
 
         def log_density_fn(u):
             x, log_det = from_space(flow_params, u)
@@ -98,12 +98,7 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
         a = kstate.aux
         end = kstate.position
         unmoved = jnp.sum(jnp.all(end == u, axis=-1)).astype(jnp.int32)
-        features = getattr(flow, "mixing_features", None)
-        f0, f1 = ((u, end) if features is None
-                  else (features(flow_params, u), features(flow_params, end)))
-        c0, c1 = f0 - jnp.mean(f0, axis=0), f1 - jnp.mean(f1, axis=0)
-        corr = jnp.mean(c0 * c1, axis=0) / (jnp.std(f0, axis=0) * jnp.std(f1, axis=0)
-                                            + 1e-30)
+        corr = _start_correlation(flow, flow_params, u, end)
         return MCMCResult(a.x, a.log_likelihood, a.log_prior, a.log_q, acc, size,
                           jnp.asarray(evals, jnp.int32),
                           n_invalid0 + jnp.sum(invalid).astype(jnp.int32), unmoved,

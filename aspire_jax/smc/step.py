@@ -28,6 +28,7 @@ from jax.scipy.special import logsumexp
 
 from .._random import compact_draws
 from .._types import Array, PRNGKey
+from ..errors import ValidationError
 from ..kernels import KernelState, build_kernel
 from .resampling import get_resampler
 from .state import SMCConfig, SMCInfo, SMCState, Status, tree_index
@@ -179,8 +180,6 @@ def _check_batched(fn, name):
     def wrapped(x):
         out = jnp.asarray(fn(x))
         if out.shape != x.shape[:1]:
-            from ..errors import ValidationError
-
             raise ValidationError(
                 f"{name} must map a batch of shape (n, d) to shape (n,); for input "
                 f"{tuple(x.shape)} it returned {tuple(out.shape)}")
@@ -236,8 +235,6 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
                             _log_q: Array | None = None,
                             _u: Array | None = None) -> SMCState:
         if x.ndim != 2 or x.shape[0] != n:
-            from ..errors import ValidationError
-
             raise ValidationError(
                 f"init_from_particles needs an (n_particles, dims) = ({n}, d) array "
                 f"as configured; got shape {tuple(x.shape)}")
@@ -302,17 +299,44 @@ def _choose_step(config: SMCConfig, state: SMCState, log_ratio: Array):
     return new_beta, target, failed, efficiency
 
 
-def _correlation(a: Array, b: Array, mask: Array) -> Array:
+def _correlation(a: Array, b: Array, mask: Array | None = None) -> Array:
     """Per-column Pearson correlation of ``a`` and ``b`` (``(n, k)``) over the
-    rows where ``mask`` is True; 0 for a column constant in either."""
-    w = mask.astype(a.dtype)[:, None]
-    m = jnp.maximum(jnp.sum(w), 1.0)
-    a = jnp.where(mask[:, None], a, 0.0)
-    b = jnp.where(mask[:, None], b, 0.0)
-    a = (a - jnp.sum(w * a, axis=0) / m) * w
-    b = (b - jnp.sum(w * b, axis=0) / m) * w
+    rows where ``mask`` is True (all rows when None); 0 for a column constant
+    in either."""
+    if mask is None:
+        a = a - jnp.mean(a, axis=0)
+        b = b - jnp.mean(b, axis=0)
+    else:
+        w = mask.astype(a.dtype)[:, None]
+        m = jnp.maximum(jnp.sum(w), 1.0)
+        a = jnp.where(mask[:, None], a, 0.0)
+        b = jnp.where(mask[:, None], b, 0.0)
+        a = (a - jnp.sum(w * a, axis=0) / m) * w
+        b = (b - jnp.sum(w * b, axis=0) / m) * w
     return jnp.sum(a * b, axis=0) / (
         jnp.sqrt(jnp.sum(a * a, axis=0) * jnp.sum(b * b, axis=0)) + 1e-30)
+
+
+def _centre_space(space, params, x: Array):
+    """``params`` as the move space ``space`` wants them for moving the
+    particles ``x``: a space with periodic coordinates
+    (:class:`aspire_jax.spaces.PeriodicSpace`) centres them on the particles'
+    circular mean, fixed for the whole move; other spaces take ``params`` as
+    they are."""
+    centred = getattr(space, "centred", None)
+    return params if centred is None else centred(params, x)
+
+
+def _start_correlation(space, params, start: Array, end: Array) -> Array:
+    """Per-column correlation between move-space points ``start`` and ``end``,
+    on the columns that measure how far moves took them: the coordinates
+    themselves, or what the space makes of them (a periodic coordinate as the
+    cosine and sine of its angle, since its lifted value can wander round the
+    circle for ever without leaving its start behind)."""
+    features = getattr(space, "mixing_features", None)
+    if features is not None:
+        start, end = features(params, start), features(params, end)
+    return _correlation(start, end)
 
 
 def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
@@ -334,18 +358,8 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
     latent_log_q = (getattr(flow, "latent_log_prob", None)
                     if config.preconditioning == "flow" else None)
 
-    # A space that re-centres its periodic coordinates on the particles
-    # (PeriodicSpace) does so once per move, before any particle moves.
-    centred = getattr(flow, "centred", None)
-    # Coordinates on which the moves' memory of their start is measured: the
-    # move coordinates, or what the space makes of them (a periodic one as
-    # the cosine and sine of its angle, since its lifted value can wander
-    # round the circle for ever without leaving its start behind).
-    features = getattr(flow, "mixing_features", None)
-
     def mutate(key, x, lp, ll, lq, beta, kernel_params, flow_params):
-        if centred is not None:
-            flow_params = centred(flow_params, x)
+        flow_params = _centre_space(flow, flow_params, x)
         u, log_det_to = map_batches(lambda x: to_space(flow_params, x), x,
                                     config.batch_size)
 
@@ -382,14 +396,8 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         # leaves the next increment biased by several of its errors in 20-d.
         g_start = lp + ll - lq
 
-        def feature(params, pos):
-            return pos if features is None else features(params, pos)
-
-        f_start = feature(flow_params, u)
-
         def decorrelation(pos, aux):
-            per_dim = _correlation(f_start, feature(flow_params, pos),
-                                   jnp.ones(pos.shape[0], bool))
+            per_dim = _start_correlation(flow, flow_params, u, pos)
             g = aux.log_prior + aux.log_likelihood - aux.log_q
             ok = jnp.isfinite(g_start) & jnp.isfinite(g)
             return jnp.maximum(jnp.mean(per_dim),
