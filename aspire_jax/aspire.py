@@ -28,6 +28,7 @@ from . import __version__
 from ._types import is_int
 from .errors import CheckpointError, TemperingError, ValidationError
 from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit_flow
+from .flows.gaussian import GaussianReference, has_gaussian
 from .history import History, SampleHistory
 from .io import (AspireFile, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
@@ -49,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLERS = ("smc", "importance", "mcmc")
 _ALIASES = {"minipcn_smc": "smc", "minipcn": "mcmc"}
-_REFERENCE_OPTIONS = ("defensive_weight", "defensive_scale")
+_REFERENCE_OPTIONS = ("reference", "defensive_weight", "defensive_scale")
+_REFERENCES = ("auto", "flow", "gaussian")
 # A trained flow should match a Gaussian fitted to the same samples at worst
 # (it starts from one); half a nat per dimension worse only happens when the
 # training went wrong.
@@ -323,6 +325,7 @@ class Aspire:
         self._held_out: np.ndarray | None = None
         self._held_out_weights: np.ndarray | None = None
         self._auto_space: str | None = None
+        self._auto_reference: str | None = None
         # Likelihood evaluations made outside a run (the "auto" density test),
         # added to the next run's n_likelihood_evaluations.
         self._uncounted_evaluations = 0
@@ -674,6 +677,7 @@ class Aspire:
         self.flow_params = params
         self.flow_history = history
         self._auto_space = None
+        self._auto_reference = None
         self._held_out = (None if history.held_out_index is None
                           else x[history.held_out_index])
         self._held_out_weights = (None if weights is None or self._held_out is None
@@ -790,7 +794,15 @@ class Aspire:
             ``n_final_samples`` and ``driver`` (``"host"`` or ``"device"``); for
             ``"mcmc"`` ``kernel``, ``kernel_settings``, ``n_steps``, ``n_burnin``,
             ``preconditioning``. Unknown names raise at once.
-            ``"smc"`` and ``"importance"`` also take ``defensive_weight`` (default
+            ``"smc"`` and ``"importance"`` also take ``reference``: what the run
+            starts from, ``"flow"``, ``"gaussian"`` (the Gaussian of the
+            flow's training samples in the unbounded space of the parameter
+            transform, :class:`~aspire_jax.flows.GaussianReference`) or
+            ``"auto"`` (:meth:`auto_reference`: the Gaussian when the flow does
+            not beat it on held-out samples by more than 0.1 nats per
+            dimension); the default is ``"auto"`` for SMC and ``"flow"`` for
+            importance sampling. With the Gaussian, ``preconditioning="auto"``
+            moves in the standard space. They also take ``defensive_weight`` (default
             0) and ``defensive_scale`` (default 1.5): start from the defensive
             reference ``(1 - w) q + w q_s``, in which a share ``w`` of the flow's
             draws come from its base widened ``s`` times
@@ -816,8 +828,6 @@ class Aspire:
             to resume.
         """
         self._require_flow()
-        if self.flow_history is not None:
-            _warn_poor_flow(self.flow_history, self.dims)
         mesh = as_mesh(mesh)
         resume = self._resolve_resume(resume_from)
         if sampler is None:
@@ -869,6 +879,9 @@ class Aspire:
             if sampler in ("smc", "mcmc"):
                 # Runs stored without it used the engine's default.
                 stored.setdefault("preconditioning", "standard")
+            if sampler == "smc":
+                # Runs stored without it started from the flow.
+                stored.setdefault("reference", "flow")
             options = _merge_resume_options(stored, options)
             stored_seed = resume["sampler_config"].get("seed")
             if stored_seed is not None:
@@ -889,6 +902,17 @@ class Aspire:
             n_samples = _stored_particle_count(resume)
         n_samples = 1000 if n_samples is None else n_samples
         _check_count(n_samples, "n_samples")
+        if sampler in ("smc", "importance"):
+            # A bare resumed state (no settings stored) resolves "auto" as the
+            # run that made it did, from the same flow; its cached log q is
+            # checked against the choice.
+            options["reference"] = self._resolve_reference(
+                options.get("reference", "auto" if sampler == "smc" else "flow"))
+        if (sampler == "smc" and options.get("preconditioning", "auto") == "auto"
+                and options["reference"] == "gaussian"):
+            # The flow gains nothing to straighten; its latent space would not
+            # be used by the reference either.
+            options["preconditioning"] = "standard"
         if sampler in ("smc", "mcmc") and options.get("preconditioning",
                                                       "auto") == "auto":
             if resume is not None and not resume.get("sampler_config"):
@@ -921,6 +945,8 @@ class Aspire:
                    "smc": _SMC_OPTIONS}
         _reject_options(options, allowed[sampler], sampler)
         reference = self._reference(options)
+        if self.flow_history is not None and options.get("reference") != "gaussian":
+            _warn_poor_flow(self.flow_history, self.dims)
         if sampler == "smc":
             # Settle every engine setting now, so a refused call leaves no
             # trace in the configuration that checkpoints record.
@@ -1153,6 +1179,57 @@ class Aspire:
         self._auto_space = choice
         return choice
 
+    def auto_reference(self) -> str:
+        """The reference SMC starts from with ``reference="auto"`` (its default).
+
+        ``"gaussian"`` (:class:`~aspire_jax.flows.GaussianReference`: the
+        Gaussian of the training samples in the unbounded space of the
+        parameter transform) when the fitted flow beats that Gaussian on the
+        held-out earlier samples by no more than ``AUTO_FLOW_GAIN_PER_DIM``
+        nats per dimension, the margin below which
+        :meth:`auto_preconditioning` keeps the moves out of the flow's latent
+        space too; ``"flow"`` otherwise, and whenever there is no held-out
+        gain to judge by (no validation set, or a flow read from a file
+        without its fit history) or no Gaussian (a flow saved before the
+        Gaussian was kept with it).
+
+        Notes
+        -----
+        Both are exact, normalised densities with the flow's support, so the
+        choice changes cost, not the answer. Each MCMC sweep evaluates the
+        reference on every particle; the Gaussian costs a triangular solve
+        where the flow costs a pass through every coupling layer. On
+        posteriors close to Gaussian (the benchmark's Gaussians, its mixture
+        and its linear-regression case), where the flow gains -0.06 to
+        +0.06 nats per dimension, starting from the Gaussian needed as many
+        or fewer likelihood evaluations and sampled 7 to 13 times faster
+        (``docs/benchmarks.md``). Pass ``reference="flow"`` to start from the
+        flow regardless.
+        """
+        if self._auto_reference is not None:
+            return self._auto_reference
+        h = self.flow_history
+        gain = math.nan if h is None else h.gain_over_gaussian() / self.dims
+        choice = ("gaussian" if math.isfinite(gain) and gain <= AUTO_FLOW_GAIN_PER_DIM
+                  and has_gaussian(self.flow_params) else "flow")
+        logger.info("reference='auto' -> %r (the flow gains %.3g nats per dimension "
+                    "over a Gaussian on held-out samples)", choice, gain)
+        self._auto_reference = choice
+        return choice
+
+    def _resolve_reference(self, value) -> str:
+        if not isinstance(value, str) or value not in _REFERENCES:
+            raise ValidationError(f"reference must be one of {list(_REFERENCES)}; "
+                                  f"got {value!r}")
+        if value == "auto":
+            value = self.auto_reference()
+        if value == "gaussian" and not has_gaussian(self.flow_params):
+            raise ValidationError(
+                "reference='gaussian' needs the Gaussian fitted with the flow, and "
+                "this flow has none (it was saved before aspire_jax kept one); "
+                "refit the flow, or use reference='flow'")
+        return value
+
     def _count_evaluations(self, n_run: int) -> None:
         """Set ``n_likelihood_evaluations`` for a finished run: its own
         evaluations plus those of an ``"auto"`` density test not yet counted."""
@@ -1195,7 +1272,8 @@ class Aspire:
 
     # ------------------------------------------------------------------- smc
     def _reference(self, options: Mapping):
-        """The flow, or its defensive mixture when ``defensive_weight > 0``."""
+        """The flow or its Gaussian (``options["reference"]``, resolved), or
+        its defensive mixture when ``defensive_weight > 0``."""
         weight = options.get("defensive_weight", 0.0)
         scale = options.get("defensive_scale", 1.5)
         for name, v in (("defensive_weight", weight), ("defensive_scale", scale)):
@@ -1211,9 +1289,11 @@ class Aspire:
         if not (math.isfinite(float(scale)) and float(scale) > 1.0):
             raise ValidationError(f"defensive_scale must be a finite number > 1; "
                                   f"got {scale!r}")
+        base = (GaussianReference(self.flow) if options.get("reference") == "gaussian"
+                else self.flow)
         if float(weight) == 0.0:
-            return self.flow
-        return DefensiveReference(self.flow, float(weight), float(scale))
+            return base
+        return DefensiveReference(base, float(weight), float(scale))
 
     def _space(self, config: SMCConfig, reference=None):
         reference = self.flow if reference is None else reference
@@ -1570,7 +1650,8 @@ class Aspire:
                     "evaluated now at the stored particles (e.g. "
                     f"{old[~same][0]:.6g} stored vs {now[~same][0]:.6g} now): it was "
                     "made with a different likelihood, prior or flow"
-                    + (", or with other defensive_weight / defensive_scale settings"
+                    + (", or from another reference (other reference, "
+                       "defensive_weight or defensive_scale settings)"
                        if name == "flow log_q" else "")
                     + ". Resume with the functions, flow and settings of that run, "
                     "or start a new run")
@@ -1748,6 +1829,7 @@ class Aspire:
             raise CheckpointError(f"cannot restore the flow from /{path}: {exc}") from exc
         self.flow_history = _read_flow_history(g)
         self._held_out, self._held_out_weights, self._auto_space = None, None, None
+        self._auto_reference = None
 
     # ------------------------------------------------------ auto checkpoint
     @contextlib.contextmanager
@@ -2101,15 +2183,16 @@ def _merge_resume_options(stored: Mapping, given: Mapping) -> dict:
     _check_structure(stored, given)
     merged = dict(stored)
     merged.update({k: v for k, v in given.items()
-                   if not (k == "preconditioning" and v == "auto")})
+                   if not (k in ("preconditioning", "reference") and v == "auto")})
     return merged
 
 
 def _check_structure(stored: Mapping, given: Mapping):
     """Refuse to resume with a different kernel, move space or reference."""
     for name, default in (("kernel", "tpcn"), ("preconditioning", "standard"),
+                          ("reference", "flow"),
                           ("defensive_weight", 0.0), ("defensive_scale", 1.5)):
-        if name == "preconditioning" and given.get(name) == "auto":
+        if name in ("preconditioning", "reference") and given.get(name) == "auto":
             continue
         if name in given and given[name] != stored.get(name, default):
             raise CheckpointError(

@@ -28,16 +28,19 @@ again the same way (``t_compile_fit_cached``).
 Peers
 -----
 ``aspire_jax``
-    Adaptive-tempered SMC from the fitted flow with the defaults (t-pCN,
-    adaptive MCMC length, and the move space that the facade's default
-    ``preconditioning="auto"`` picks from the flow's held-out gain over a
-    Gaussian), device driver.
+    Adaptive-tempered SMC with the defaults (t-pCN, adaptive MCMC length,
+    the reference that the facade's default ``reference="auto"`` picks and
+    the move space of its default ``preconditioning="auto"``, both from the
+    flow's held-out gain over a Gaussian: the fitted flow, or the Gaussian of
+    the same training samples where the flow gains no more than 0.1 nats per
+    dimension), device driver.
 ``aspire_jax_fixed``
     The same with a fixed ``n_mcmc_steps = 5 * dims`` (upstream's default
     length), to show what the adaptive length saves.
 ``aspire_jax_flowspace``
-    The same as ``aspire_jax`` with ``preconditioning="flow"`` whatever the
-    flow: the moves run in the flow's latent space, as upstream's do.
+    The same as ``aspire_jax`` with ``reference="flow"`` and
+    ``preconditioning="flow"`` whatever the flow: the run starts from the
+    flow and moves in its latent space, as upstream's does.
 ``aspire_jax_is``
     Importance sampling from the fitted flow.
 ``aspire_jax_rwmh``
@@ -242,6 +245,7 @@ def _smc_record(peer, seed, n, compiled, key, flow_params, problem, t_fit,
 def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
     import jax
 
+    from aspire_jax.flows import GaussianReference
     from aspire_jax.smc.importance import make_importance_sampler
     from aspire_jax.smc.state import SMCConfig
 
@@ -261,8 +265,12 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
     # The choice costs a likelihood evaluation per held-out sample when the
     # flow gains over a Gaussian; each seed's run would pay it, so the default
     # peer is charged its evaluations and its time (in the fit).
+    # The reference the facade's default (reference="auto") picks; with the
+    # Gaussian, the facade moves in the standard space without the test.
+    reference = fitted[0][0].auto_reference()
     t0 = time.perf_counter()
-    space = fitted[0][0].auto_preconditioning()
+    space = ("standard" if reference == "gaussian"
+             else fitted[0][0].auto_preconditioning())
     t_auto = time.perf_counter() - t0
     n_auto = fitted[0][0]._uncounted_evaluations
     configs = {"aspire_jax": SMCConfig(n_particles=n, preconditioning=space),
@@ -275,8 +283,10 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
         keys = [jax.random.key(1000 + int(s)) for s in seeds]
         if peer == "aspire_jax_is":
             prog = jax.jit(make_importance_sampler(ll, lp, flow, n))
-        else:
+        elif peer == "aspire_jax_flowspace" or reference == "flow":
             prog = _smc_program(configs[peer], ll, lp, flow)
+        else:
+            prog = _smc_program(configs[peer], ll, lp, GaussianReference(flow))
         compiled, t_compile = _compile(prog, keys[0], fitted[0][0].flow_params)
         t_first = _first_call(compiled, jax.random.key(999), fitted[0][0].flow_params)
         timings[peer] = (prog, t_compile, t_first, len(records))
@@ -310,6 +320,8 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
             rec["t_first_call"] = t_first
             if peer in configs:
                 rec["preconditioning"] = configs[peer].preconditioning
+                rec["reference"] = ("flow" if peer == "aspire_jax_flowspace"
+                                    else reference)
                 rec["flow_gain_per_dim"] = (
                     aspire.flow_history.gain_over_gaussian() / problem.dims)
             records.append(rec)

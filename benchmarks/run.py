@@ -148,7 +148,7 @@ def summarise(records: list, references: dict) -> dict:
               "n_evaluations", "n_iterations", "log_evidence_abs_error",
               "log_evidence_signed_error", "log_evidence_error", "mean_error_sd",
               "std_error_sd", "ess", "mode_weight_error", "outside_likelihood_share",
-              "peak_rss_mib")
+              "peak_rss_mib", "flow_gain_per_dim")
     for (prob, peer), recs in groups.items():
         ok = [r for r in recs if not r.get("failed")]
         row = dict(problem=prob, peer=peer, n_seeds=len(ok),
@@ -156,6 +156,8 @@ def summarise(records: list, references: dict) -> dict:
                    errors=[r["error"] for r in recs if r.get("failed")])
         for f in fields:
             row[f] = _agg([r.get(f) for r in ok])
+        for f in ("reference", "preconditioning"):
+            row[f] = ok[0].get(f) if ok else None
         if ok:
             errs = np.array([r["log_evidence_signed_error"] for r in ok])
             row["log_evidence_rms_error"] = float(np.sqrt(np.mean(errs**2)))
@@ -269,6 +271,19 @@ def write_markdown(path, meta, summary, ratio_table, scaling) -> str:
                 f"{_fmt(row['mode_weight_error'])} | "
                 f"{_fmt(row['outside_likelihood_share'], '.4f')} | "
                 f"{_fmt(row['peak_rss_mib'], '.0f')} |")
+    lines += ["", "## aspire_jax's automatic choices", "",
+              "The reference (`reference=\"auto\"`) and move space "
+              "(`preconditioning=\"auto\"`) the defaults pick from the flow's "
+              "held-out gain over a Gaussian (nats per dimension, first seed's "
+              "flow for the choices, mean over seeds for the gain).", "",
+              "| problem | flow gain / dim | reference | move space |",
+              "|---|---|---|---|"]
+    for prob in meta["problems"]:
+        row = summary.get(f"{prob}/aspire_jax")
+        if row and row.get("n_seeds"):
+            lines.append(f"| {prob} | {_fmt(row.get('flow_gain_per_dim'), '.3f')} | "
+                         f"{row.get('reference') or '-'} | "
+                         f"{row.get('preconditioning') or '-'} |")
     lines += ["", "## Ratios against the upstream package", "",
               "Per flow backend of the upstream package: zuko (torch, its default) "
               "and flowjax (JAX). 'flowspace' is aspire_jax with its moves in the "

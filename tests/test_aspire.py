@@ -415,7 +415,13 @@ def test_diverged_flow_is_flagged_by_fit_and_refused_by_the_sampler(caplog):
     earlier = np.random.default_rng(0).normal(0.7, 0.8, size=(1000, 2))
     collapsing.fit(earlier, key=0, n_epochs=5, learning_rate=10.0)
     with pytest.raises(ValidationError, match="collapsed"):
-        collapsing.sample_posterior(200, key=1)
+        collapsing.sample_posterior(200, key=1, reference="flow")
+    # By default SMC starts from the Gaussian of the same samples instead,
+    # and gets the evidence right: log Z = log pi for exp(-|x|^2) in 2-d.
+    assert collapsing.auto_reference() == "gaussian"
+    post = collapsing.sample_posterior(1000, key=1)
+    assert abs(float(post.log_evidence) - math.log(math.pi)) < 4 * float(
+        post.log_evidence_error)
 
 
 def _flat_bounded_1d(mean, sd, bounds, **kwargs):

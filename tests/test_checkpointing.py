@@ -29,6 +29,7 @@ def _fresh_like(aspire):
     """A new Aspire with the same settings and flow (no resume state)."""
     other = problems.make_aspire()
     other.flow_params = aspire.flow_params
+    other.flow_history = aspire.flow_history  # what reference="auto" goes by
     return other
 
 
@@ -525,6 +526,7 @@ def test_run_cut_off_in_its_first_iteration_resumes_from_its_initial_draws(
     path = tmp_path / "early.h5"
     aspire = problems.make_aspire(log_likelihood=wrap_numpy_likelihood(ll_host))
     aspire.flow_params = fitted.flow_params
+    aspire.flow_history = fitted.flow_history
     with pytest.raises(RuntimeError, match="node lost"):
         aspire.sample_posterior(n, key=21, checkpoint_path=path, **RUN)
     assert calls[1] == n
@@ -542,9 +544,7 @@ def test_refit_after_resume_from_file_starts_afresh(fitted, tmp_path):
     # Not the stored run (its particles carry the old flow's log q): a new one,
     # with the key given now.
     post = resumed.sample_posterior(300, key=24, **RUN)
-    other = problems.make_aspire()
-    other.flow_params = resumed.flow_params
-    ref = other.sample_posterior(300, key=24, **RUN)
+    ref = _fresh_like(resumed).sample_posterior(300, key=24, **RUN)
     np.testing.assert_array_equal(np.asarray(post.x), np.asarray(ref.x))
 
 

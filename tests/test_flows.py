@@ -12,6 +12,7 @@ import pytest
 
 from aspire_jax.errors import FlowError, ValidationError
 from aspire_jax.flows import Flow, FlowConfig, FlowHistory, FlowParams, fit
+from aspire_jax.flows.gaussian import has_gaussian
 
 # The package's `fit` attribute is the function; fetch the module itself.
 fit_module = importlib.import_module("aspire_jax.flows.fit")
@@ -449,9 +450,13 @@ def test_format_1_parameters_are_read_as_the_same_map():
                                expected["log_q"], atol=1e-5, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(flow.to_latent(params, expected["x"])[0]),
                                expected["z"], atol=1e-5, rtol=1e-6)
-    # Saved again, it is format 2 and reads back bit for bit.
+    # It has no Gaussian (written before format 3 kept one), so a Gaussian
+    # reference cannot be built from it.
+    assert not has_gaussian(params)
+    assert np.isnan(np.asarray(params.gaussian["chol"])).all()
+    # Saved again, it is format 3 and reads back bit for bit.
     again = flow.params_from_bytes(flow.params_to_bytes(params))
-    assert all(np.array_equal(a, b) for a, b in
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in
                zip(jax.tree.leaves(params), jax.tree.leaves(again)))
     with pytest.raises(FlowError, match="different architecture"):
         Flow(FlowConfig(n_dims=3, n_layers=2, hidden_sizes=(8,), n_bins=4)

@@ -31,7 +31,8 @@ import optax
 from aspire_jax import transforms
 from aspire_jax._types import Array, ArrayLike, PRNGKey
 from aspire_jax.errors import FlowError, ValidationError
-from aspire_jax.flows.flow import (Flow, FlowParams, _check_key, _host_rng,
+from aspire_jax.flows.flow import (Flow, FlowParams, _check_key, _gaussian_params,
+                                   _host_rng, gaussian_of,
                                    _std_normal_log_prob)
 
 __all__ = ["FlowHistory", "fit"]
@@ -259,25 +260,15 @@ def _run_epoch(
     return net, opt_state, train_loss, val_loss, val_log_q
 
 
-def _gaussian_loss(u_train: np.ndarray, u_val: np.ndarray, ld_val: np.ndarray,
-                   w_train: np.ndarray, w_val: np.ndarray) -> float:
-    """Validation loss of the maximum-likelihood Gaussian of ``u_train``
-    (float64, on the host: the sets are small), both weighted by their
-    ``w``; NaN where that Gaussian is degenerate."""
-    u_train, u_val, ld_val = (np.asarray(a, np.float64) for a in (u_train, u_val,
-                                                                   ld_val))
-    d = u_train.shape[1]
-    p = w_train / np.sum(w_train)
-    mean = p @ u_train
-    c = u_train - mean
-    cov = (c * p[:, None]).T @ c
-    cov = cov + 1e-6 * np.trace(cov) / d * np.eye(d)
-    try:
-        chol = np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        # One training row, or rows constant in some direction: no Gaussian
-        # density to compare with.
+def _gaussian_loss(mean: np.ndarray, chol: np.ndarray, u_val: np.ndarray,
+                   ld_val: np.ndarray, w_val: np.ndarray) -> float:
+    """Weighted validation loss (float64, on the host: the sets are small) of
+    the Gaussian ``N(mean, chol chol^T)`` in the unbounded space; NaN for no
+    Gaussian (NaN ``chol``)."""
+    if not np.all(np.isfinite(chol)):
         return math.nan
+    u_val, ld_val = (np.asarray(a, np.float64) for a in (u_val, ld_val))
+    d = mean.shape[0]
     z = np.linalg.solve(chol, (u_val - mean).T).T
     log_n = (-0.5 * np.sum(z**2, axis=1) - 0.5 * d * math.log(2 * math.pi)
              - np.sum(np.log(np.diag(chol))))
@@ -552,8 +543,11 @@ def fit(
             stop_reason = "early_stopping"
             break
 
-    gauss = (_gaussian_loss(*jax.device_get((u_train, u_val, ld_val)), w_train, w_val)
-             if use_val else math.nan)
+    u_train, u_val, ld_val = jax.device_get((u_train, u_val, ld_val))
+    # The Gaussian of the training rows: the baseline of the held-out gain,
+    # and the one kept in the parameters (GaussianReference).
+    mean, chol = gaussian_of(u_train, w_train)
+    gauss = _gaussian_loss(mean, chol, u_val, ld_val, w_val) if use_val else math.nan
     history = FlowHistory(
         training_loss=np.asarray(train_hist, dtype=np.float64),
         validation_loss=np.asarray(val_hist, dtype=np.float64),
@@ -564,4 +558,6 @@ def fit(
         held_out_log_q=(np.asarray(best_log_q, np.float64)
                         if use_val and best_log_q is not None else None),
     )
-    return params.replace(net=best_net), history
+    dtype = np.asarray(params.transform.lower).dtype
+    return params.replace(net=best_net,
+                          gaussian=_gaussian_params(mean, chol, dtype)), history

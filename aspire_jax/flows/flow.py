@@ -31,10 +31,11 @@ from aspire_jax.flows.bijectors import COUPLING_KINDS, CouplingStack, stack_laye
 __all__ = ["FlowConfig", "FlowParams", "Flow"]
 
 _FORMAT = "aspire_jax.flow_params"
+# 3: adds the Gaussian fitted in the unbounded space (FlowParams.gaussian).
 # 2: conditioner parameters stacked over layers (one scanned layer body).
-# 1: one conditioner per layer, sized to that layer's columns; read by
-#    converting to 2 (the map is unchanged).
-_FORMAT_VERSION = 2
+# 1: one conditioner per layer, sized to that layer's columns.
+# 1 and 2 are read by converting to 3, with no Gaussian (NaN).
+_FORMAT_VERSION = 3
 
 
 def _host_rng(key: PRNGKey, *streams: int) -> np.random.Generator:
@@ -167,10 +168,20 @@ class FlowParams:
         Fitted parameter transform (held fixed during training).
     net
         flax variables dict of the coupling stack.
+    gaussian
+        ``{"mean": (n_dims,), "chol": (n_dims, n_dims)}``: the Gaussian
+        ``N(mean, chol chol^T)`` of the training samples in the unbounded
+        space of the transform, the alternative reference of
+        :class:`~aspire_jax.flows.GaussianReference`. :meth:`Flow.init` fits
+        it to every sample; :func:`~aspire_jax.flows.fit` refits it to the
+        training rows alone, so that it is the baseline its held-out gain is
+        measured against. NaN when there is none (parameters written
+        before format 3).
     """
 
     transform: transforms.TransformParams
     net: dict
+    gaussian: dict
 
 
 def _check_key(key) -> None:
@@ -189,6 +200,33 @@ def _check_key(key) -> None:
 def _std_normal_log_prob(z: Array) -> Array:
     d = z.shape[-1]
     return -0.5 * jnp.sum(z**2, axis=-1) - 0.5 * d * math.log(2.0 * math.pi)
+
+
+def gaussian_of(u: np.ndarray, weights: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted maximum-likelihood Gaussian of the rows of ``u`` (float64, on
+    the host): its mean and the Cholesky factor of its covariance, with a
+    jitter of ``1e-6`` of the mean variance on the diagonal; both NaN when
+    the covariance is not positive definite (one row, or rows flat in some
+    direction)."""
+    u = np.asarray(u, np.float64)
+    n, d = u.shape
+    p = np.full(n, 1.0 / n) if weights is None else weights / np.sum(weights)
+    mean = p @ u
+    c = u - mean
+    cov = (c * p[:, None]).T @ c
+    cov = cov + 1e-6 * np.trace(cov) / d * np.eye(d)
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return np.full(d, np.nan), np.full((d, d), np.nan)
+    if not (np.all(np.isfinite(chol)) and np.all(np.diag(chol) > 0)):
+        return np.full(d, np.nan), np.full((d, d), np.nan)
+    return mean, chol
+
+
+def _gaussian_params(mean: np.ndarray, chol: np.ndarray, dtype) -> dict:
+    return {"mean": jnp.asarray(mean, dtype), "chol": jnp.asarray(chol, dtype)}
 
 
 def _inside_bounds(params: "FlowParams", x: Array) -> Array:
@@ -332,8 +370,12 @@ class Flow:
             eps=c.eps,
             weights=weights,
         )
-        net = self._init_net(key, np.dtype(transform.lower.dtype))
-        return FlowParams(transform=transform, net=net)
+        dtype = np.dtype(transform.lower.dtype)
+        net = self._init_net(key, dtype)
+        u, _ = transforms.forward(transform, jnp.asarray(x, dtype))
+        w = None if weights is None else transforms._check_weights(weights, x.shape[0])
+        gaussian = _gaussian_params(*gaussian_of(np.asarray(u), w), dtype)
+        return FlowParams(transform=transform, net=net, gaussian=gaussian)
 
     def _check_points(self, x: ArrayLike, name: str) -> Array:
         x = jnp.asarray(x)
@@ -606,16 +648,20 @@ class Flow:
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise FlowError("bytes are not aspire_jax flow parameters.")
         version = payload.get("version")
-        if version not in (1, _FORMAT_VERSION):
+        if version not in (1, 2, _FORMAT_VERSION):
             raise FlowError(
                 f"flow parameter format version {version!r} is not supported "
-                f"(this aspire_jax reads 1 and {_FORMAT_VERSION})."
+                f"(this aspire_jax reads 1 to {_FORMAT_VERSION})."
             )
         _check_same_config(payload.get("config"), self.config)
         template = self._template(payload.get("transform"))
         state = payload.get("state")
         if version == 1:
             state = self._upgrade_v1(state)
+        if version in (1, 2) and isinstance(state, dict):
+            # Written before the Gaussian was kept: there is none.
+            state = {**state, "gaussian": flax.serialization.to_state_dict(
+                template.gaussian)}
         _check_tree(flax.serialization.to_state_dict(template), state, "params")
         restored = flax.serialization.from_state_dict(template, state)
         return jax.tree.map(jnp.asarray, restored)
@@ -654,7 +700,10 @@ class Flow:
         net_shapes = self._net_shapes(dtype)
         # The template is only compared and filled in, so numpy zeros suffice.
         net = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), net_shapes)
-        return FlowParams(transform=transform, net=net)
+        d = self.n_dims
+        gaussian = {"mean": np.full(d, np.nan, dtype),
+                    "chol": np.full((d, d), np.nan, dtype)}
+        return FlowParams(transform=transform, net=net, gaussian=gaussian)
 
 
 def _check_same_config(stored, config: FlowConfig) -> None:
