@@ -25,12 +25,12 @@ _SEED_LIMIT = 2**63  # int seeds the library accepts: [0, 2**63)
 
 
 def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
-                         defensive_weight=0.0, flags: bool = False):
+                         defensive_weight=0.0, reference="auto", flags: bool = False):
     """Refuse demo settings that would fail only after the flow is fitted.
 
     Parameters
     ----------
-    n_samples, n_training, n_epochs, seed, output, defensive_weight
+    n_samples, n_training, n_epochs, seed, output, defensive_weight, reference
         As for :func:`run_demo`.
     flags
         Name the settings by their command-line flags (``--n-samples``).
@@ -59,6 +59,9 @@ def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
             or isinstance(defensive_weight, bool) or not 0 <= defensive_weight < 1):
         raise ValidationError(f"{name('defensive_weight')} must be a number in "
                               f"[0, 1); got {defensive_weight!r}")
+    if reference not in ("auto", "flow", "gaussian"):
+        raise ValidationError(f"{name('reference')} must be 'auto', 'flow' or "
+                              f"'gaussian'; got {reference!r}")
     if output:
         _check_output_dir(os.fspath(output), name("output"))
         posterior = os.path.join(os.fspath(output), "posterior.h5")
@@ -103,7 +106,8 @@ def _check_output_dir(output: str, what: str):
 def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
              n_training: int = 5000, n_epochs: int = 150, seed: int = 0,
              output: str | None = "demo_output", plot: bool = True,
-             progress: bool | None = None, defensive_weight: float = 0.0) -> dict:
+             progress: bool | None = None, defensive_weight: float = 0.0,
+             reference: str = "auto") -> dict:
     """Fit a flow to the case's earlier samples, run SMC, compare to reference.
 
     Returns a dict with the evidence, its error, the reference and the errors
@@ -114,11 +118,12 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
     ValidationError
         Before any work, if ``n_samples`` or ``n_training`` is below 2,
         ``n_epochs`` below 1, ``seed`` outside ``[0, 2**63)``,
-        ``defensive_weight`` outside ``[0, 1)``, or ``output``
+        ``defensive_weight`` outside ``[0, 1)``, ``reference`` not one of
+        ``"auto"``, ``"flow"``, ``"gaussian"``, or ``output``
         is not a directory that exists or can be created and written.
     """
     _check_demo_settings(n_samples, n_training, n_epochs, seed, output,
-                         defensive_weight=defensive_weight)
+                         defensive_weight=defensive_weight, reference=reference)
     import jax
 
     from .aspire import Aspire
@@ -137,7 +142,8 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
     t_fit = time.perf_counter() - t0
     post, history = aspire.sample_posterior(n_samples, sampler="smc", key=key_smc,
                                             return_history=True, progress=progress,
-                                            defensive_weight=defensive_weight)
+                                            defensive_weight=defensive_weight,
+                                            reference=reference)
     t_total = time.perf_counter() - t0
     ref = c.reference()
     mean = np.asarray(post.mean(), dtype=float)
@@ -146,6 +152,7 @@ def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
     std_err = (std - ref["std"]) / ref["std"]
     result = dict(
         case=case, n_samples=n_samples, seed=seed,
+        reference=aspire._last_sampler_config["options"]["reference"],
         log_evidence=float(post.log_evidence),
         log_evidence_error=float(post.log_evidence_error),
         reference_log_evidence=ref["log_evidence"],
@@ -200,7 +207,8 @@ def _demo_plots(output, old, aspire, post, history, seed):
 
 
 def _print_result(r):
-    print(f"case {r['case']}: {r['n_samples']} particles, {r['n_iterations']} SMC "
+    print(f"case {r['case']}: {r['n_samples']} particles from the "
+          f"{r.get('reference', 'flow')} reference, {r['n_iterations']} SMC "
           f"iterations, {r['n_likelihood_evaluations']} likelihood evaluations")
     print(f"log Z = {r['log_evidence']:.4f} +- {r['log_evidence_error']:.4f}   "
           f"(reference {r['reference_log_evidence']:.4f}, error "
@@ -237,6 +245,11 @@ def main(argv=None) -> int:
     demo.add_argument("--defensive-weight", type=float, default=0.0,
                       help="share of the first particles drawn from the flow's "
                            "widened base, in [0, 1) (0: the flow alone)")
+    demo.add_argument("--reference", default="auto",
+                      choices=("auto", "flow", "gaussian"),
+                      help="what SMC starts from: the flow, the Gaussian of the "
+                           "same training samples, or 'auto' (the Gaussian unless "
+                           "the flow beats it on held-out samples)")
     demo.add_argument("--no-plot", action="store_true")
     demo.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -245,7 +258,8 @@ def main(argv=None) -> int:
         try:
             _check_demo_settings(args.n_samples, args.n_training, args.n_epochs,
                                  args.seed, args.output,
-                                 defensive_weight=args.defensive_weight, flags=True)
+                                 defensive_weight=args.defensive_weight,
+                                 reference=args.reference, flags=True)
         except ValidationError as exc:
             demo.error(str(exc))
     logging.getLogger("jax").setLevel(logging.WARNING)
@@ -254,7 +268,8 @@ def main(argv=None) -> int:
     if args.command == "demo":
         r = run_demo(args.case, n_samples=args.n_samples, n_training=args.n_training,
                      n_epochs=args.n_epochs, seed=args.seed, output=args.output,
-                     plot=not args.no_plot, defensive_weight=args.defensive_weight)
+                     plot=not args.no_plot, defensive_weight=args.defensive_weight,
+                     reference=args.reference)
         _print_result(r)
         if args.output:
             print(f"samples, summary{'' if args.no_plot else ' and plots'} written "

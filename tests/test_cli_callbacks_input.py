@@ -77,6 +77,17 @@ def test_demo_passes_the_defensive_weight_on(monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["demo", "--defensive-weight", "0.1", "--output", str(tmp_path / "o")])
     assert seen["defensive_weight"] == 0.1
+    assert seen["reference"] == "auto"
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--reference", "flow", "--output", str(tmp_path / "o")])
+    assert seen["reference"] == "flow"
+
+
+def test_demo_refuses_an_unknown_reference(no_demo, capsys):
+    line = _usage_error(capsys, ["demo", "--reference", "normal"])
+    assert "--reference" in line and "'normal'" in line
+    with pytest.raises(ValidationError, match="reference must be 'auto'"):
+        cli._check_demo_settings(10, 10, 1, 0, None, reference="normal")
 
 
 def test_demo_refuses_output_under_a_regular_file(no_demo, capsys):
@@ -144,7 +155,8 @@ def test_demo_with_good_settings_makes_output_and_runs(monkeypatch, tmp_path, ca
                      "--quiet"]) == 0
     assert calls == [("diabetes_linreg", dict(n_samples=2, n_training=2, n_epochs=1,
                                               seed=5, output="a/b", plot=False,
-                                              defensive_weight=0.0))]
+                                              defensive_weight=0.0,
+                                              reference="auto"))]
 
 
 def test_run_demo_refuses_bad_settings_before_loading_the_case(monkeypatch, tmp_path):

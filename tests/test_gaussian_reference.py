@@ -200,3 +200,31 @@ def test_reference_is_not_an_mcmc_option_and_needs_a_gaussian(fitted):
     with pytest.raises(ValidationError, match="has none"):
         aspire.sample_posterior(100, key=0, reference="gaussian")
     assert aspire.auto_reference() == "flow"
+
+
+def test_a_posterior_far_wider_than_the_earlier_samples_is_named(fitted, caplog):
+    # Earlier samples confined near the line x1 = x0; the new posterior is
+    # not. Either reference is far too narrow across the line, and log Z
+    # comes out low by several reported errors: the run says so.
+    x = problems.earlier_samples(seed=3)
+    x[:, 1] = x[:, 0] + 1e-5 * np.random.default_rng(0).standard_normal(len(x))
+    tied = problems.make_aspire()
+    tied.fit(x, key=0, n_epochs=5, batch_size=256)
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        tied.sample_posterior(300, key=0, **RUN)
+    assert any("times wider" in r.getMessage() for r in caplog.records)
+    # A new posterior narrower than the earlier samples says nothing.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        fitted.sample_posterior(300, key=0, **RUN)
+    assert not any("times wider" in r.getMessage() for r in caplog.records)
+
+
+def test_parameters_built_without_a_gaussian_save_and_load(fitted):
+    flow, params = fitted.flow, fitted.flow_params
+    bare = type(params)(transform=params.transform, net=params.net)
+    assert bare.gaussian is None and not has_gaussian(bare)
+    again = flow.params_from_bytes(flow.params_to_bytes(bare))
+    assert not has_gaussian(again)
+    np.testing.assert_array_equal(np.asarray(flow.log_prob(again, problems.earlier_samples()[:5])),
+                                  np.asarray(flow.log_prob(params, problems.earlier_samples()[:5])))

@@ -176,12 +176,13 @@ class FlowParams:
         it to every sample; :func:`~aspire_jax.flows.fit` refits it to the
         training rows alone, so that it is the baseline its held-out gain is
         measured against. NaN when there is none (parameters written
-        before format 3).
+        before format 3); ``None`` (the default, for parameters built by
+        hand) is saved as NaN.
     """
 
     transform: transforms.TransformParams
     net: dict
-    gaussian: dict
+    gaussian: dict | None = None
 
 
 def _check_key(key) -> None:
@@ -607,6 +608,9 @@ class Flow:
             The architecture, the transform's static settings and every array.
         """
         t = transforms.transform_config(params.transform)
+        if params.gaussian is None:
+            params = params.replace(gaussian=self._no_gaussian(
+                np.asarray(params.transform.lower).dtype))
         payload = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -700,10 +704,12 @@ class Flow:
         net_shapes = self._net_shapes(dtype)
         # The template is only compared and filled in, so numpy zeros suffice.
         net = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), net_shapes)
+        return FlowParams(transform=transform, net=net,
+                          gaussian=self._no_gaussian(dtype))
+
+    def _no_gaussian(self, dtype) -> dict:
         d = self.n_dims
-        gaussian = {"mean": np.full(d, np.nan, dtype),
-                    "chol": np.full((d, d), np.nan, dtype)}
-        return FlowParams(transform=transform, net=net, gaussian=gaussian)
+        return {"mean": np.full(d, np.nan, dtype), "chol": np.full((d, d), np.nan, dtype)}
 
 
 def _check_same_config(stored, config: FlowConfig) -> None:

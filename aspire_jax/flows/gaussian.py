@@ -11,8 +11,9 @@ the coupling stack by the affine map of that Gaussian,
 
 so that ``log q(x) = log N(u; m, L L^T) + log|det du/dx|``. It is an exact,
 normalised density with the same support as the flow (bounded and periodic
-parameters stay inside their bounds), so SMC and importance sampling remain
-unbiased with it; only their efficiency depends on how well it fits. The
+parameters stay inside their bounds), so SMC and importance sampling are
+consistent with it as with the flow; their efficiency, and their finite-sample
+accuracy, depend on how well it covers the new posterior. The
 mean ``m`` and factor ``L`` travel in the flow's own parameters
 (``FlowParams.gaussian``), written by :func:`aspire_jax.flows.fit`.
 """
