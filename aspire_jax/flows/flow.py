@@ -373,9 +373,13 @@ class Flow:
         )
         dtype = np.dtype(transform.lower.dtype)
         net = self._init_net(key, dtype)
-        u, _ = transforms.forward(transform, jnp.asarray(x, dtype))
+        # The bounded map fit_transform has just compiled for these shapes,
+        # then the whitening on the host: no program of its own to compile.
+        y, _ = jax.jit(transforms._to_real_line)(transform, jnp.asarray(x, dtype))
+        u = ((np.asarray(y, np.float64) - np.asarray(transform.shift, np.float64))
+             / np.asarray(transform.scale, np.float64))
         w = None if weights is None else transforms._check_weights(weights, x.shape[0])
-        gaussian = _gaussian_params(*gaussian_of(np.asarray(u), w), dtype)
+        gaussian = _gaussian_params(*gaussian_of(u, w), dtype)
         return FlowParams(transform=transform, net=net, gaussian=gaussian)
 
     def _check_points(self, x: ArrayLike, name: str) -> Array:
