@@ -56,6 +56,7 @@ def test_curved_earlier_posterior_moves_in_latent_space(seed):
     assert abs(aspire._density_rank(aspire._held_out, history.held_out_log_q)
                - 0.5) < 0.1
     assert aspire.auto_preconditioning() == "flow"
+    assert aspire.auto_reference() == "flow"
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -94,6 +95,8 @@ def test_new_posterior_outside_the_earlier_one_stays_in_whitened_space(seed):
     assert aspire._density_rank(aspire._held_out, history.held_out_log_q) \
         < AUTO_FLOW_MIN_DENSITY_RANK
     assert aspire.auto_preconditioning() == "standard"
+    # There the flow extrapolates: SMC starts from the Gaussian instead.
+    assert aspire.auto_reference() == "gaussian"
     n_held_out = len(history.held_out_index)
     assert n_held_out == 400
     aspire.sample_posterior(200, key=1, progress=False, n_mcmc_steps=2)
