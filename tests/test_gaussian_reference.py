@@ -228,3 +228,11 @@ def test_parameters_built_without_a_gaussian_save_and_load(fitted):
     assert not has_gaussian(again)
     np.testing.assert_array_equal(np.asarray(flow.log_prob(again, problems.earlier_samples()[:5])),
                                   np.asarray(flow.log_prob(params, problems.earlier_samples()[:5])))
+
+
+def test_an_invalid_reference_at_resume_is_named_as_such(fitted):
+    blobs = []
+    fitted.sample_posterior(200, key=7, checkpoint_callback=blobs.append, **RUN)
+    for bad in (3, "gauss"):
+        with pytest.raises(ValidationError, match="reference must be one of"):
+            fitted.sample_posterior(resume_from=blobs[0], reference=bad)
