@@ -1776,6 +1776,14 @@ class Aspire:
                         "written by aspire_jax (or the config was not saved)")
                 cfg = read_json_group(f, config_path)
             except CheckpointError as exc:
+                samples = [k for k in f if isinstance(f[k], h5py.Group)
+                           and f[k].attrs.get("aspire_jax_type") == "Samples"]
+                if samples and config_path not in f:
+                    raise CheckpointError(
+                        f"{str(path)!r} holds samples (/{samples[0]}, written by "
+                        "Samples.save) but no run to resume: read them with "
+                        "aspire_jax.formats.read_samples, or pass a checkpoint "
+                        "written with checkpoint_path") from exc
                 if not foreign:
                     raise
                 raise CheckpointError(

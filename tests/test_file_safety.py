@@ -206,3 +206,12 @@ def test_samples_save_replaces_only_samples(fitted, tmp_path):
     b = posterior.resample(jax.random.key(3), n=20)
     np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
     assert jnp.all(jnp.isfinite(a.x))
+
+
+def test_a_samples_file_is_named_as_such_by_resume_from_file(tmp_path):
+    path = tmp_path / "posterior.h5"
+    with AspireFile(path, "w") as f:
+        Samples.from_array(np.zeros((5, 3))).save(f, "samples")
+    with pytest.raises(CheckpointError, match="holds samples .* no run to resume"):
+        Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior)
