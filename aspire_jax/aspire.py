@@ -28,6 +28,7 @@ from . import __version__
 from ._types import is_int
 from .errors import CheckpointError, TemperingError, ValidationError
 from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit_flow
+from .flows.flow import gaussian_of
 from .flows.gaussian import GaussianReference, has_gaussian
 from .history import History, SampleHistory
 from .io import (AspireFile, is_aspire_file,
@@ -1571,23 +1572,22 @@ class Aspire:
         if not finite.any():
             return
         w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
-        w = w / np.sum(w)
         u = np.asarray(self.flow.to_unbounded(self.flow_params, state.x)[0],
                        np.float64)[:, keep]
         ok = np.all(np.isfinite(u), axis=1) & (w > 0)
         if not ok.any():
             return
-        u, w = u[ok], w[ok] / np.sum(w[ok])
-        c = u - w @ u
-        cov_post = (c * w[:, None]).T @ c
+        _, post = gaussian_of(u[ok], w[ok])
         chol = np.asarray(self.flow_params.gaussian["chol"], np.float64)
-        cov_ref = (chol @ chol.T)[np.ix_(keep, keep)]
         try:
-            lower = np.linalg.cholesky(cov_ref)
+            ref = np.linalg.cholesky((chol @ chol.T)[np.ix_(keep, keep)])
         except np.linalg.LinAlgError:
             return
-        whitened = np.linalg.solve(lower, np.linalg.solve(lower, cov_post).T)
-        ratio = math.sqrt(max(float(np.max(np.linalg.eigvalsh(whitened))), 0.0))
+        if not np.all(np.isfinite(post)):
+            return
+        # The largest standard deviation ratio along any direction: the
+        # spectral norm of ref^-1 post (both Cholesky factors).
+        ratio = float(np.linalg.norm(np.linalg.solve(ref, post), 2))
         if ratio > NARROW_REFERENCE_RATIO:
             logger.warning(
                 "the new posterior is %.3g times wider (in standard deviation) than "
