@@ -76,3 +76,17 @@ def test_gradients_are_finite_at_the_identity(method):
     g_params, g_x = jax.grad(total, argnums=(0, 1))(params, x)
     assert np.all(np.isfinite(g_params)) and np.all(np.isfinite(g_x))
     np.testing.assert_allclose(g_x, 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(25,), (3, 25), (1, 3, 25), (50, 1, 25)])
+def test_parameters_broadcast_against_points(shape):
+    # Fewer (or unit) batch axes in the parameters than in the points.
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.uniform(-4.0, 4.0, size=(50, 3)), jnp.float32)
+    params = jnp.asarray(0.5 * rng.normal(size=shape), jnp.float32)
+    for method in ("forward_and_log_det", "inverse_and_log_det"):
+        ours = getattr(RationalQuadraticSpline(params, -3.0, 3.0), method)(x)
+        ref = getattr(distrax.RationalQuadraticSpline(params, -3.0, 3.0), method)(x)
+        for a, b in zip(ours, ref):
+            assert a.shape == b.shape == (50, 3)
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)

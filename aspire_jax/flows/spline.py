@@ -12,8 +12,11 @@ The difference is in how a point finds its bin. distrax evaluates a scalar
 function under ``jnp.vectorize``, stacking the knot arrays and forming masked
 sums over all bins for every point; here the bin index is the count of
 interior knots at or below the point and the six numbers of that bin are
-gathered once with ``take_along_axis``. On CPU this is several times faster at
-the batch sizes of an SMC run, and the flow is evaluated at every MCMC sweep.
+gathered once with ``take_along_axis``. On CPU this is several times faster
+at the batch sizes of an SMC run, and the flow is evaluated at every MCMC
+sweep. The knot arrays keep the bins on their leading axis, so the softmax,
+the running sums and the bin search act elementwise on whole batches instead
+of reducing over a short minor axis (about a third faster again on CPU).
 
 In bin ``k`` with knots ``(x_k, y_k)``, ``(x_{k+1}, y_{k+1})``, knot slopes
 ``d_k, d_{k+1}``, width ``w``, height ``h`` and ``s = h / w``, put
@@ -89,34 +92,45 @@ class RationalQuadraticSpline(distrax.Bijector):
         self._n_bins = n_bins
         self._lo = range_min
         self._hi = range_max
+        # Bins on the leading axis: every reduction and selection below is
+        # then an elementwise operation over whole batch arrays.
+        p = jnp.moveaxis(params, -1, 0)
 
-        # Knot j sits at range_min plus the first j bin sizes. The running sum
-        # is a product with a strictly upper-triangular matrix of ones, which
-        # XLA runs far faster than a cumulative sum over a short last axis;
-        # the two end knots are set exactly.
-        partial_sums = np.triu(np.ones((n_bins, n_bins + 1)), k=1)
-        partial_sums[:, -1] = 0.0
+        # Knot j sits at range_min plus the first j bin sizes: a product with
+        # a lower-triangular matrix of ones over the leading bin axis. Each
+        # knot is then its own sum (a running sum would carry its rounding
+        # from knot to knot), and the end knots are set exactly.
+        partial_sums = np.tril(np.ones((n_bins + 1, n_bins)), k=-1)
+        partial_sums[-1] = 0.0
 
         def knots(raw):
-            size = jax.nn.softmax(raw, axis=-1) * (span - n_bins * _MIN_BIN) + _MIN_BIN
+            size = (jax.nn.softmax(raw, axis=0) * (span - n_bins * _MIN_BIN)
+                    + _MIN_BIN)
             # Full precision: a reduced-precision matmul (TF32 on some GPUs)
             # could collapse a minimum-size bin to zero width.
-            pos = range_min + jnp.matmul(size, partial_sums.astype(raw.dtype),
-                                         precision=jax.lax.Precision.HIGHEST)
-            return pos.at[..., -1].set(range_max)
+            pos = range_min + jnp.tensordot(partial_sums.astype(raw.dtype), size,
+                                            axes=1, precision=jax.lax.Precision.HIGHEST)
+            return pos.at[-1].set(range_max)
 
-        self._x = knots(params[..., :n_bins])
-        self._y = knots(params[..., n_bins:2 * n_bins])
-        self._d = _softplus(params[..., 2 * n_bins:] + _SLOPE_OFFSET) + _MIN_SLOPE
+        self._x = knots(p[:n_bins])
+        self._y = knots(p[n_bins:2 * n_bins])
+        self._d = _softplus(p[2 * n_bins:] + _SLOPE_OFFSET) + _MIN_SLOPE
 
-    def _bin(self, v: Array, pos: Array):
-        """Gather the knots of the bin holding ``v`` (clamped to an end bin)."""
-        pos = jnp.broadcast_to(pos, v.shape + pos.shape[-1:])
-        x, y, d = (jnp.broadcast_to(a, pos.shape) for a in (self._x, self._y, self._d))
-        k = jnp.sum(v[..., None] >= pos[..., 1:-1], axis=-1)[..., None]
+    def _bin(self, v: Array, pos):
+        """The knots of the bin holding ``v`` (clamped to an end bin)."""
+        shape = (self._n_bins + 1,) + jnp.broadcast_shapes(v.shape, pos.shape[1:])
+
+        def full(a):
+            # Parameters with fewer batch axes than the points broadcast from
+            # the right, behind the leading bin axis.
+            a = a.reshape(a.shape[:1] + (1,) * (len(shape) - a.ndim) + a.shape[1:])
+            return jnp.broadcast_to(a, shape)
+
+        x, y, d = (full(a) for a in (self._x, self._y, self._d))
+        k = jnp.sum(v >= full(pos)[1:-1], axis=0)[None]
 
         def at(a, offset):
-            return jnp.take_along_axis(a, k + offset, axis=-1)[..., 0]
+            return jnp.take_along_axis(a, k + offset, axis=0)[0]
 
         return at(x, 0), at(x, 1), at(y, 0), at(y, 1), at(d, 0), at(d, 1)
 
@@ -166,11 +180,11 @@ class RationalQuadraticSpline(distrax.Bijector):
     def _linear_tails(self, v, out, slope, v_pos, out_pos, sign):
         """Continue ``out`` linearly beyond the end knots; ``slope`` is the
         forward derivative ``f'`` (the end-knot slope in a tail)."""
-        below, above = v <= v_pos[..., 0], v >= v_pos[..., -1]
-        d_lo, d_hi = self._d[..., 0], self._d[..., -1]
+        below, above = v <= v_pos[0], v >= v_pos[-1]
+        d_lo, d_hi = self._d[0], self._d[-1]
         rate_lo, rate_hi = (d_lo, d_hi) if sign > 0 else (1.0 / d_lo, 1.0 / d_hi)
-        out = jnp.where(below, out_pos[..., 0] + (v - v_pos[..., 0]) * rate_lo, out)
-        out = jnp.where(above, out_pos[..., -1] + (v - v_pos[..., -1]) * rate_hi, out)
+        out = jnp.where(below, out_pos[0] + (v - v_pos[0]) * rate_lo, out)
+        out = jnp.where(above, out_pos[-1] + (v - v_pos[-1]) * rate_hi, out)
         slope = jnp.where(below, d_lo, jnp.where(above, d_hi, slope))
         return out, slope
 
