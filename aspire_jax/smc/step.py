@@ -567,7 +567,8 @@ def run_device(step: Callable, state: SMCState, flow_params, max_iterations: int
     def body(carry):
         state, history, i = carry
         state, info = step(state, flow_params)
-        history = jax.tree_util.tree_map(lambda h, v: h.at[i].set(v), history, info)
+        history = jax.tree_util.tree_map(
+            lambda h, v: jax.lax.dynamic_update_index_in_dim(h, v, i, 0), history, info)
         return state, history, i + 1
 
     state, history, n_steps = jax.lax.while_loop(
