@@ -39,7 +39,8 @@ from .samples import Samples, _default_names, warn_float32_resolution
 from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
                        jit_sharded_step, replicate, shard_state, sharded_template,
                        unshard_state)
-from .smc.importance import make_importance_sampler, pareto_tail_shape
+from .smc.importance import (make_importance_sampler, pareto_tail_shape,
+                              weight_curvature)
 from .smc.mcmc import make_mcmc_sampler
 from .smc.state import PRECONDITIONING, SMCConfig, SMCInfo, Status
 from .smc.step import build_smc, make_mutation, run_device, _check_batched
@@ -993,16 +994,24 @@ class Aspire:
         err = float(np.sqrt(r.log_evidence_var))
         _warn_resolution(r.log_likelihood, err)
         k = pareto_tail_shape(r.log_weights)
+        # The curvature reads the tail shape from the bulk of the draws; a
+        # defensive mixture's latent points are not standard normal under it.
+        curvature = (math.nan if r.latent is None
+                     or isinstance(reference, DefensiveReference)
+                     else weight_curvature(r.latent, r.log_weights))
         logger.info("importance sampling: log Z = %.4f +- %.4f, ESS = %.1f (%.2f%%), "
-                    "Pareto k of the weights %.2f", r.log_evidence, err, r.ess,
-                    100 * r.ess / n, k)
-        if k > PARETO_K_LIMIT:
+                    "Pareto k of the weights %.2f, their curvature in the latent "
+                    "space %.2f", r.log_evidence, err, r.ess, 100 * r.ess / n, k,
+                    curvature)
+        if k > PARETO_K_LIMIT or curvature > PARETO_K_LIMIT:
             logger.warning(
-                "the importance weights are heavy-tailed (Pareto k = %.2f > %.1f): "
-                "the reference is much narrower than the posterior somewhere, and "
-                "log Z and its error bar cannot be trusted (both typically too "
-                "small) whatever the efficiency (%.2f%%); use sampler='smc'",
-                k, PARETO_K_LIMIT, 100 * r.ess / n)
+                "the importance weights are heavy-tailed (Pareto k of the largest "
+                "weights %.2f, curvature of log w in the reference's latent space "
+                "%.2f; either above %.1f means their variance is, in practice, "
+                "infinite): the reference is much narrower than the posterior "
+                "somewhere, and log Z and its error bar cannot be trusted (both "
+                "typically too small) whatever the efficiency (%.2f%%); use "
+                "sampler='smc'", k, curvature, PARETO_K_LIMIT, 100 * r.ess / n)
         elif r.ess / n < 0.01:
             logger.warning("importance efficiency is %.3f%%: the flow covers the "
                            "posterior poorly; use sampler='smc'", 100 * r.ess / n)

@@ -393,6 +393,23 @@ def test_collapsed_forced_step_is_logged(caplog):
     assert not any("effective particles" in r.getMessage() for r in caplog.records)
 
 
+def _collapsed(params):
+    """The flow's parameters with every spline fixed (whatever its input) to
+    put almost the whole latent interval into one bin of the smallest width:
+    the flow then draws all its samples within 1e-4 of a point, as a flow
+    whose training diverged can."""
+    last = params.net["params"]["conditioners"]["Dense_1"]
+    n_bins = (last["bias"].shape[-1] - 1) // 3
+    logits = np.zeros(last["bias"].shape[-1], np.float32)
+    logits[3] = -50.0               # its width: the minimum bin size
+    logits[n_bins + 3] = 50.0       # its height: nearly the whole interval
+    bias = np.tile(logits, last["bias"].shape[:-1] + (1,))
+    net = jax.tree_util.tree_map(lambda a: a, params.net)
+    net["params"]["conditioners"]["Dense_1"] = {
+        "kernel": jnp.zeros_like(last["kernel"]), "bias": jnp.asarray(bias)}
+    return params.replace(net=net)
+
+
 def test_diverged_flow_is_flagged_by_fit_and_refused_by_the_sampler(caplog):
     # Far too large a learning rate: the flow collapses onto a point, many
     # nats per dimension worse than a Gaussian on the held-out samples. SMC
@@ -413,7 +430,8 @@ def test_diverged_flow_is_flagged_by_fit_and_refused_by_the_sampler(caplog):
                         log_prior=lambda x: -0.5 * jnp.sum(x**2, axis=-1),
                         dims=2, n_layers=2, hidden_sizes=(8,))
     earlier = np.random.default_rng(0).normal(0.7, 0.8, size=(1000, 2))
-    collapsing.fit(earlier, key=0, n_epochs=5, learning_rate=10.0)
+    collapsing.fit(earlier, key=0, n_epochs=5)
+    collapsing.flow_params = _collapsed(collapsing.flow_params)
     with pytest.raises(ValidationError, match="collapsed"):
         collapsing.sample_posterior(200, key=1, reference="flow")
     # By default SMC starts from the Gaussian of the same samples instead,

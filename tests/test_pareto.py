@@ -1,4 +1,5 @@
-"""The Pareto tail diagnostic of importance weights."""
+"""The tail diagnostics of importance weights: the Pareto shape of the
+largest weights and the curvature of log w in the latent space."""
 
 import math
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from aspire_jax import Aspire
-from aspire_jax.smc.importance import pareto_tail_shape
+from aspire_jax.smc.importance import pareto_tail_shape, weight_curvature
 
 
 @pytest.mark.parametrize("shape", [0.2, 0.5, 0.8, 1.2])
@@ -48,3 +49,59 @@ def test_importance_sampling_from_a_much_narrower_flow_warns(sd, warned, caplog)
     with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
         aspire.sample_posterior(2000, sampler="importance", key=5)
     assert any("Pareto k" in r.getMessage() for r in caplog.records) == warned
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_curvature_is_exact_for_a_gaussian_posterior(seed):
+    # log w of N(m, S) against N(0, I) is exactly quadratic, with Hessian
+    # I - S^-1, so least squares recovers its largest eigenvalue, 1 - 1/s_max,
+    # to round-off: from the bulk of the draws, whether or not any reached the
+    # tails.
+    rng = np.random.default_rng(seed)
+    d = 3
+    root = rng.normal(size=(d, d))
+    cov = root @ root.T + 0.5 * np.eye(d)
+    mean = rng.normal(size=d)
+    z = rng.normal(size=(500, d))
+    diff = z - mean
+    log_p = -0.5 * np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff)
+    log_w = log_p + 0.5 * np.sum(z**2, axis=1)
+    expected = 1.0 - 1.0 / np.linalg.eigvalsh(cov)[-1]
+    assert weight_curvature(z, log_w) == pytest.approx(expected, abs=1e-8)
+    # Too few draws for the full quadratic (more than n / 10 coefficients):
+    # the diagonal alone, the largest of 1 - (S^-1)_ii.
+    few = z[:120]
+    diagonal = 1.0 - np.diag(np.linalg.inv(cov))
+    got = weight_curvature(few, log_w[:120])
+    assert got == pytest.approx(diagonal.max(), abs=0.05 + 0.5 * np.ptp(diagonal))
+
+
+def test_curvature_of_matching_or_wider_references_and_degenerate_input():
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(2000, 2))
+    # A reference twice as wide as the posterior: log w = -2 |z|^2 + |z|^2 / 2,
+    # Hessian I - 4 I.
+    assert weight_curvature(z, -1.5 * np.sum(z**2, axis=1)) == pytest.approx(-3.0)
+    assert abs(weight_curvature(z, 0.01 * rng.normal(size=2000))) < 0.01
+    assert math.isnan(weight_curvature(z[:20], np.zeros(20)))
+    log_w = np.full(2000, -np.inf)
+    log_w[:30] = 0.0
+    assert math.isnan(weight_curvature(z, log_w))
+
+
+def test_importance_sampling_warns_even_when_no_draw_reached_the_tails(caplog):
+    # Earlier samples ten times narrower than the posterior: on some keys no
+    # draw reaches far enough into the flow's tails for the largest weights to
+    # look heavy-tailed (Pareto k 0.4), and log Z comes out about 25 error bars
+    # low. The weights' curvature in the latent space, 1 - 0.1^2, says so on
+    # every key.
+    aspire = Aspire(log_likelihood=_log_likelihood, log_prior=_log_prior, dims=2,
+                    flow_kind="affine", n_layers=2, hidden_sizes=(16,))
+    aspire.fit(np.random.default_rng(0).normal(0.3, 0.0485, (1500, 2)), n_epochs=20,
+               key=0)
+    for key in range(10, 16):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            aspire.sample_posterior(1000, sampler="importance", key=key)
+        assert any("curvature of log w in the reference's latent space 0.99"
+                   in r.getMessage() for r in caplog.records), key
