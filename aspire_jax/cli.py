@@ -69,9 +69,24 @@ def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
             raise ValidationError(
                 f"{posterior!r} exists and was not written by the demo, which "
                 f"would replace it. Choose another {name('output')} or move it away")
+        # The other outputs carry no mark of their own: a folder whose
+        # posterior file an earlier demo wrote is the demo's, and any other
+        # folder must not hold files of those names.
+        if not os.path.lexists(posterior):
+            taken = [f for f in _DEMO_FILES[1:]
+                     if os.path.lexists(os.path.join(os.fspath(output), f))]
+            if taken:
+                raise ValidationError(
+                    f"{os.fspath(output)!r} holds {', '.join(taken)}, not written by "
+                    f"the demo (it finds no posterior.h5 of its own there), which "
+                    f"would replace {'them' if len(taken) > 1 else 'it'}. Choose "
+                    f"another {name('output')} or move {'them' if len(taken) > 1 else 'it'} "
+                    "away")
 
 
 _DEMO_MARK = "aspire_jax_demo_output"
+# Every file the demo writes into its output folder, the marked one first.
+_DEMO_FILES = ("posterior.h5", "summary.json", "corner.png", "history.png")
 
 
 def _written_by_demo(path) -> bool:

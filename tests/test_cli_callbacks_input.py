@@ -126,6 +126,28 @@ def test_demo_refuses_to_replace_a_posterior_file_it_did_not_write(no_demo, caps
     assert cli._written_by_demo(no_demo / "mine" / "posterior.h5")
 
 
+def test_demo_refuses_to_replace_other_files_of_its_names(no_demo, capsys):
+    # summary.json and the plots carry no mark: without a posterior file of
+    # the demo's own, a folder holding any of them is the user's.
+    out = no_demo / "results"
+    out.mkdir()
+    (out / "summary.json").write_text('{"my": "results"}')
+    (out / "history.png").write_text("my own plot")
+    line = _usage_error(capsys, ["demo", "--output", "results"])
+    assert "holds summary.json, history.png, not written by the demo" in line
+    assert (out / "summary.json").read_text() == '{"my": "results"}'
+    assert (out / "history.png").read_text() == "my own plot"
+    # Beside a posterior file an earlier demo wrote, they are the demo's.
+    import h5py
+
+    from aspire_jax import Samples
+
+    Samples.from_array(np.zeros((3, 2))).save(out / "posterior.h5", "samples")
+    with h5py.File(out / "posterior.h5", "a") as f:
+        f.attrs[cli._DEMO_MARK] = True
+    cli._check_demo_settings(10, 10, 1, 0, str(out))
+
+
 def test_demo_refuses_output_in_a_read_only_directory(no_demo, capsys, monkeypatch):
     # Root may write anywhere, so make the permission check itself say no.
     access = os.access
