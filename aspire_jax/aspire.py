@@ -1897,6 +1897,15 @@ class Aspire:
                 if arr.dtype.kind in "fiu":
                     group.create_dataset(f"history/{k}", data=arr)
             group["history"].attrs["stop_reason"] = self.flow_history.stop_reason
+            # The held-out rows and their log q: the "auto" choices' density
+            # test needs them, so a flow read back chooses as its fit did.
+            log_q = self.flow_history.held_out_log_q
+            if self._held_out is not None and log_q is not None:
+                group.create_dataset("held_out/x", data=np.asarray(self._held_out))
+                group.create_dataset("held_out/log_q", data=np.asarray(log_q))
+                if self._held_out_weights is not None:
+                    group.create_dataset("held_out/weights",
+                                         data=np.asarray(self._held_out_weights))
 
     def save_flow(self, h5, path: str = "flow"):
         """Write the flow's architecture and parameters to ``/path``."""
@@ -1943,6 +1952,11 @@ class Aspire:
         self.flow_history = _read_flow_history(g)
         self._held_out, self._held_out_weights, self._auto_space = None, None, None
         self._auto_reference, self._auto_rank = None, None
+        held = _read_held_out(g, self.dims, self.flow_history)
+        if held is not None:
+            self._held_out, log_q, self._held_out_weights = held
+            self.flow_history = dataclasses.replace(self.flow_history,
+                                                    held_out_log_q=log_q)
 
     # ------------------------------------------------------ auto checkpoint
     @contextlib.contextmanager
@@ -2142,6 +2156,38 @@ def _read_flow_history(group) -> FlowHistory | None:
         logger.warning("ignoring the unreadable flow history in %s: %s",
                        group.name, err)
         return None
+
+
+def _read_held_out(group, dims: int, history: FlowHistory | None):
+    """The held-out rows stored beside a flow: ``(x, log_q, weights or None)``,
+    or None if absent (a file written before they were kept) or unreadable
+    (with a warning): the "auto" choices then skip their density test."""
+    if "held_out" not in group or history is None:
+        if history is not None and math.isfinite(history.gain_over_gaussian()):
+            logger.info("no held-out samples are stored with the flow in %s: the "
+                        "density test of reference='auto' and preconditioning="
+                        "'auto' is skipped", group.name)
+        return None
+    h = group["held_out"]
+    try:
+        x = np.asarray(h["x"][...])
+        log_q = np.asarray(h["log_q"][...], np.float64)
+        weights = (np.asarray(h["weights"][...], np.float64) if "weights" in h
+                   else None)
+        n = len(log_q)
+        ok = (x.ndim == 2 and x.shape == (n, dims) and x.dtype.kind == "f"
+              and n > 0 and np.all(np.isfinite(x)) and log_q.ndim == 1
+              and not np.any(np.isnan(log_q)) and not np.any(log_q == np.inf))
+        if weights is not None:
+            ok = ok and (weights.shape == (n,) and np.all(np.isfinite(weights))
+                         and np.all(weights >= 0) and np.any(weights > 0))
+        if not ok:
+            raise ValueError("shapes or values out of range")
+    except (KeyError, TypeError, ValueError, OSError) as err:
+        logger.warning("ignoring the unreadable held-out samples in %s (the density "
+                       "test of the 'auto' choices is skipped): %s", h.name, err)
+        return None
+    return x, log_q, weights
 
 
 # Held-out nats per dimension the flow must gain over a Gaussian for

@@ -106,6 +106,49 @@ def test_new_posterior_outside_the_earlier_one_stays_in_whitened_space(seed):
     assert first - aspire.n_likelihood_evaluations == n_held_out
 
 
+def test_a_flow_read_back_chooses_as_its_fit_did(tmp_path, caplog):
+    # The density test needs the held-out rows; they are stored with the
+    # flow, so a flow read from a file (load_flow, resume_from_file) makes
+    # the same "auto" choices as the process that fitted it.
+    def far(x):
+        return jnp.sum(-0.5 * ((x - jnp.array([3.0, -2.0])) / 0.3) ** 2, axis=-1)
+
+    aspire = _aspire(2, log_likelihood=far, log_prior=_broad_prior)
+    history = aspire.fit(_banana(2000, 0), key=0, n_epochs=60)
+    assert history.gain_over_gaussian() / 2 > 2 * AUTO_FLOW_GAIN_PER_DIM
+    choices = (aspire.auto_reference(), aspire.auto_preconditioning())
+    assert choices == ("gaussian", "standard")
+    path = tmp_path / "flow.h5"
+    with AspireFile(path, "w") as f:
+        aspire.save_flow(f)
+    other = _aspire(2, log_likelihood=far, log_prior=_broad_prior)
+    with AspireFile(path, "r") as f:
+        other.load_flow(f)
+    np.testing.assert_array_equal(other._held_out, aspire._held_out)
+    assert (other.auto_reference(), other.auto_preconditioning()) == choices
+    assert other._auto_rank == pytest.approx(aspire._auto_rank, abs=1e-6)
+    # A file from before the rows were kept, or with unreadable ones, still
+    # loads: the density test is skipped, and the log says so.
+    import h5py
+
+    for damage in ("drop", "corrupt"):
+        with h5py.File(path, "a") as f:
+            if damage == "drop":
+                del f["flow/held_out"]
+            else:
+                f.create_dataset("flow/held_out/x", data=np.full((3, 2), np.nan))
+                f.create_dataset("flow/held_out/log_q", data=np.zeros(3))
+        third = _aspire(2, log_likelihood=far, log_prior=_broad_prior)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="aspire_jax.aspire"), \
+                AspireFile(path, "r") as f:
+            third.load_flow(f)
+        assert third._held_out is None
+        said = "no held-out samples are stored" if damage == "drop" else "unreadable"
+        assert any(said in r.getMessage() for r in caplog.records)
+        assert third.auto_preconditioning() == "flow"
+
+
 def test_held_out_log_q_is_that_of_the_returned_flow():
     aspire = _banana_aspire()
     x = _banana(1000, 9)
