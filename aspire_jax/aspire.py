@@ -1253,10 +1253,13 @@ class Aspire:
         if value == "auto":
             value = self.auto_reference()
         if value == "gaussian" and not has_gaussian(self.flow_params):
+            why = ("its parameters were built by hand, FlowParams(transform, net)"
+                   if getattr(self.flow_params, "gaussian", None) is None
+                   else "it was saved before aspire_jax kept one")
             raise ValidationError(
                 "reference='gaussian' needs the Gaussian fitted with the flow, and "
-                "this flow has none (it was saved before aspire_jax kept one); "
-                "refit the flow, or use reference='flow'")
+                f"this flow has none ({why}); refit the flow, or use "
+                "reference='flow'")
         return value
 
     def _in_flow_bulk(self) -> bool:

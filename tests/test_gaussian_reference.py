@@ -197,9 +197,20 @@ def test_reference_is_not_an_mcmc_option_and_needs_a_gaussian(fitted):
     aspire.fit(problems.earlier_samples(), n_epochs=2, key=0)
     nan = jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), aspire.flow_params.gaussian)
     aspire.flow_params = aspire.flow_params.replace(gaussian=nan)
-    with pytest.raises(ValidationError, match="has none"):
+    with pytest.raises(ValidationError, match="has none .it was saved before"):
         aspire.sample_posterior(100, key=0, reference="gaussian")
     assert aspire.auto_reference() == "flow"
+    bare = aspire.flow_params.replace(gaussian=None)
+    aspire.flow_params = bare
+    with pytest.raises(ValidationError, match="has none .its parameters were built"):
+        aspire.sample_posterior(100, key=0, reference="gaussian")
+    # The reference itself refuses both, named, outside a trace.
+    reference = GaussianReference(aspire.flow)
+    x = problems.earlier_samples()[:3]
+    with pytest.raises(ValidationError, match="built by hand"):
+        reference.log_prob(bare, x)
+    with pytest.raises(ValidationError, match="format 1 or 2"):
+        reference.sample(bare.replace(gaussian=nan), jax.random.key(0), 3)
 
 
 def test_a_posterior_far_wider_than_the_earlier_samples_is_named(fitted, caplog):

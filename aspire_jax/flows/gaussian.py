@@ -73,7 +73,20 @@ class GaussianReference:
 
     @staticmethod
     def _moments(params):
-        g = params.gaussian
+        g = getattr(params, "gaussian", None)
+        if not isinstance(g, dict) or "chol" not in g:
+            raise ValidationError(
+                "these flow parameters hold no Gaussian (FlowParams built by hand "
+                "leave FlowParams.gaussian None); take them from Flow.init or "
+                "aspire_jax.flows.fit, or use the flow itself")
+        if not isinstance(g["chol"], jax.core.Tracer) and not np.all(
+                np.isfinite(np.asarray(g["chol"]))):
+            # Inside a trace this cannot be checked; the Aspire facade checks
+            # before it compiles anything.
+            raise ValidationError(
+                "these flow parameters hold no Gaussian (they were written before "
+                "aspire_jax kept one with the flow: format 1 or 2); refit the flow, "
+                "or use the flow itself")
         return g["mean"], g["chol"]
 
     def to_unbounded(self, params, x):
