@@ -944,6 +944,11 @@ class Aspire:
             raise ValidationError(f"checkpoint_every must be a positive integer; got "
                                   f"{checkpoint_every!r}")
         checkpoint_every = int(checkpoint_every)
+        if checkpoint_callback is not None and not callable(checkpoint_callback):
+            raise ValidationError(
+                "checkpoint_callback must be callable (it is called with a dict of "
+                f"the state bytes, history and iteration) or None; got "
+                f"{checkpoint_callback!r}")
         if checkpoint_path is not None:
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)

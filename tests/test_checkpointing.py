@@ -557,6 +557,15 @@ def test_numpy_integer_checkpoint_every(fitted, tmp_path):
         fitted.sample_posterior(300, key=25, checkpoint_every=True, **RUN)
 
 
+def test_a_callback_that_cannot_be_called_is_refused_before_the_run(fitted, tmp_path):
+    path = tmp_path / "never.h5"
+    before = fitted.n_likelihood_evaluations
+    with pytest.raises(ValidationError, match="checkpoint_callback must be callable"):
+        fitted.sample_posterior(300, key=25, checkpoint_callback=5,
+                                checkpoint_path=path, **RUN)
+    assert not path.exists() and fitted.n_likelihood_evaluations == before
+
+
 def test_file_of_another_program_is_named_as_such(tmp_path):
     path = tmp_path / "upstream.h5"
     with h5py.File(path, "w") as f:
