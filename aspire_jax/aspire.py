@@ -966,6 +966,13 @@ class Aspire:
                       **{k: v for k, v in options.items()
                          if k not in ("n_final_samples", "driver",
                                       *_REFERENCE_OPTIONS)})
+        if int(n_samples) < _FEW_PARTICLES:
+            logger.warning(
+                "%d particles: below %d the error bar of log Z (a large-sample "
+                "approximation) and the fitted move references are unreliable, and "
+                "runs of 2 or 3 particles have returned log Z off by tens of nats "
+                "with error bars under 1; use thousands for a result",
+                int(n_samples), _FEW_PARTICLES)
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
                                          seed=seed, options=_jsonable(options))
         if sampler == "importance":
@@ -2510,6 +2517,8 @@ def _from_jsonable(options: Mapping) -> dict:
 
 _MIN_TRAINING_ESS = 100
 _FEW_TRAINING_ROWS = 100
+# sample_posterior warns below this many particles.
+_FEW_PARTICLES = 100
 
 
 def _log_weights_of(samples, parameters) -> np.ndarray | None:

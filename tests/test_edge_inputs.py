@@ -291,3 +291,11 @@ def test_bounds_float32_cannot_tell_apart():
     with pytest.warns(UserWarning, match="about 16 float32 values"):
         Aspire(log_likelihood=f, log_prior=f, dims=2, parameters=["t", "m"],
                prior_bounds={"t": (t0 - 1000, t0 + 1000)})
+
+
+@pytest.mark.parametrize("n, warned", [(5, True), (100, False)])
+def test_a_handful_of_particles_is_warned_about(fitted, n, warned, caplog):
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        fitted.sample_posterior(n, sampler="importance", key=0)
+    said = any(f"{n} particles: below 100" in r.getMessage() for r in caplog.records)
+    assert said == warned
