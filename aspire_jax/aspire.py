@@ -329,8 +329,9 @@ class Aspire:
         self._auto_space: str | None = None
         self._auto_reference: str | None = None
         self._auto_rank: float | None = None
-        # Likelihood evaluations made outside a run (the "auto" density test),
-        # added to the next run's n_likelihood_evaluations.
+        # Likelihood evaluations made outside a run (the "auto" density test,
+        # the probe of the user's functions), added to the next run's
+        # n_likelihood_evaluations.
         self._uncounted_evaluations = 0
         self._auto: dict | None = None
         self._resume: dict | None = None
@@ -966,6 +967,9 @@ class Aspire:
                       **{k: v for k, v in options.items()
                          if k not in ("n_final_samples", "driver",
                                       *_REFERENCE_OPTIONS)})
+        if sampler == "smc":
+            _warn_batch_padding(options.get("batch_size"), int(n_samples),
+                                options.get("n_final_samples"))
         if int(n_samples) < _FEW_PARTICLES:
             logger.warning(
                 "%d particles: below %d the error bar of log Z (a large-sample "
@@ -1006,24 +1010,36 @@ class Aspire:
         err = float(np.sqrt(r.log_evidence_var))
         _warn_resolution(r.log_likelihood, err)
         k = pareto_tail_shape(r.log_weights)
-        # The curvature reads the tail shape from the bulk of the draws; a
-        # defensive mixture's latent points are not standard normal under it.
-        curvature = (math.nan if r.latent is None
+        # The curvature reads the tail shape from the bulk of the draws. It
+        # needs standard-normal latent points (not a defensive mixture's) and
+        # a posterior without the seams of periodic coordinates; above
+        # CURVATURE_MAX the posterior is not log-concave in the latent space
+        # (several modes), and it is no tail shape.
+        curvature = (math.nan if r.latent is None or any(self.periodic)
                      or isinstance(reference, DefensiveReference)
                      else weight_curvature(r.latent, r.log_weights))
         logger.info("importance sampling: log Z = %.4f +- %.4f, ESS = %.1f (%.2f%%), "
                     "Pareto k of the weights %.2f, their curvature in the latent "
                     "space %.2f", r.log_evidence, err, r.ess, 100 * r.ess / n, k,
                     curvature)
-        if k > PARETO_K_LIMIT or curvature > PARETO_K_LIMIT:
+        if PARETO_K_LIMIT < curvature <= CURVATURE_MAX:
+            logger.warning(
+                "the importance weights grow towards the reference's tails (the "
+                "curvature of log w in its latent space is %.2f, 1 - 1/s for a "
+                "posterior s times the reference's variance along some direction; "
+                "above %.1f the weights' variance is, in practice, infinite): the "
+                "reference is much narrower than the posterior there, and log Z "
+                "and its error bar cannot be trusted (both typically too small) "
+                "whatever the efficiency (%.2f%%; Pareto k of the largest weights "
+                "%.2f); use sampler='smc'", curvature, PARETO_K_LIMIT,
+                100 * r.ess / n, k)
+        elif k > PARETO_K_LIMIT:
             logger.warning(
                 "the importance weights are heavy-tailed (Pareto k of the largest "
-                "weights %.2f, curvature of log w in the reference's latent space "
-                "%.2f; either above %.1f means their variance is, in practice, "
-                "infinite): the reference is much narrower than the posterior "
-                "somewhere, and log Z and its error bar cannot be trusted (both "
-                "typically too small) whatever the efficiency (%.2f%%); use "
-                "sampler='smc'", k, curvature, PARETO_K_LIMIT, 100 * r.ess / n)
+                "weights %.2f > %.1f): a few draws carry much of the weight, and "
+                "log Z and its error bar cannot be trusted (both typically too "
+                "small) whatever the efficiency (%.2f%%); use sampler='smc'",
+                k, PARETO_K_LIMIT, 100 * r.ess / n)
         elif r.ess / n < 0.01:
             logger.warning("importance efficiency is %.3f%%: the flow covers the "
                            "posterior poorly; use sampler='smc'", 100 * r.ess / n)
@@ -1084,6 +1100,7 @@ class Aspire:
             self.flow.sample, static_argnums=2))
         x = np.asarray(sample(self.flow_params, jax.random.key(0), 4))
         self._check_user_functions(x)
+        self._uncounted_evaluations += len(x)
 
     # ------------------------------------------------------------------ mcmc
     def _run_mcmc(self, key, n, options):
@@ -2173,6 +2190,26 @@ def _read_flow_history(group) -> FlowHistory | None:
         return None
 
 
+def _warn_batch_padding(batch_size, *counts) -> None:
+    """Warn when ``batch_size`` leaves a partial batch for a particle count:
+    the padding rows are evaluated (and counted) like the others."""
+    if not is_int(batch_size) or isinstance(batch_size, bool) or batch_size < 1:
+        return
+    for n in counts:
+        if not is_int(n) or isinstance(n, bool) or n <= batch_size or n % batch_size == 0:
+            continue
+        n_batches = -(-n // batch_size)
+        even = -(-n // n_batches)
+        logger.warning(
+            "batch_size=%d does not divide %d particles: each evaluation runs %d "
+            "batches of %d rows, %d of them padding (%.0f%% more likelihood "
+            "evaluations, counted in n_likelihood_evaluations); batch_size=%d "
+            "keeps %d batches and pads %d", batch_size, n, n_batches,
+            batch_size, n_batches * batch_size - n,
+            100 * (n_batches * batch_size - n) / n, even, n_batches,
+            n_batches * even - n)
+
+
 def _read_held_out(group, dims: int, history: FlowHistory | None):
     """The held-out rows stored beside a flow: ``(x, log_q, weights or None)``,
     or None if absent (a file written before they were kept) or unreadable
@@ -2218,6 +2255,11 @@ NARROW_REFERENCE_RATIO = 3.0
 # practice, infinite variance (Vehtari et al., Pareto smoothed importance
 # sampling): the estimate and its error bar are unreliable.
 PARETO_K_LIMIT = 0.7
+# A curvature of log w above this (1 is the limit 1 - 1/s for a posterior
+# infinitely wider than the reference; the estimate's noise is of order
+# 0.01) comes from a posterior that is not log-concave in the latent space,
+# and is no tail shape.
+CURVATURE_MAX = 1.2
 # ... and only when the new posterior's median flow density, estimated on the
 # held-out earlier samples, ranks at least this high among them (about 0.5 for
 # a new posterior like the earlier one; see Aspire.auto_preconditioning).

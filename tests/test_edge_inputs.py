@@ -299,3 +299,16 @@ def test_a_handful_of_particles_is_warned_about(fitted, n, warned, caplog):
         fitted.sample_posterior(n, sampler="importance", key=0)
     said = any(f"{n} particles: below 100" in r.getMessage() for r in caplog.records)
     assert said == warned
+
+
+def test_every_likelihood_evaluation_is_counted(fitted, caplog):
+    # The four probe points of the user's functions count too.
+    fitted.sample_posterior(300, sampler="importance", key=0)
+    assert fitted.n_likelihood_evaluations == 300 + 4
+    # A batch size that leaves a partial batch says what the padding costs.
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        fitted.sample_posterior(200, key=0, batch_size=70, **RUN)
+    assert any("batch_size=70 does not divide 200 particles: each evaluation runs "
+               "3 batches of 70 rows, 10 of them padding" in r.getMessage()
+               and "batch_size=67 keeps 3 batches and pads 1"
+               in r.getMessage() for r in caplog.records)

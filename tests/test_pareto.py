@@ -103,5 +103,45 @@ def test_importance_sampling_warns_even_when_no_draw_reached_the_tails(caplog):
         caplog.clear()
         with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
             aspire.sample_posterior(1000, sampler="importance", key=key)
-        assert any("curvature of log w in the reference's latent space 0.99"
+        assert any("curvature of log w in its latent space is 0.99"
                    in r.getMessage() for r in caplog.records), key
+
+
+def test_importance_sampling_with_a_wider_reference_or_a_periodic_angle(caplog):
+    # A reference wider than the posterior everywhere: the curvature is
+    # negative, and only a heavy tail of the largest weights (the Pareto
+    # fit) can raise a warning, which then does not call it narrow.
+    aspire = Aspire(log_likelihood=_log_likelihood, log_prior=_log_prior, dims=2,
+                    flow_kind="affine", n_layers=2, hidden_sizes=(16,))
+    aspire.fit(np.random.default_rng(0).normal(0.3, 2.0, (2000, 2)), n_epochs=20,
+               key=0)
+    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+        aspire.sample_posterior(1000, sampler="importance", key=1)
+    assert any("curvature in the latent space -" in r.getMessage()
+               for r in caplog.records)
+    assert not any("narrower" in r.getMessage() for r in caplog.records)
+    # An angle whose posterior straddles 0 = 2 pi: the latent space has a
+    # seam, the quadratic fit reads no tail shape there and is not used.
+    mu, kappa = 0.15, 4.0
+
+    def log_prior(x):
+        inside = (x[:, 0] > 0) & (x[:, 0] < 2 * np.pi)
+        return jnp.where(inside, -jnp.log(2 * np.pi), -jnp.inf) - 0.5 * x[:, 1] ** 2
+
+    def log_likelihood(x):
+        return kappa * jnp.cos(x[:, 0] - mu) - 0.5 * ((x[:, 1] - 0.5) / 0.5) ** 2
+
+    rng = np.random.default_rng(0)
+    earlier = np.c_[np.mod(rng.vonmises(5.9, 1.5, 3000), 2 * np.pi),
+                    rng.normal(0.3, 0.8, 3000)]
+    angle = Aspire(log_likelihood=log_likelihood, log_prior=log_prior, dims=2,
+                   parameters=["phi", "x"], prior_bounds={"phi": (0, 2 * np.pi)},
+                   periodic_parameters=["phi"], n_layers=2, hidden_sizes=(32,))
+    angle.fit(earlier, key=0, n_epochs=40)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+        angle.sample_posterior(2000, sampler="importance", key=30, reference="gaussian")
+    assert any("curvature in the latent space nan" in r.getMessage()
+               for r in caplog.records)
+    assert not any("heavy-tailed" in r.getMessage() or "grow towards" in r.getMessage()
+                   for r in caplog.records)

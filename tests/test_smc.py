@@ -8,6 +8,7 @@ Compiling an SMC program costs seconds, so runs are built once per
 configuration (``functools.lru_cache``) and shared by the tests that read them.
 """
 
+import dataclasses
 import functools
 import math
 import subprocess
@@ -539,6 +540,15 @@ def test_pure_callback_likelihood(key):
         float(state.log_evidence_var))
     assert abs(z) < 4
     # Every batch the numpy function saw is counted once by the engine.
+    assert sum(calls) == int(state.n_evaluations)
+    # In batches that do not divide the particles, the padding rows are
+    # evaluated too, and counted.
+    calls.clear()
+    batch = BASE_N // 3 + 1
+    padded = dataclasses.replace(config, batch_size=batch)
+    _, program = _device_program(padded, problem, log_likelihood=log_likelihood)
+    state = jax.device_get(program(key)[0])
+    assert set(calls) == {batch}
     assert sum(calls) == int(state.n_evaluations)
 
 

@@ -71,6 +71,15 @@ def _sanitise(v: Array) -> Array:
     return jnp.where(jnp.isnan(v) | (v == jnp.inf), -jnp.inf, v)
 
 
+def evaluated_rows(n: int, batch_size: int | None) -> int:
+    """Rows that :func:`map_batches` runs through ``fn`` for ``n`` rows: ``n``,
+    or whole batches when ``batch_size`` does not divide ``n`` (the padding
+    rows are evaluated too, so they count as likelihood evaluations)."""
+    if batch_size is None or batch_size >= n:
+        return n
+    return -(-n // batch_size) * batch_size
+
+
 def map_batches(fn: Callable, x: Array, batch_size: int | None):
     """Apply the row-wise ``fn`` to ``x`` at most ``batch_size`` rows at a time.
 
@@ -87,13 +96,14 @@ def map_batches(fn: Callable, x: Array, batch_size: int | None):
     ``batch_size`` a multiple of the device count, every batch is then spread
     evenly over the devices and no row changes device. When ``batch_size``
     does not divide ``n``, ``x`` is padded with copies of its first row, whose
-    results are dropped.
+    results are dropped: they are evaluated all the same
+    (:func:`evaluated_rows`).
     """
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     if batch_size is None or batch_size >= n:
         return fn(x)
     n_batches = -(-n // batch_size)
-    pad = n_batches * batch_size - n
+    pad = evaluated_rows(n, batch_size) - n
 
     def split(a):
         if pad:
@@ -251,7 +261,8 @@ def make_init(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
             beta=jnp.zeros((), dtype), iteration=jnp.zeros((), jnp.int32),
             log_evidence=jnp.zeros((), dtype), log_evidence_var=jnp.zeros((), dtype),
             key=key, kernel_params=kernel.init(u),
-            n_evaluations=jnp.asarray(x.shape[0], jnp.int32),
+            n_evaluations=jnp.asarray(evaluated_rows(x.shape[0], config.batch_size),
+                                      jnp.int32),
             status=jnp.asarray(Status.RUNNING, jnp.int32),
             n_invalid=jnp.sum(undefined).astype(jnp.int32))
 
@@ -426,7 +437,8 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         n_sweeps, _, kstate, kernel_params, acc_sum, corr, n_invalid = (
             jax.lax.while_loop(cond, body, init))
         acceptance = acc_sum / jnp.maximum(n_sweeps, 1)
-        n_evals = (n_sweeps + extra_evals) * x.shape[0]
+        n_evals = (n_sweeps + extra_evals) * evaluated_rows(x.shape[0],
+                                                             config.batch_size)
         return (kstate.aux, kernel_params, acceptance, n_sweeps, corr, n_evals,
                 n_invalid)
 
