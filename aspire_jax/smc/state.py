@@ -87,7 +87,11 @@ class SMCConfig:
         ``"systematic"``, ``"stratified"``, ``"multinomial"`` or ``"residual"``.
     resample_threshold
         Resample only when ESS / N falls below this fraction; ``None`` resamples
-        every iteration.
+        every iteration. The evidence error bar adds the variances of the
+        increments as if independent; increments that share unresampled
+        particles are not, and the bar then understates the spread (a 4-d
+        correlated Gaussian, N = 1000, 24 keys: with 0.5, log Z pulls of mean
+        -0.63 +- 0.20 and RMS 1.24, against -0.06 and 0.81 with the default).
     kernel
         MCMC move: ``"tpcn"``, ``"pcn"``, ``"rwmh"`` or ``"mala"``.
     kernel_settings
