@@ -971,12 +971,16 @@ class Aspire:
             _warn_batch_padding(options.get("batch_size"), int(n_samples),
                                 options.get("n_final_samples"))
         if int(n_samples) < _FEW_PARTICLES:
-            logger.warning(
-                "%d particles: below %d the error bar of log Z (a large-sample "
-                "approximation) and the fitted move references are unreliable, and "
-                "runs of 2 or 3 particles have returned log Z off by tens of nats "
-                "with error bars under 1; use thousands for a result",
-                int(n_samples), _FEW_PARTICLES)
+            what = {"smc": "the error bar of log Z (a large-sample approximation) "
+                           "and the move references fitted to the particles are "
+                           "unreliable, and runs of 2 or 3 particles have returned "
+                           "log Z off by tens of nats with error bars under 1",
+                    "importance": "the error bar of log Z (a large-sample "
+                                  "approximation) is unreliable",
+                    "mcmc": "the move references fitted to the chains are "
+                            "unreliable"}[sampler]
+            logger.warning("%d particles: below %d %s; use thousands for a result",
+                           int(n_samples), _FEW_PARTICLES, what)
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
                                          seed=seed, options=_jsonable(options))
         if sampler == "importance":
@@ -1015,24 +1019,28 @@ class Aspire:
         # a posterior without the seams of periodic coordinates; above
         # CURVATURE_MAX the posterior is not log-concave in the latent space
         # (several modes), and it is no tail shape.
-        curvature = (math.nan if r.latent is None or any(self.periodic)
-                     or isinstance(reference, DefensiveReference)
-                     else weight_curvature(r.latent, r.log_weights))
+        curvature, curvature_error = (
+            (math.nan, math.nan) if r.latent is None or any(self.periodic)
+            or isinstance(reference, DefensiveReference)
+            else weight_curvature(r.latent, r.log_weights))
         logger.info("importance sampling: log Z = %.4f +- %.4f, ESS = %.1f (%.2f%%), "
                     "Pareto k of the weights %.2f, their curvature in the latent "
-                    "space %.2f", r.log_evidence, err, r.ess, 100 * r.ess / n, k,
-                    curvature)
-        if PARETO_K_LIMIT < curvature <= CURVATURE_MAX:
+                    "space %.2f +- %.2f", r.log_evidence, err, r.ess, 100 * r.ess / n,
+                    k, curvature, curvature_error)
+        # Two standard errors clear of the limit: noisy weights bias the
+        # largest eigenvalue of the fitted curvature upward.
+        if (curvature - 2 * curvature_error > PARETO_K_LIMIT
+                and curvature <= CURVATURE_MAX):
             logger.warning(
                 "the importance weights grow towards the reference's tails (the "
-                "curvature of log w in its latent space is %.2f, 1 - 1/s for a "
-                "posterior s times the reference's variance along some direction; "
-                "above %.1f the weights' variance is, in practice, infinite): the "
-                "reference is much narrower than the posterior there, and log Z "
-                "and its error bar cannot be trusted (both typically too small) "
-                "whatever the efficiency (%.2f%%; Pareto k of the largest weights "
-                "%.2f); use sampler='smc'", curvature, PARETO_K_LIMIT,
-                100 * r.ess / n, k)
+                "curvature of log w in its latent space is %.2f +- %.2f, 1 - 1/s "
+                "for a posterior s times the reference's variance along some "
+                "direction; above %.1f the weights' variance is, in practice, "
+                "infinite): the reference is much narrower than the posterior "
+                "there, and log Z and its error bar cannot be trusted (both "
+                "typically too small) whatever the efficiency (%.2f%%; Pareto k of "
+                "the largest weights %.2f); use sampler='smc'", curvature,
+                curvature_error, PARETO_K_LIMIT, 100 * r.ess / n, k)
         elif k > PARETO_K_LIMIT:
             logger.warning(
                 "the importance weights are heavy-tailed (Pareto k of the largest "
@@ -1284,7 +1292,9 @@ class Aspire:
         if value == "gaussian" and not has_gaussian(self.flow_params):
             why = ("its parameters were built by hand, FlowParams(transform, net)"
                    if getattr(self.flow_params, "gaussian", None) is None
-                   else "it was saved before aspire_jax kept one")
+                   else "it was saved before aspire_jax kept one, or built by hand "
+                   "and saved, or its training samples were too degenerate to fit "
+                   "one")
             raise ValidationError(
                 "reference='gaussian' needs the Gaussian fitted with the flow, and "
                 f"this flow has none ({why}); refit the flow, or use "
@@ -2256,9 +2266,9 @@ NARROW_REFERENCE_RATIO = 3.0
 # sampling): the estimate and its error bar are unreliable.
 PARETO_K_LIMIT = 0.7
 # A curvature of log w above this (1 is the limit 1 - 1/s for a posterior
-# infinitely wider than the reference; the estimate's noise is of order
-# 0.01) comes from a posterior that is not log-concave in the latent space,
-# and is no tail shape.
+# infinitely wider than the reference; on a reference ten times too narrow
+# the estimate read 0.99-1.01) comes from a posterior that is not
+# log-concave in the latent space, and is no tail shape.
 CURVATURE_MAX = 1.2
 # ... and only when the new posterior's median flow density, estimated on the
 # held-out earlier samples, ranks at least this high among them (about 0.5 for

@@ -84,9 +84,10 @@ class GaussianReference:
             # Inside a trace this cannot be checked; the Aspire facade checks
             # before it compiles anything.
             raise ValidationError(
-                "these flow parameters hold no Gaussian (they were written before "
-                "aspire_jax kept one with the flow: format 1 or 2); refit the flow, "
-                "or use the flow itself")
+                "these flow parameters hold no usable Gaussian: they were written "
+                "before aspire_jax kept one with the flow (format 1 or 2), or built "
+                "by hand and saved, or its training samples were too degenerate to "
+                "fit one; refit the flow, or use the flow itself")
         return g["mean"], g["chol"]
 
     def to_unbounded(self, params, x):

@@ -74,7 +74,8 @@ def _sanitise(v: Array) -> Array:
 def evaluated_rows(n: int, batch_size: int | None) -> int:
     """Rows that :func:`map_batches` runs through ``fn`` for ``n`` rows: ``n``,
     or whole batches when ``batch_size`` does not divide ``n`` (the padding
-    rows are evaluated too, so they count as likelihood evaluations)."""
+    rows are evaluated too, so they count as likelihood evaluations; being
+    copies of a real row, they never count as undefined points)."""
     if batch_size is None or batch_size >= n:
         return n
     return -(-n // batch_size) * batch_size
