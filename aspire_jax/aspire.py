@@ -43,7 +43,8 @@ from .smc.importance import (make_importance_sampler, pareto_tail_shape,
                               weight_curvature)
 from .smc.mcmc import make_mcmc_sampler
 from .smc.state import PRECONDITIONING, SMCConfig, SMCInfo, Status
-from .smc.step import build_smc, make_mutation, run_device, _check_batched
+from .smc.step import (build_smc, evaluated_rows, make_mutation, run_device,
+                       _check_batched)
 from .spaces import PeriodicSpace
 
 __all__ = ["Aspire", "SAMPLERS"]
@@ -2208,6 +2209,7 @@ def _warn_batch_padding(batch_size, *counts) -> None:
     for n in counts:
         if not is_int(n) or isinstance(n, bool) or n <= batch_size or n % batch_size == 0:
             continue
+        pad = evaluated_rows(n, batch_size) - n
         n_batches = -(-n // batch_size)
         even = -(-n // n_batches)
         logger.warning(
@@ -2215,9 +2217,8 @@ def _warn_batch_padding(batch_size, *counts) -> None:
             "batches of %d rows, %d of them padding (%.0f%% more likelihood "
             "evaluations, counted in n_likelihood_evaluations); batch_size=%d "
             "keeps %d batches and pads %d", batch_size, n, n_batches,
-            batch_size, n_batches * batch_size - n,
-            100 * (n_batches * batch_size - n) / n, even, n_batches,
-            n_batches * even - n)
+            batch_size, pad, 100 * pad / n, even, n_batches,
+            evaluated_rows(n, even) - n)
 
 
 def _read_held_out(group, dims: int, history: FlowHistory | None):

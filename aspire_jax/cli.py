@@ -16,6 +16,7 @@ import time
 import h5py
 import numpy as np
 
+from .aspire import _REFERENCES
 from .errors import ValidationError
 from .io import AspireFile, is_aspire_file
 
@@ -59,7 +60,7 @@ def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
             or isinstance(defensive_weight, bool) or not 0 <= defensive_weight < 1):
         raise ValidationError(f"{name('defensive_weight')} must be a number in "
                               f"[0, 1); got {defensive_weight!r}")
-    if reference not in ("auto", "flow", "gaussian"):
+    if reference not in _REFERENCES:
         raise ValidationError(f"{name('reference')} must be 'auto', 'flow' or "
                               f"'gaussian'; got {reference!r}")
     if output:
@@ -260,8 +261,7 @@ def main(argv=None) -> int:
     demo.add_argument("--defensive-weight", type=float, default=0.0,
                       help="share of the first particles drawn from the flow's "
                            "widened base, in [0, 1) (0: the flow alone)")
-    demo.add_argument("--reference", default="auto",
-                      choices=("auto", "flow", "gaussian"),
+    demo.add_argument("--reference", default="auto", choices=_REFERENCES,
                       help="what SMC starts from: the flow, the Gaussian of the "
                            "same training samples, or 'auto' (the Gaussian unless "
                            "the flow beats it on held-out samples)")
