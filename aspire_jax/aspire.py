@@ -970,7 +970,8 @@ class Aspire:
                                       *_REFERENCE_OPTIONS)})
         if sampler == "smc":
             _warn_batch_padding(options.get("batch_size"), int(n_samples),
-                                options.get("n_final_samples"))
+                                options.get("n_final_samples"),
+                                devices=1 if mesh is None else mesh.size)
         if int(n_samples) < _FEW_PARTICLES:
             what = {"smc": "the error bar of log Z (a large-sample approximation) "
                            "and the move references fitted to the particles are "
@@ -2201,9 +2202,11 @@ def _read_flow_history(group) -> FlowHistory | None:
         return None
 
 
-def _warn_batch_padding(batch_size, *counts) -> None:
+def _warn_batch_padding(batch_size, *counts, devices: int = 1) -> None:
     """Warn when ``batch_size`` leaves a partial batch for a particle count:
-    the padding rows are evaluated (and counted) like the others."""
+    the padding rows are evaluated (and counted) like the others. Under a
+    mesh of ``devices`` the suggested size is a multiple of the device count,
+    so that every batch spreads evenly over the devices."""
     if not is_int(batch_size) or isinstance(batch_size, bool) or batch_size < 1:
         return
     for n in counts:
@@ -2212,13 +2215,21 @@ def _warn_batch_padding(batch_size, *counts) -> None:
         pad = evaluated_rows(n, batch_size) - n
         n_batches = -(-n // batch_size)
         even = -(-n // n_batches)
+        even = -(-even // devices) * devices
         logger.warning(
             "batch_size=%d does not divide %d particles: each evaluation runs %d "
             "batches of %d rows, %d of them padding (%.0f%% more likelihood "
             "evaluations, counted in n_likelihood_evaluations); batch_size=%d "
-            "keeps %d batches and pads %d", batch_size, n, n_batches,
-            batch_size, pad, 100 * pad / n, even, n_batches,
+            "runs %d batches and pads %d", batch_size, n, n_batches,
+            batch_size, pad, 100 * pad / n, even, -(-n // even),
             evaluated_rows(n, even) - n)
+    batched = any(is_int(n) and not isinstance(n, bool) and n > batch_size
+                  for n in counts)
+    if devices > 1 and batched and batch_size % devices:
+        logger.warning(
+            "batch_size=%d is not a multiple of the %d devices of the mesh: "
+            "its batches do not spread evenly over them; a multiple such as %d "
+            "does", batch_size, devices, -(-batch_size // devices) * devices)
 
 
 def _read_held_out(group, dims: int, history: FlowHistory | None):

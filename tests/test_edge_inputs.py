@@ -310,5 +310,21 @@ def test_every_likelihood_evaluation_is_counted(fitted, caplog):
         fitted.sample_posterior(200, key=0, batch_size=70, **RUN)
     assert any("batch_size=70 does not divide 200 particles: each evaluation runs "
                "3 batches of 70 rows, 10 of them padding" in r.getMessage()
-               and "batch_size=67 keeps 3 batches and pads 1"
+               and "batch_size=67 runs 3 batches and pads 1"
                in r.getMessage() for r in caplog.records)
+
+
+def test_padding_advice_under_a_mesh_is_a_multiple_of_the_devices(caplog):
+    from aspire_jax.aspire import _warn_batch_padding
+
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _warn_batch_padding(70, 200, devices=4)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("batch_size=68 runs 3 batches and pads 4" in m for m in said)
+    assert any("not a multiple of the 4 devices" in m and "such as 72" in m
+               for m in said)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _warn_batch_padding(50, 200, devices=2)   # divides, and spreads evenly
+        _warn_batch_padding(300, 200, devices=4)  # one batch: nothing to spread
+    assert not caplog.records
