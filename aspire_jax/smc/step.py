@@ -314,19 +314,28 @@ def _choose_step(config: SMCConfig, state: SMCState, log_ratio: Array):
 def _correlation(a: Array, b: Array, mask: Array | None = None) -> Array:
     """Per-column Pearson correlation of ``a`` and ``b`` (``(n, k)``) over the
     rows where ``mask`` is True (all rows when None); 0 for a column constant
-    in either."""
+    in either.
+
+    It runs once per MCMC sweep, so its sums over the rows are matrix products
+    (one for the means, one for the centred moments): on CPU, XLA splits every
+    reduction over thousands of rows into three kernels for accuracy, and
+    separate sums had made a third of a sweep's kernels.
+    """
+    ones = jnp.ones((a.shape[0],), a.dtype)
     if mask is None:
-        a = a - jnp.mean(a, axis=0)
-        b = b - jnp.mean(b, axis=0)
+        w = ones[:, None]
     else:
         w = mask.astype(a.dtype)[:, None]
-        m = jnp.maximum(jnp.sum(w), 1.0)
         a = jnp.where(mask[:, None], a, 0.0)
         b = jnp.where(mask[:, None], b, 0.0)
-        a = (a - jnp.sum(w * a, axis=0) / m) * w
-        b = (b - jnp.sum(w * b, axis=0) / m) * w
-    return jnp.sum(a * b, axis=0) / (
-        jnp.sqrt(jnp.sum(a * a, axis=0) * jnp.sum(b * b, axis=0)) + 1e-30)
+    k = a.shape[1]
+    first = ones @ jnp.concatenate([w, a, b], axis=1)
+    m = jnp.maximum(first[0], 1.0)
+    a = (a - first[1:k + 1] / m) * w
+    b = (b - first[k + 1:] / m) * w
+    second = ones @ jnp.concatenate([a * b, a * a, b * b], axis=1)
+    sab, saa, sbb = second[:k], second[k:2 * k], second[2 * k:]
+    return sab / (jnp.sqrt(saa * sbb) + 1e-30)
 
 
 def _centre_space(space, params, x: Array):
@@ -339,16 +348,20 @@ def _centre_space(space, params, x: Array):
     return params if centred is None else centred(params, x)
 
 
-def _start_correlation(space, params, start: Array, end: Array) -> Array:
-    """Per-column correlation between move-space points ``start`` and ``end``,
-    on the columns that measure how far moves took them: the coordinates
-    themselves, or what the space makes of them (a periodic coordinate as the
-    cosine and sine of its angle, since its lifted value can wander round the
-    circle for ever without leaving its start behind)."""
+def _mixing_features(space, params) -> Callable:
+    """The columns that measure how far moves took move-space points: the
+    coordinates themselves, or what the space makes of them (a periodic
+    coordinate as the cosine and sine of its angle, since its lifted value can
+    wander round the circle for ever without leaving its start behind)."""
     features = getattr(space, "mixing_features", None)
-    if features is not None:
-        start, end = features(params, start), features(params, end)
-    return _correlation(start, end)
+    return (lambda u: u) if features is None else (lambda u: features(params, u))
+
+
+def _start_correlation(space, params, start: Array, end: Array) -> Array:
+    """Per-column correlation between move-space points ``start`` and ``end``
+    on the columns of :func:`_mixing_features`."""
+    features = _mixing_features(space, params)
+    return _correlation(features(start), features(end))
 
 
 def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
@@ -407,12 +420,13 @@ def make_mutation(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow):
         # coordinates in many dimensions; stopping on the coordinates alone
         # leaves the next increment biased by several of its errors in 20-d.
         g_start = lp + ll - lq
+        features = _mixing_features(flow, flow_params)
+        start = features(u)
 
         def decorrelation(pos, aux):
-            per_dim = _start_correlation(flow, flow_params, u, pos)
             g = aux.log_prior + aux.log_likelihood - aux.log_q
             ok = jnp.isfinite(g_start) & jnp.isfinite(g)
-            return jnp.maximum(jnp.mean(per_dim),
+            return jnp.maximum(jnp.mean(_correlation(start, features(pos))),
                                _correlation(g_start[:, None], g[:, None], ok)[0])
 
         cap = config.mcmc_step_cap(x.shape[-1])
