@@ -600,7 +600,8 @@ class Aspire:
             drawn in proportion to the weights and early stopping watches
             the weighted held-out loss. Rows of weight 0 are dropped, and
             the effective sample size ``(sum w)^2 / sum w^2`` must be at
-            least 100. Periodic values are wrapped into their range, and
+            least 2 (fewer than 100 samples, or an effective 100, gives a
+            warning: the flow will describe them poorly). Periodic values are wrapped into their range, and
             values on a bound are moved one float step inside it.
         key
             Typed key, int seed or None (a seed is drawn and recorded).
@@ -656,10 +657,12 @@ class Aspire:
         key_init, key_fit = jax.random.split(key)
         x = self._inside_bounds(x.astype(_float_dtype()))
         self._check_eps_band(x)
-        if x.shape[0] < _FEW_TRAINING_ROWS:
-            logger.warning("the flow is fitted to %d samples; with fewer than %d it "
-                           "describes the earlier posterior poorly", x.shape[0],
-                           _FEW_TRAINING_ROWS)
+        effective = (x.shape[0] if weights is None
+                     else float(weights.sum() ** 2 / np.sum(weights**2)))
+        if effective < _FEW_TRAINING_ROWS:
+            logger.warning("the flow is fitted to %d samples (an effective %.0f); with "
+                           "fewer than %d it describes the earlier posterior poorly",
+                           x.shape[0], effective, _FEW_TRAINING_ROWS)
         params = self.flow.init(key_init, x, prior_bounds=self._flow_bounds(),
                                 weights=weights)
         callback, bar = self._fit_progress(n_epochs, progress)
@@ -780,7 +783,7 @@ class Aspire:
         progress
             Show a progress bar (default: when attached to a terminal).
         log_every
-            Log one INFO line every this many iterations.
+            Log one INFO line every this many iterations (0: none).
         sampler_kwargs
             Kernel options in the spelling of the original aspire:
             ``n_steps`` (MCMC sweeps per iteration), ``step_fn`` (``"tpcn"`` or
@@ -2579,7 +2582,9 @@ def _from_jsonable(options: Mapping) -> dict:
     return out
 
 
-_MIN_TRAINING_ESS = 100
+# Below an effective sample size of 2, one sample holds all the weight.
+_MIN_TRAINING_ESS = 2
+# fit warns below this many training samples (their effective number, weighted).
 _FEW_TRAINING_ROWS = 100
 # sample_posterior warns below this many particles.
 _FEW_PARTICLES = 100
@@ -2631,8 +2636,9 @@ def _training_weights(samples, x: np.ndarray, parameters
     if ess < _MIN_TRAINING_ESS:
         raise ValidationError(
             f"training samples are weighted with an effective sample size of "
-            f"{ess:.1f} ({lw.size} rows), fewer than the {_MIN_TRAINING_ESS} a flow "
-            "needs. Pass more samples or samples with more even weights")
+            f"{ess:.2f} ({lw.size} rows): one sample holds nearly all the weight, and "
+            "a flow cannot be fitted to a point mass. Pass more samples or samples "
+            "with more even weights")
     logger.info("training samples are weighted: effective sample size %.0f of %d "
                 "rows (%d of weight 0 dropped)", ess, lw.size, lw.size - w.size)
     return x[finite], w / np.mean(w)

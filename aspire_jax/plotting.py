@@ -332,9 +332,14 @@ def plot_history(history, fig=None):
     Raises
     ------
     ValidationError
-        If the history is empty.
+        If ``history`` is not a History (None, say, when ``return_history``
+        was not set) or is empty.
     """
     plt = _plt()
+    if not all(hasattr(history, f) for f in ("beta", "ess", "acceptance")):
+        raise ValidationError(
+            "plot_history takes the History of sample_posterior(..., "
+            f"return_history=True); got {type(history).__name__}")
     if len(history) == 0:
         raise ValidationError("the history is empty: there is nothing to plot")
     fig, ax = _grid(plt, fig, 2, 2, (8, 5.5))
@@ -453,8 +458,18 @@ def plot_flow_loss(flow_history, fig=None):
         One axis: the training curve, the validation curve (if a validation
         set was used) and a dotted line at the epoch whose parameters were
         kept.
+
+    Raises
+    ------
+    ValidationError
+        If ``flow_history`` is not a FlowHistory.
     """
     plt = _plt()
+    if not all(hasattr(flow_history, f)
+               for f in ("training_loss", "validation_loss", "best_epoch")):
+        raise ValidationError(
+            "plot_flow_loss takes the FlowHistory that Aspire.fit returns (also "
+            f"kept as aspire.flow_history); got {type(flow_history).__name__}")
     fig, axes = _grid(plt, fig, 1, 1, (5, 3.5))
     ax = axes[0, 0]
     train = np.asarray(flow_history.training_loss)

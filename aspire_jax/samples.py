@@ -111,6 +111,24 @@ def _concrete(value) -> np.ndarray | None:
     return np.asarray(value)
 
 
+def _warn_nan_rows(x, names) -> None:
+    """Warn when points hold NaN: every weighted moment and plot of them is
+    NaN. They are kept (a file may carry a column that is undefined in a few
+    rows); ``Aspire.fit`` refuses them."""
+    values = _concrete(x)
+    if values is None:
+        return
+    bad = np.isnan(values)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        column = int(np.argmax(bad[rows[0]]))
+        warnings.warn(
+            f"x is NaN in {rows.size} of {values.shape[0]} samples (first at index "
+            f"{int(rows[0])}, parameter {names[column]!r}): their means, spreads "
+            "and plots will be NaN; drop those rows (x[~np.isnan(x).any(axis=1)]) "
+            "before using them", UserWarning, stacklevel=3)
+
+
 def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, what: str) -> str:
     count = int(bad.sum())
     plural = "s" if count > 1 else ""
@@ -263,6 +281,17 @@ def _kish_ess(log_weights: Array) -> Array:
     # (sum w)^2 / sum w^2, in log space so large log-weights do not overflow.
     lse = jax.nn.logsumexp
     return jnp.exp(2 * lse(log_weights) - lse(2 * log_weights))
+
+
+def _warn_no_dof(weights, ddof: int) -> None:
+    """Warn, as numpy does, when ``ddof=1`` leaves no degree of freedom: one
+    sample holds all the weight (checked only for concrete weights)."""
+    w = _concrete(weights) if ddof else None
+    if w is not None and 1.0 - np.sum(np.asarray(w, np.float64) ** 2) <= 1e-12:
+        warnings.warn(
+            "ddof=1: one sample holds all the weight (effective sample size 1), so "
+            "the unbiased moment is undefined (inf or NaN); use ddof=0",
+            RuntimeWarning, stacklevel=3)
 
 
 @jax.jit
@@ -438,7 +467,8 @@ class Samples:
             If x is not 2-D with at least one sample and one column, a value
             is complex, a field has the wrong shape or an unknown name, the
             names do not match the columns (or one is empty), a per-sample
-            field holds NaN or +inf, or the log-weights are all -inf.
+            field holds NaN or +inf, or the log-weights are all -inf. Points
+            holding NaN are kept, with a warning.
 
         Notes
         -----
@@ -473,6 +503,7 @@ class Samples:
             )
         names = _check_names(parameters, d)
         warn_float32_resolution(x_in, names)
+        _warn_nan_rows(x, names)
         values = {}
         for name, value in fields.items():
             if value is None:
@@ -611,13 +642,17 @@ class Samples:
         """
         ddof = _check_ddof(ddof)
         x = jnp.asarray(self.x, _float_dtype(self.x))
-        return _weighted_cov(x, self.weights, ddof)
+        weights = self.weights
+        _warn_no_dof(weights, ddof)
+        return _weighted_cov(x, weights, ddof)
 
     def std(self, ddof: int = 0) -> Array:
         """Weighted standard deviation, shape ``(n_dims,)``; see :meth:`cov`."""
         ddof = _check_ddof(ddof)
         x = jnp.asarray(self.x, _float_dtype(self.x))
-        return _weighted_std(x, self.weights, ddof)
+        weights = self.weights
+        _warn_no_dof(weights, ddof)
+        return _weighted_std(x, weights, ddof)
 
     def quantile(self, q: ArrayLike) -> Array:
         """Weighted quantiles per parameter.

@@ -122,6 +122,9 @@ def test_plot_history_panels():
     assert len(_visible(history.plot())) == 4
     with pytest.raises(ValidationError, match="empty"):
         plot_history(History.empty("smc"))
+    # sample_posterior returns no History unless return_history=True.
+    with pytest.raises(ValidationError, match="return_history=True.*NoneType"):
+        plot_history(None)
 
 
 def test_plot_flow_loss():
@@ -138,6 +141,8 @@ def test_plot_flow_loss():
     texts = [t.get_text() for t in plot_flow_loss(no_valid).axes[0].get_legend()
              .get_texts()]
     assert texts == ["training", "kept (epoch 3)"]
+    with pytest.raises(ValidationError, match="FlowHistory.*got NoneType"):
+        plot_flow_loss(None)
 
 
 def test_ranges_follow_the_weights_and_odd_columns_plot():

@@ -578,3 +578,23 @@ def test_columns_float32_cannot_resolve_are_named():
         _w.simplefilter("error")
         Samples.from_array(x[:, 1:], ["chirp_mass"])  # resolved: no warning
         Samples.from_array((gps - 1126259462.0)[:, None], ["t"])  # shifted: fine
+
+
+def test_points_holding_nan_are_kept_with_a_warning():
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    x[[3, 11], 1] = np.nan
+    with pytest.warns(UserWarning, match=r"x is NaN in 2 of 20 samples \(first at "
+                                         r"index 3, parameter 'b'\)"):
+        s = Samples.from_array(x, parameters=["a", "b"])
+    assert s.n_samples == 20
+
+
+def test_ddof_one_with_all_the_weight_on_one_sample_warns():
+    x = np.random.default_rng(0).normal(size=(50, 2))
+    lw = np.full(50, -1e4)
+    lw[7] = 0.0
+    s = Samples.from_array(x, log_weights=lw)
+    for moment in (s.std, s.cov):
+        with pytest.warns(RuntimeWarning, match="one sample holds all the weight"):
+            moment(ddof=1)
+    assert np.all(np.isfinite(s.std(ddof=0)))

@@ -67,9 +67,21 @@ def test_zero_weight_rows_are_dropped():
     assert aspire._held_out.min(axis=0)[0] > 0
 
 
-def test_too_small_an_effective_sample_is_refused():
+def test_a_small_effective_sample_warns_as_few_rows_do(caplog):
+    # Weighted or not, fewer than 100 (effective) samples fit with a warning.
     x, lw = _weighted(300)
-    with pytest.raises(ValidationError, match="effective sample size of"):
+    assert 2 < _ess(lw) < 100
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _aspire().fit(Samples.from_array(x, log_weights=lw), key=0, n_epochs=2)
+    assert any(f"fitted to 300 samples (an effective {_ess(lw):.0f})"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_one_sample_holding_all_the_weight_is_refused():
+    x, _ = _weighted(300)
+    lw = np.full(300, -60.0)
+    lw[7] = 0.0
+    with pytest.raises(ValidationError, match="effective sample size of 1.00"):
         _aspire().fit(Samples.from_array(x, log_weights=lw), key=0)
 
 
