@@ -1518,6 +1518,7 @@ class Aspire:
         _warn_collapsed_steps(history, config.n_particles)
         _warn_unmixed(history, config, self.dims)
         self._warn_narrow_reference(state)
+        self._warn_pressed_bounds(state)
         with self._host_errors("the final move of the SMC run", writer):
             samples, final_evals, final_invalid = self._smc_samples(
                 state, config, n_final, space)
@@ -1656,6 +1657,72 @@ class Aspire:
                 "fixed or tied to another, or far from a bound the new posterior "
                 "presses against) make a poor starting point for a posterior that "
                 "is not", ratio)
+
+    def _warn_pressed_bounds(self, state):
+        """Log a warning when the new posterior presses against a bound that
+        the earlier samples kept away from.
+
+        For each finite bound of a parameter that is not periodic: the
+        posterior weight within a quarter of the parameter's posterior
+        standard deviation of the bound, against the mass that the Gaussian
+        of the training samples (in the unbounded coordinates, as in
+        :meth:`_warn_narrow_reference`) puts in the same interval. The
+        reference models the parameter through its logit or log, whose tail
+        towards the bound is exponential under such a posterior and lighter
+        under the reference; the first weights are then heavy-tailed and log
+        Z tends to come out low (see the user guide). A posterior that sits
+        at a bound as the earlier samples did (a parameter left at its prior)
+        says nothing.
+        """
+        if not has_gaussian(self.flow_params):
+            return
+        log_w = np.asarray(state.log_weights, np.float64)
+        finite = np.isfinite(log_w)
+        if not finite.any():
+            return
+        w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
+        w /= w.sum()
+        x = np.asarray(state.x, np.float64)
+        mean = w @ x
+        std = np.sqrt(w @ (x - mean) ** 2)
+        chol = np.asarray(self.flow_params.gaussian["chol"], np.float64)
+        ref_mean = np.asarray(self.flow_params.gaussian["mean"], np.float64)
+        ref_std = np.sqrt(np.sum(chol**2, axis=1))
+        pressed = []
+        for j, (name, periodic) in enumerate(zip(self.parameters, self.periodic)):
+            if periodic or not std[j] > 0:
+                continue
+            lo, hi = (float(b) for b in self.prior_bounds[j])
+            for side, bound, sign in (("lower", lo, 1.0), ("upper", hi, -1.0)):
+                edge = bound + sign * PRESSED_WINDOW * std[j]
+                if not math.isfinite(bound) or not lo < edge < hi:
+                    continue
+                near = sign * (x[:, j] - edge) < 0
+                share = float(w[near].sum())
+                if share <= PRESSED_SHARE:
+                    continue
+                # The same interval in the unbounded coordinate (the maps are
+                # monotonic and act on each coordinate alone).
+                points = np.repeat(mean[None], 2, axis=0)
+                points[0, j] = edge
+                u = np.asarray(self.flow.to_unbounded(
+                    self.flow_params, points.astype(state.x.dtype))[0], np.float64)
+                z = (u[0, j] - ref_mean[j]) / ref_std[j]
+                towards_bound = u[0, j] < u[1, j]
+                ref_share = 0.5 * math.erfc((-z if towards_bound else z) / math.sqrt(2))
+                if share > PRESSED_RATIO * ref_share:
+                    pressed.append(f"{name} at its {side} bound {bound:g} "
+                                   f"({100 * share:.0f}% of the weight, "
+                                   f"{100 * ref_share:.2g}% of the reference)")
+        if pressed:
+            logger.warning(
+                "the new posterior presses against a bound that the earlier samples "
+                "kept away from: %s, counting what lies within %g posterior "
+                "standard deviations of the bound. The reference falls off faster "
+                "there than the posterior, and log Z may come out low by about its "
+                "error bar or more; compare log Z over several keys, or pass "
+                "defensive_weight=0.1 (see 'A bound is such a place too' in the user "
+                "guide)", "; ".join(pressed), PRESSED_WINDOW)
 
     def _smc_samples(self, state, config, n_final, space):
         """The run's particles as Samples (moved to ``n_final`` if asked), and
@@ -2276,6 +2343,14 @@ AUTO_FLOW_GAIN_PER_DIM = 0.1
 # too narrow. At 5 times, log Z came out low by 1.0 +- 0.3 reported errors
 # (16 keys, N = 1000); the eight-schools prior change, 2.7.
 NARROW_REFERENCE_RATIO = 3.0
+# A bound the posterior presses against: more than PRESSED_SHARE of its weight
+# within PRESSED_WINDOW of its standard deviations of the bound, and more than
+# PRESSED_RATIO times what the reference puts there. A half-normal posterior
+# at the bound has 12 % there; one whose mean is two deviations from the bound,
+# about 2 %.
+PRESSED_WINDOW = 0.25
+PRESSED_SHARE = 0.05
+PRESSED_RATIO = 3.0
 # Importance weights whose fitted Pareto tail shape exceeds this have, in
 # practice, infinite variance (Vehtari et al., Pareto smoothed importance
 # sampling): the estimate and its error bar are unreliable.

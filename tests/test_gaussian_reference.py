@@ -247,3 +247,36 @@ def test_an_invalid_reference_at_resume_is_named_as_such(fitted):
     for bad in (3, "gauss"):
         with pytest.raises(ValidationError, match="reference must be one of"):
             fitted.sample_posterior(resume_from=blobs[0], reference=bad)
+
+
+def _box(mu, earlier, b_free=False):
+    """Uniform prior on the unit square, likelihood N(mu, 0.05^2) in a and
+    N(0.5, 0.2^2) in b (none in b if ``b_free``), flow fitted to ``earlier``."""
+    def log_likelihood(x):
+        ll = -0.5 * ((x[:, 0] - mu) / 0.05) ** 2
+        return ll if b_free else ll - 0.5 * ((x[:, 1] - 0.5) / 0.2) ** 2
+
+    aspire = Aspire(log_likelihood=log_likelihood,
+                    log_prior=lambda x: jnp.zeros(x.shape[0]), dims=2,
+                    parameters=["a", "b"], prior_bounds={"a": (0, 1), "b": (0, 1)})
+    aspire.fit(earlier, key=0, n_epochs=5)
+    return aspire
+
+
+@pytest.mark.parametrize("mu, b_free, warned", [
+    (0.02, False, True),    # a pressed against 0, where the earlier samples were not
+    (0.5, False, False),    # a well inside
+    (0.5, True, False),     # b at its prior (near both bounds) as before: no news
+])
+def test_a_posterior_pressing_against_a_bound_is_named(mu, b_free, warned, caplog):
+    rng = np.random.default_rng(0)
+    earlier = np.clip(rng.normal([0.3, 0.5], [0.1, 0.2], (2000, 2)), 0.01, 0.99)
+    if b_free:
+        earlier[:, 1] = rng.uniform(0, 1, 2000)
+    aspire = _box(mu, earlier, b_free)
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        aspire.sample_posterior(1000, key=1)
+    said = [r.getMessage() for r in caplog.records if "presses against" in r.getMessage()]
+    assert bool(said) == warned
+    if warned:
+        assert "a at its lower bound 0" in said[0] and "b at" not in said[0]
