@@ -14,6 +14,7 @@ import math
 import numbers
 import os
 import secrets
+import shutil
 import sys
 import warnings
 import zlib
@@ -336,6 +337,9 @@ class Aspire:
         self._uncounted_evaluations = 0
         self._auto: dict | None = None
         self._resume: dict | None = None
+        # The file a resume_from_file run came from: the resumed run goes on
+        # checkpointing there unless told otherwise.
+        self._resume_file: str | None = None
         # Why there is no flow, when a checkpoint was read without one.
         self._no_flow_hint: str | None = None
         self._last_sampler_config: dict | None = None
@@ -681,7 +685,7 @@ class Aspire:
             # with; they cannot continue under this one.
             logger.info("the refitted flow replaces the one restored from the "
                         "checkpoint; the next run starts afresh instead of resuming")
-            self._resume = None
+            self._resume = self._resume_file = None
         self.flow_params = params
         self.flow_history = history
         self._auto_space = None
@@ -706,7 +710,9 @@ class Aspire:
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
             # A new flow invalidates any state, history and sampler settings of
-            # an earlier run in the same file, so the file is started afresh.
+            # an earlier run in the same file, so the file is started afresh
+            # (an unfinished run in it is kept aside first).
+            _set_aside_unfinished(checkpoint_path)
             write_checkpoint_file(checkpoint_path, state_bytes=None, groups=groups,
                                   keep_existing=False)
         return history
@@ -944,6 +950,17 @@ class Aspire:
                 checkpoint_every = self._auto["every"]
             checkpoint_save_config = self._auto.get("save_config", checkpoint_save_config)
             checkpoint_save_flow = self._auto.get("save_flow", checkpoint_save_flow)
+        if (checkpoint_path is None and resume is not None and resume is self._resume
+                and self._resume_file is not None and sampler == "smc"):
+            try:
+                _check_writable(self._resume_file)
+            except ValidationError as exc:
+                logger.warning("the resumed run cannot go on checkpointing into the "
+                               "file it came from, and writes no checkpoint: %s", exc)
+            else:
+                checkpoint_path = self._resume_file
+                logger.info("the resumed run goes on checkpointing into %s (pass "
+                            "checkpoint_path to choose another file)", checkpoint_path)
         checkpoint_every = 1 if checkpoint_every is None else checkpoint_every
         if not is_int(checkpoint_every) or checkpoint_every < 1:
             raise ValidationError(f"checkpoint_every must be a positive integer; got "
@@ -1447,7 +1464,10 @@ class Aspire:
         if resume is None and checkpoint_path is not None:
             # The flow, the settings and the initial draws (a likelihood call
             # per particle) are in the file before the first iteration, so a
-            # run cut off during it resumes without drawing again.
+            # run cut off during it resumes without drawing again. An
+            # unfinished run that the file held is kept aside first.
+            if is_checkpoint_writer():
+                _set_aside_unfinished(checkpoint_path)
             writer.write(state, history, notify=False)
         bar = _make_bar(progress, total=None, desc="smc")
         rows = list()
@@ -1531,7 +1551,7 @@ class Aspire:
         if resume is not None and resume is self._resume:
             # Only a run that reached the posterior uses up a loaded
             # checkpoint; one stopped early can be resumed again.
-            self._resume = None
+            self._resume = self._resume_file = None
         return samples, history
 
     def _engine_log_prior(self, config):
@@ -1824,6 +1844,13 @@ class Aspire:
                 f"{exc}") from exc
         _check_restored(state)
         self._check_cached_densities(state, reference)
+        if float(state.beta) < 1.0 and int(state.status) != Status.RUNNING:
+            # A run stopped at its cap or on a stalled schedule goes on under
+            # the settings given now (a larger cap, a minimum step).
+            logger.info("the checkpoint's run had stopped (%s) at beta = %.4g; it "
+                        "goes on with the settings given now",
+                        Status.name(int(state.status)), float(state.beta))
+            state = state.replace(status=jnp.asarray(Status.RUNNING, jnp.int32))
         if mesh is not None:
             state = shard_state(state, mesh)
         hist = resume.get("history")
@@ -1934,9 +1961,18 @@ class Aspire:
             sc["options"] = _merge_resume_options(sc.get("options", {}), resume_kwargs)
             resume["sampler_config"] = sc
         if resume.get("state") is None:
+            if (checkpoint_path, checkpoint_dset) != ("checkpoint", "state"):
+                hint = (" (here checkpoint_path names the group inside the file, not "
+                        "a file)" if str(checkpoint_path).endswith((".h5", ".hdf5"))
+                        else "")
+                raise CheckpointError(
+                    f"{str(path)!r} has no dataset /{checkpoint_path}/{checkpoint_dset}"
+                    f"{hint}; aspire_jax writes the state at /checkpoint/state, the "
+                    "default")
             logger.info("%s has no checkpoint yet; sampling will start afresh", path)
         else:
             obj._resume = resume
+            obj._resume_file = os.fspath(path)
         return obj
 
     @classmethod
@@ -2060,9 +2096,11 @@ class Aspire:
                 f"/{path}/params fails its checksum: the file is corrupt; use another "
                 "checkpoint or refit the flow")
         try:
-            self.flow_params = self.flow.params_from_bytes(data)
+            params = self.flow.params_from_bytes(data)
         except Exception as exc:
             raise CheckpointError(f"cannot restore the flow from /{path}: {exc}") from exc
+        self._check_flow_bounds(params, f"the flow in /{path}")
+        self.flow_params = params
         self.flow_history = _read_flow_history(g)
         self._held_out, self._held_out_weights, self._auto_space = None, None, None
         self._auto_reference, self._auto_rank = None, None
@@ -2071,6 +2109,25 @@ class Aspire:
             self._held_out, log_q, self._held_out_weights = held
             self.flow_history = dataclasses.replace(self.flow_history,
                                                     held_out_log_q=log_q)
+
+    def _check_flow_bounds(self, params, what: str) -> None:
+        """Refuse flow parameters whose parameter transform maps other bounds
+        than this instance's ``prior_bounds``: its draws would ignore the
+        bounds declared here."""
+        want = self._flow_bounds()
+        want = (np.full((self.dims, 2), [-np.inf, np.inf]) if want is None
+                else np.asarray(want, np.float64))
+        have = np.stack([np.asarray(params.transform.lower, np.float64),
+                         np.asarray(params.transform.upper, np.float64)], axis=1)
+        same = (have == want) | np.isclose(have, want, rtol=1e-6, atol=0.0)
+        if not same.all():
+            j = int(np.flatnonzero(~same.all(axis=1))[0])
+            raise CheckpointError(
+                f"{what} was fitted with the bounds ({have[j, 0]:g}, {have[j, 1]:g}) "
+                f"for {self.parameters[j]!r}, and this Aspire declares "
+                f"({want[j, 0]:g}, {want[j, 1]:g}) (prior_bounds, bounded_to_unbounded):"
+                " its draws would not respect them. Build the Aspire with the bounds "
+                "the flow was fitted with, or fit a new flow")
 
     # ------------------------------------------------------ auto checkpoint
     @contextlib.contextmanager
@@ -2533,8 +2590,54 @@ def _check_structure(stored: Mapping, given: Mapping):
                 "mid-run. Resume with the same setting or start a new run")
 
 
+def _unfinished_run(path) -> tuple[int, float] | None:
+    """``(iteration, beta)`` of the SMC state in the aspire_jax file ``path``
+    if it has not reached beta = 1; None if there is none (or it cannot be
+    read: writing over such a file is refused or reported elsewhere)."""
+    try:
+        if not os.path.isfile(path) or not is_aspire_file(path):
+            return None
+        blob = read_checkpoint_bytes(path)
+        if blob is None:
+            return None
+        saved = state_dict_from_bytes(blob)
+        beta, it = float(np.asarray(saved["beta"])), int(np.asarray(saved["iteration"]))
+    except (CheckpointError, OSError, KeyError, TypeError, ValueError):
+        return None
+    return (it, beta) if beta < 1.0 else None
+
+
+def _set_aside_unfinished(path) -> None:
+    """Copy ``path`` to ``<stem>.unfinished<suffix>`` (replacing an older copy)
+    when it holds an SMC run that has not reached the posterior, before a
+    call that does not resume it writes over it: re-running a script that
+    was cut off, without asking to resume, must not cost the hours it ran."""
+    found = _unfinished_run(path)
+    if found is None:
+        return
+    source = os.path.realpath(os.fspath(path))
+    stem, suffix = os.path.splitext(source)
+    aside = f"{stem}.unfinished{suffix}"
+    try:
+        shutil.copyfile(source, aside)
+    except OSError as exc:
+        raise CheckpointError(
+            f"{os.fspath(path)!r} holds an unfinished run (iteration {found[0]}, beta "
+            f"{found[1]:.4g}) that this call would overwrite, and it could not be "
+            f"kept as {aside!r}: {exc}. Resume it (resume_from_file, resume_from=, "
+            "auto_checkpoint(..., resume=True)), or move the file away first") from exc
+    logger.warning(
+        "%s holds an unfinished run (iteration %d, beta = %.4g) that this call does "
+        "not resume: it is kept as %s before the file is written over. Resume it "
+        "with Aspire.resume_from_file(%r, ...), or delete the copy",
+        os.fspath(path), found[0], found[1], aside, aside)
+
+
 def _check_writable(path):
     """Fail before sampling if the checkpoint file could never be written."""
+    if os.path.islink(os.fspath(path)) and not os.path.exists(os.fspath(path)):
+        # A dangling link: the file it names is where the writes would go.
+        path = os.path.realpath(os.fspath(path))
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
         raise ValidationError(f"the folder of checkpoint_path {os.fspath(path)!r} does "
@@ -2550,8 +2653,21 @@ def _check_writable(path):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
             "aspire_jax does not overwrite it. Remove it or choose another path")
-    # A file held open for writing elsewhere cannot be read now: the writes
-    # of the run check it again, and retry with a warning while it is held.
+    try:
+        with h5py.File(os.fspath(path), "r"):
+            pass
+    except OSError as exc:
+        # A file held open for writing elsewhere cannot be read now: the
+        # writes of the run check it again, and retry with a warning while
+        # it is held. One that cannot be read for any other reason never will.
+        message = str(exc).lower()
+        if not ("unable to lock" in message
+                or "resource temporarily unavailable" in message):
+            raise ValidationError(
+                f"checkpoint_path {os.fspath(path)!r} exists and cannot be read as an "
+                f"HDF5 file (truncated or damaged?): {exc}. aspire_jax does not "
+                "overwrite it; move it away or choose another path") from exc
+    # A file held open for writing elsewhere cannot be read now (see above).
     if not is_aspire_file(path, unopenable=True):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} is an HDF5 file that aspire_jax did "
@@ -2722,7 +2838,9 @@ def _training_weights(samples, x: np.ndarray, parameters
 def _check_restored(state) -> None:
     """Refuse a restored state that no SMC run can reach (a hand-edited or
     damaged dict): beta outside [0, 1], negative counters, a log-evidence of
-    NaN or +inf, or an evidence variance that is negative or not finite."""
+    NaN or +inf, an evidence variance that is negative or not finite,
+    log-weights with NaN or +inf or all -inf, an unknown status, or kernel
+    parameters that are not finite."""
     beta = float(state.beta)
     problems = []
     if not 0.0 <= beta <= 1.0:
@@ -2738,6 +2856,18 @@ def _check_restored(state) -> None:
         problems.append(f"log_evidence = {log_z}")
     if not var >= 0.0 or not math.isfinite(var):
         problems.append(f"log_evidence_var = {var}")
+    log_w = np.asarray(state.log_weights)
+    if np.isnan(log_w).any() or (log_w == np.inf).any():
+        problems.append("log_weights holding NaN or +inf")
+    elif not np.isfinite(log_w).any():
+        problems.append("log_weights all -inf (no particle has weight)")
+    if int(state.status) not in (Status.RUNNING, Status.CONVERGED,
+                                 Status.ITERATION_LIMIT, Status.STALLED):
+        problems.append(f"status = {int(state.status)} (no such status)")
+    leaves = jax.tree_util.tree_leaves(state.kernel_params)
+    if any(np.issubdtype(np.asarray(v).dtype, np.floating)
+           and not np.isfinite(np.asarray(v)).all() for v in leaves):
+        problems.append("kernel parameters that are not finite")
     if problems:
         raise CheckpointError(
             "the checkpoint's state is not one an SMC run can reach: "

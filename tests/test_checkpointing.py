@@ -575,3 +575,110 @@ def test_file_of_another_program_is_named_as_such(tmp_path):
     with pytest.raises(CheckpointError, match="not written by aspire_jax.*pickled"):
         Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
                                 log_prior=problems.log_prior)
+
+
+def test_rerunning_a_cut_off_script_keeps_its_unfinished_run(fitted, tmp_path, caplog):
+    # The script is run again without asking to resume: its fit, then its
+    # run, write over the file, but the unfinished run is kept aside first.
+    path = tmp_path / "run.h5"
+    _stopped_at_iteration_2(fitted, path, 300, 31)
+    aside = tmp_path / "run.unfinished.h5"
+    again = problems.make_aspire()
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        again.fit(problems.earlier_samples(), checkpoint_path=path,
+                  **problems.FIT_SETTINGS)
+    assert any("holds an unfinished run (iteration 2" in r.getMessage()
+               for r in caplog.records)
+    assert read_checkpoint_bytes(path) is None
+    kept = Aspire.resume_from_file(aside, log_likelihood=problems.log_likelihood,
+                                   log_prior=problems.log_prior)
+    assert int(state_dict_from_bytes(kept._resume["state"])["iteration"]) == 2
+    # A finished run is written over without a copy.
+    aside.unlink()
+    fitted.sample_posterior(300, key=32, checkpoint_path=path, **RUN)
+    fitted.sample_posterior(300, key=33, checkpoint_path=path, **RUN)
+    assert not aside.exists()
+
+
+def test_a_resumed_run_goes_on_checkpointing_into_its_file(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    resumed = _stopped_at_iteration_2(fitted, path, 300, 34)
+
+    def stop(checkpoint):
+        if checkpoint["iteration"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        resumed.sample_posterior(checkpoint_callback=stop)
+    assert _iteration_in(path) == 3
+
+
+def test_resume_from_file_names_a_missing_state_dataset(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    _stopped_at_iteration_2(fitted, path, 300, 35)
+    # checkpoint_path names the group in the file here, not the file.
+    with pytest.raises(CheckpointError, match="names the group inside the file"):
+        Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior, checkpoint_path=str(path))
+    with pytest.raises(CheckpointError, match="no dataset /checkpoint/stat$|"
+                                              "no dataset /checkpoint/stat;"):
+        Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior, checkpoint_dset="stat")
+
+
+def test_a_stalled_run_resumes_under_new_settings(fitted):
+    from aspire_jax.io import state_to_bytes
+    from aspire_jax.smc.state import Status
+
+    blobs = []
+    fitted.sample_posterior(300, key=36, checkpoint_callback=blobs.append, **RUN)
+    state = fitted._last_state  # only its layout is needed
+    mid = state_dict_from_bytes(blobs[1]["state"], wrap_keys=True)
+    from aspire_jax.io import state_from_state_dict
+
+    stalled = state_from_state_dict(state, mid).replace(
+        status=np.int32(Status.STALLED))
+    post = fitted.sample_posterior(300, resume_from=dict(
+        blobs[1], state=state_to_bytes(stalled)), min_beta_step=0.01)
+    assert np.isfinite(float(post.log_evidence))
+
+
+def test_states_no_run_reaches_are_refused(fitted):
+    from aspire_jax.io import state_from_state_dict, state_to_bytes
+
+    blobs = []
+    fitted.sample_posterior(300, key=37, checkpoint_callback=blobs.append, **RUN)
+    mid = state_dict_from_bytes(blobs[1]["state"], wrap_keys=True)
+    state = state_from_state_dict(fitted._last_state, mid)
+    for bad, said in ((state.replace(log_weights=state.log_weights.at[0].set(np.nan)),
+                       "log_weights holding NaN"),
+                      (state.replace(status=np.int32(99)), "status = 99")):
+        with pytest.raises(CheckpointError, match=said):
+            fitted.sample_posterior(300, resume_from=dict(blobs[1],
+                                                          state=state_to_bytes(bad)))
+
+
+def test_a_flow_fitted_under_other_bounds_is_refused(fitted, tmp_path):
+    path = tmp_path / "flow.h5"
+    with AspireFile(path, "w") as f:
+        fitted.save_flow(f)
+    bounds = np.array(fitted.prior_bounds, float)
+    bounds[0] = [bounds[0, 0] / 2 if np.isfinite(bounds[0, 0]) else -1.0,
+                 bounds[0, 1] / 2 if np.isfinite(bounds[0, 1]) else 1.0]
+    other = problems.make_aspire(prior_bounds=bounds)
+    with AspireFile(path, "r") as f, pytest.raises(CheckpointError,
+                                                   match="fitted with the bounds"):
+        other.load_flow(f)
+
+
+def test_unreadable_or_dangling_checkpoint_paths_are_refused_up_front(fitted, tmp_path):
+    truncated = tmp_path / "trunc.h5"
+    fitted.sample_posterior(300, key=38, checkpoint_path=truncated, **RUN)
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValidationError, match="truncated or damaged"):
+        fitted.sample_posterior(300, key=38, checkpoint_path=truncated, **RUN)
+    link = tmp_path / "link.h5"
+    link.symlink_to(tmp_path / "missing" / "run.h5")
+    with pytest.raises(ValidationError, match="does not exist"):
+        fitted.sample_posterior(300, key=38, checkpoint_path=link, **RUN)
