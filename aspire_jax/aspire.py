@@ -909,6 +909,11 @@ class Aspire:
                         "and continues with the random state it stored; another key "
                         "cannot take effect. Drop key (or pass the same one)")
                 key = int(stored_seed)
+            elif key is not None:
+                logger.warning(
+                    "the checkpoint's run continues with the random state it stored "
+                    "(it was started with a typed key, which is not recorded): the "
+                    "key given now is not used")
             stored_n = resume["sampler_config"].get("n_samples")
             if n_samples is None:
                 n_samples = stored_n
