@@ -1058,19 +1058,66 @@ class Samples:
         Parameters
         ----------
         h5 : h5py.Group or str or os.PathLike
-            An open file or group, or a ``.h5`` / ``.hdf5`` path opened in
-            append mode.
+            An open file or group, written into as it is; or a ``.h5`` /
+            ``.hdf5`` path. A new file, or an existing file aspire_jax wrote
+            (a checkpoint, say), is written atomically as checkpoints are
+            (:func:`aspire_jax.io.write_checkpoint_file`): every other group
+            is kept, and a failed write leaves the previous file unchanged.
+            An existing HDF5 file aspire_jax did not write is the user's:
+            the group is added to it in place, and the file is not marked
+            as aspire_jax's.
         path : str
             Group below ``h5`` to (re)create; ``"."`` writes into ``h5``.
+
+        Raises
+        ------
+        ValidationError
+            If the path does not end in ``.h5`` / ``.hdf5``, or the group
+            exists and was not written by :meth:`save` (a checkpoint's state
+            or flow, a user's data).
+        CheckpointError
+            If the file cannot be opened (not HDF5, corrupt, held open for
+            writing elsewhere, a newer format) or written (a full disk,
+            permissions); a file written atomically is then unchanged.
         """
         if isinstance(h5, (str, os.PathLike)):
-            from aspire_jax.io.hdf5 import AspireFile
-
-            with AspireFile(h5, "a") as f:
-                return self.save(f, path)
+            return self._save_to_file(h5, path)
         _check_replaceable(h5, path)
-        group = _fresh_group(h5, path)
+        self._write_group(_fresh_group(h5, path))
+        return None
+
+    def _save_to_file(self, file, path: str) -> None:
+        from aspire_jax.io.hdf5 import (AspireFile, _check_h5_path, _written_by_aspire,
+                                        write_checkpoint_file)
+
+        p = _check_h5_path(file)
+        if not isinstance(path, str):
+            raise ValidationError(
+                f"path must be a str naming the group; got {type(path).__name__}")
+        if p.exists():
+            # Refuses a file that is not HDF5, is corrupt, held or newer.
+            with AspireFile(p, "r") as f:
+                ours = _written_by_aspire(f)
+                _check_replaceable(f, path)
+            if not ours:
+                # The user's own file: added to in place, and left unstamped
+                # so that checkpoint writes keep refusing to replace it.
+                with AspireFile(p, "a") as f:
+                    return self.save(f, path)
+        # A new file, or one aspire_jax wrote (a checkpoint, say), is rebuilt
+        # with every other group kept and renamed over the old one, so a failed
+        # write (a full disk) leaves the old file whole.
         data = self.to_numpy()
+
+        def write(group):
+            self._write_group(group, data)
+
+        write_checkpoint_file(p, state_bytes=None, keep_existing=True,
+                              groups={path.strip("/") or ".": write})
+        return None
+
+    def _write_group(self, group, data=None) -> None:
+        data = self.to_numpy() if data is None else data
         group.attrs["aspire_jax_type"] = "Samples"
         group.attrs["parameters"] = json.dumps(list(self.parameters))
         group.create_dataset("x", data=data["x"])
@@ -1080,7 +1127,6 @@ class Samples:
         for name in _SCALARS:
             if name in data:
                 group.attrs[name] = data[name]
-        return None
 
     @classmethod
     def load(cls, h5, path: str = "samples") -> "Samples":

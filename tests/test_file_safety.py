@@ -1,6 +1,7 @@
 """Files that are not ours stay untouched, damaged checkpoints are refused
 with a clear error, and a checkpoint that cannot be written loses nothing."""
 
+import errno
 import os
 
 import h5py
@@ -215,3 +216,59 @@ def test_a_samples_file_is_named_as_such_by_resume_from_file(tmp_path):
     with pytest.raises(CheckpointError, match="holds samples .* no run to resume"):
         Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
                                 log_prior=problems.log_prior)
+
+
+def test_samples_save_does_not_claim_a_users_file(tmp_path):
+    path = tmp_path / "mine.h5"
+    _foreign(path)
+    Samples.from_array(np.zeros((5, 2))).save(path, path="old_samples")
+    _still_foreign(path)
+    assert not is_aspire_file(path)
+    np.testing.assert_array_equal(np.asarray(Samples.load(path, "old_samples").x),
+                                  np.zeros((5, 2)))
+    # So a checkpoint still refuses to replace it, and the user's data stays.
+    with pytest.raises(ValidationError, match="aspire_jax did not write"):
+        problems.make_aspire().fit(problems.earlier_samples(), key=0, n_epochs=1,
+                                   checkpoint_path=path)
+    with pytest.raises(CheckpointError, match="aspire_jax did not write"):
+        write_checkpoint_file(path, state_bytes=None, groups={"a": {"b": 1}},
+                              keep_existing=False)
+    _still_foreign(path)
+    # A new file written by Samples.save is aspire_jax's.
+    new = tmp_path / "posterior.h5"
+    Samples.from_array(np.zeros((5, 2))).save(new)
+    assert is_aspire_file(new)
+
+
+def test_a_failed_samples_save_keeps_the_checkpoint(fitted, tmp_path, monkeypatch):
+    path = tmp_path / "run.h5"
+    posterior = fitted.sample_posterior(100, key=8, checkpoint_path=path, **RUN)
+    before = path.read_bytes()
+    real_write = os.write
+    calls = []
+
+    def full_disk(fd, data):  # part of the file, then the disk is full
+        if fd in (0, 1, 2):
+            return real_write(fd, data)
+        calls.append(len(data))
+        if len(calls) % 2:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(CheckpointError, match="No space left.*unchanged"):
+        posterior.save(path, "posterior")
+    monkeypatch.setattr(os, "write", real_write)
+    assert calls and path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["run.h5"]
+    a = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior)
+    assert float(a.sample_posterior().log_evidence) == float(posterior.log_evidence)
+    # Once there is room, the samples join the checkpoint, which still resumes.
+    posterior.save(path, "posterior")
+    np.testing.assert_array_equal(np.asarray(Samples.load(path, "posterior").x),
+                                  np.asarray(posterior.x))
+    assert is_aspire_file(path)
+    a = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior)
+    assert float(a.sample_posterior().log_evidence) == float(posterior.log_evidence)

@@ -1,5 +1,6 @@
 """Tests of the checkpoint format and the HDF5 checkpoint file."""
 
+import errno
 import hashlib
 import json
 import os
@@ -321,6 +322,28 @@ def test_aspire_file_writes_version_attributes(tmp_path):
         AspireFile(path, "rw")
 
 
+def test_aspire_file_stamps_only_files_it_creates_or_wrote(tmp_path):
+    stamp = {"aspire_jax_version", "file_format_version"}
+    foreign = tmp_path / "mine.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.arange(3)
+    for mode in ("a", "r+"):
+        with AspireFile(foreign, mode) as f:
+            f.create_group(f"added_{mode.strip('+')}")
+        with h5py.File(foreign, "r") as f:
+            assert not stamp & set(f.attrs) and "data" in f
+    new = tmp_path / "new.h5"
+    with AspireFile(new, "a") as f:
+        f.create_group("flow")
+    with h5py.File(new, "r+") as f:
+        assert stamp <= set(f.attrs)
+        f.attrs["aspire_jax_version"] = "0.0.1"
+    with AspireFile(new, "a"):
+        pass
+    with h5py.File(new, "r") as f:  # a file aspire_jax wrote is stamped anew
+        assert f.attrs["aspire_jax_version"] == aspire_jax.__version__
+
+
 def test_aspire_file_rejects_missing_foreign_and_truncated_files(tmp_path, blob):
     with pytest.raises(CheckpointError, match="no such file"):
         AspireFile(tmp_path / "absent.h5")
@@ -521,6 +544,125 @@ def test_stale_temporary_files_are_removed(tmp_path, blob):
     alive.write_bytes(b"someone else's write in progress")
     write_checkpoint_file(path, state_bytes=blob)
     assert not stale.exists() and alive.exists()
+
+
+@pytest.mark.skipif(not POSIX, reason="host and pid in temporary names are POSIX's")
+def test_stale_temporary_files_of_other_hosts_go_after_a_day(tmp_path, blob):
+    from aspire_jax.io.hdf5 import _temp_prefix
+
+    path = tmp_path / "run.h5"
+    old = tmp_path / ".run.h5.tmp-othernode-12345-bbbb.h5"
+    fresh = tmp_path / ".run.h5.tmp-othernode-12346-cccc.h5"
+    reused = tmp_path / f"{_temp_prefix(path)}{os.getppid()}-dddd.h5"  # pid alive
+    unrelated = tmp_path / ".run.h5.tmp-mine.txt"
+    for p in (old, fresh, reused, unrelated):
+        p.write_bytes(b"partial")
+    two_days_ago = os.stat(old).st_mtime - 2 * 86400
+    for p in (old, reused, unrelated):
+        os.utime(p, (two_days_ago, two_days_ago))
+    write_checkpoint_file(path, state_bytes=blob)
+    assert not old.exists() and not reused.exists()
+    assert fresh.exists() and unrelated.exists()
+
+
+class _FullDisk:
+    """os.write that writes part of the first piece it is given, then fails
+    as a full disk does, for every file written."""
+
+    def __init__(self):
+        self.real, self.calls = os.write, 0
+
+    def __call__(self, fd, data):
+        if fd in (0, 1, 2):
+            return self.real(fd, data)
+        self.calls += 1
+        if self.calls % 2:
+            return self.real(fd, bytes(data[: max(1, len(data) // 2)]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_leaves_the_previous_file(tmp_path, blob, state, monkeypatch):
+    path = tmp_path / "run.h5"
+    write_checkpoint_file(path, state_bytes=blob, groups={"meta": {"n": 1}})
+    before = path.read_bytes()
+    new = state_to_bytes(state.replace(iteration=jnp.int32(99)))
+    full = _FullDisk()
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(CheckpointError, match="No space left.*previous file is "
+                                              "unchanged"):
+        write_checkpoint_file(path, state_bytes=new, groups={"meta": {"n": 2}},
+                              retries=2, backoff_s=0.0)
+    monkeypatch.undo()
+    assert full.calls == 6  # a partial write and the failure, in each of 3 attempts
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["run.h5"]
+    # The same process writes again once there is room.
+    write_checkpoint_file(path, state_bytes=new, groups={"meta": {"n": 2}})
+    assert read_checkpoint_bytes(path) == new
+
+
+_SIZE_LIMIT_DRIVER = textwrap.dedent(
+    """
+    import os, resource, sys
+    import numpy as np
+    from aspire_jax.errors import CheckpointError
+    from aspire_jax.io import (read_checkpoint_bytes, state_to_bytes,
+                               write_checkpoint_file)
+
+    path = sys.argv[1]
+    small = state_to_bytes({"x": np.zeros(1000)})
+    write_checkpoint_file(path, state_bytes=small)
+    # As `ulimit -f`: a write past 200 kB fails (Python ignores SIGXFSZ).
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
+    big = state_to_bytes({"x": np.arange(100_000.0)})
+    for _ in range(2):
+        try:
+            write_checkpoint_file(path, state_bytes=big, backoff_s=0.0)
+        except CheckpointError as exc:
+            print("refused:", exc)
+        else:
+            print("written")
+    assert read_checkpoint_bytes(path) == small
+    print(sorted(os.listdir(os.path.dirname(path))))
+    """
+)
+
+
+@pytest.mark.skipif(not POSIX, reason="needs RLIMIT_FSIZE")
+def test_a_file_size_limit_raises_checkpoint_error_not_a_crash(tmp_path):
+    path = tmp_path / "run.h5"
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIZE_LIMIT_DRIVER, str(path)],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3, proc.stdout
+    for line in lines[:2]:
+        assert line.startswith("refused:") and "File too large" in line, line
+        assert "previous file is unchanged" in line
+    assert lines[2] == "['run.h5']"
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX permission bits")
+def test_permissions_are_kept_and_a_read_only_file_is_refused(tmp_path, blob, state):
+    path = tmp_path / "run.h5"
+    write_checkpoint_file(path, state_bytes=blob)
+    os.chmod(path, 0o640)
+    new = state_to_bytes(state.replace(iteration=jnp.int32(99)))
+    write_checkpoint_file(path, state_bytes=new)
+    assert (os.stat(path).st_mode & 0o777) == 0o640
+    assert read_checkpoint_bytes(path) == new
+    os.chmod(path, 0o444)
+    try:
+        with pytest.raises(CheckpointError, match=r"read-only \(mode 0o444\).*chmod"):
+            write_checkpoint_file(path, state_bytes=blob)
+        assert read_checkpoint_bytes(path) == new
+        assert (os.stat(path).st_mode & 0o777) == 0o444
+        assert sorted(os.listdir(tmp_path)) == ["run.h5"]
+    finally:
+        os.chmod(path, 0o644)
 
 
 # -- JSON config and history ----------------------------------------------------

@@ -11,16 +11,21 @@ Layout of a checkpoint file (``.h5`` or ``.hdf5``)::
     /history            per-step diagnostics as plain datasets
 
 :func:`write_checkpoint_file` never modifies the target in place: it builds a
-complete new file next to it and renames it over the target, so a process
-killed at any instant leaves either the previous or the new complete file.
+complete new file in memory, writes it to a temporary file next to the target
+with plain file I/O and renames it over the target, so a process killed at any
+instant, or a disk that fills up, leaves either the previous or the new
+complete file.
 """
 
+import errno
+import io
 import json
 import logging
 import os
 import platform
 import re
 import secrets
+import stat
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,6 +56,11 @@ _STATE_DSET = "checkpoint/state"
 # Attributes above 64 KiB need HDF5's dense attribute storage, which the default
 # (oldest) file format lacks; longer JSON values go to string datasets instead.
 _ATTR_LIMIT = 32 * 1024
+# A temporary file of a writer of the same target that is older than this is
+# left over from a crash, on whichever host it was written.
+_STALE_TEMP_AGE_S = 24 * 3600.0
+# The new file is written in pieces of at most this size.
+_WRITE_CHUNK = 16 * 1024 * 1024
 
 
 def _check_h5_path(path) -> Path:
@@ -91,13 +101,20 @@ class AspireFile(h5py.File):
     Notes
     -----
     Write modes set the root attributes ``aspire_jax_version`` and
-    ``file_format_version``.
+    ``file_format_version`` on a new file (modes ``"w"``, ``"w-"``, ``"x"``,
+    or ``"a"`` creating the file) and on a file aspire_jax already wrote. An
+    existing HDF5 file aspire_jax did not write, opened with ``"a"`` or
+    ``"r+"``, is left unstamped: it stays the user's file, which checkpoint
+    writes refuse to replace (see :func:`is_aspire_file`).
     """
 
     def __init__(self, path, mode: str = "r", **kwargs):
         p = _check_h5_path(path)
         if mode not in _MODES:
             raise ValidationError(f"mode must be one of {_MODES}; got {mode!r}")
+        # Whether this opening creates the file (or truncates it), so that the
+        # file is aspire_jax's; an existing file keeps the owner it had.
+        new = mode in ("w", "w-", "x") or (mode == "a" and not p.exists())
         try:
             super().__init__(p, mode, **kwargs)
         except FileNotFoundError as exc:
@@ -123,10 +140,8 @@ class AspireFile(h5py.File):
         except CheckpointError:
             self.close()
             raise
-        if mode != "r":
-            from aspire_jax import __version__
-
-            self.attrs["aspire_jax_version"] = __version__
+        if mode != "r" and (new or _written_by_aspire(self)):
+            self.attrs["aspire_jax_version"] = _version()
             self.attrs["file_format_version"] = FORMAT_VERSION
 
 
@@ -435,6 +450,14 @@ def _temp_prefix(target: Path) -> str:
     return f".{target.name}.tmp-{_host()}-"
 
 
+def _temp_pattern(target: Path) -> "re.Pattern[str]":
+    # The temporary files of every writer of ``target``, on any host:
+    # .<name>.tmp-<host>-<pid>-<hex>.h5 (see _temp_prefix).
+    return re.compile(
+        re.escape(f".{target.name}.tmp-") + r"([A-Za-z0-9_]+)-([0-9]+)-[0-9a-f]+\.h5"
+    )
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -446,31 +469,40 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale_temps(target: Path) -> None:
-    # A writer killed mid-write leaves its temporary file behind; remove those of
-    # dead processes on this host. os.kill(pid, 0) only probes on POSIX.
-    if os.name != "posix":
-        return
-    prefix = _temp_prefix(target)
+    """Remove the temporary files that earlier writers of ``target`` left.
+
+    A writer killed mid-write leaves its temporary file behind. Those of dead
+    processes on this host are removed at once (``os.kill(pid, 0)`` probes a
+    process only on POSIX). Any other one (written on another host sharing
+    the folder, or by a process whose id has since been reused) is removed
+    once it is older than a day: a write takes seconds, so it is no write in
+    progress.
+    """
+    pattern = _temp_pattern(target)
     try:
-        names = [n for n in os.listdir(target.parent) if n.startswith(prefix)]
+        names = os.listdir(target.parent)
     except OSError:
         return
+    host, now = _host(), time.time()
     for name in names:
-        pid = name[len(prefix) :].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        match = pattern.fullmatch(name)
+        if match is None:
             continue
+        path = target.parent / name
+        pid = int(match.group(2))
+        dead = (os.name == "posix" and match.group(1) == host
+                and pid != os.getpid() and not _pid_alive(pid))
+        if not dead:
+            try:
+                age_s = now - os.lstat(path).st_mtime
+            except OSError:
+                continue
+            if age_s < _STALE_TEMP_AGE_S:
+                continue
         try:
-            os.unlink(target.parent / name)
+            os.unlink(path)
         except OSError:
             pass
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -502,8 +534,30 @@ def _copy_except(src: h5py.Group, dst: h5py.Group, skip: set[str]) -> None:
             src.copy(obj, dst, name=name)
 
 
-def _write_once(target, tmp, state_bytes, groups, keep_existing, dset, skip):
-    with AspireFile(tmp, "w") as dst:
+def _replaceable_mode(target: Path) -> int | None:
+    """The permission bits of an existing target (None if there is none),
+    refusing a target that may not be written."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return None
+    # A file without any write permission bit is read-only by intent, also
+    # for a user (root) whom os.access lets write it.
+    if not os.access(target, os.W_OK) or not mode & 0o222:
+        raise _Fatal(
+            f"{str(target)!r} is read-only (mode {mode:#o}), and aspire_jax does "
+            "not replace a file you may not write; make it writable (e.g. chmod "
+            "u+w) or choose another path"
+        )
+    return mode
+
+
+def _build_file(target, state_bytes, groups, keep_existing, dset, skip) -> io.BytesIO:
+    """Build the complete new file in memory, so that HDF5 never writes to a
+    disk that may fail (a failed write inside HDF5 is not an OSError, and the
+    library may not recover from it)."""
+    image = io.BytesIO()
+    with h5py.File(image, "w") as dst:
         if target.exists() and h5py.is_hdf5(target):
             # One opening of the existing file both checks that aspire_jax
             # wrote it and copies the groups that are kept.
@@ -518,8 +572,6 @@ def _write_once(target, tmp, state_bytes, groups, keep_existing, dset, skip):
                 "its groups cannot be kept; pass keep_existing=False to "
                 "overwrite it"
             )
-        dst.attrs["aspire_jax_version"] = _version()
-        dst.attrs["file_format_version"] = FORMAT_VERSION
         if state_bytes is not None:
             data = np.frombuffer(state_bytes, dtype=np.uint8)
             ds = dst.create_dataset(dset, data=data)
@@ -531,8 +583,40 @@ def _write_once(target, tmp, state_bytes, groups, keep_existing, dset, skip):
                 raise
             except Exception as exc:
                 raise _Fatal(f"writing group {name!r} failed: {exc!r}") from exc
-        dst.flush()
-    _fsync_file(tmp)
+        # Stamped last: a group written at the root (".") starts it afresh.
+        dst.attrs["aspire_jax_version"] = _version()
+        dst.attrs["file_format_version"] = FORMAT_VERSION
+    return image
+
+
+def _write_new_file(path: Path, data) -> None:
+    """Create ``path`` and write ``data`` to it with plain file I/O, then
+    fsync it; a full disk or a file size limit raises an OSError (ENOSPC,
+    EDQUOT, EFBIG)."""
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+    )
+    try:
+        with memoryview(data) as view:
+            done = 0
+            while done < len(view):
+                n = os.write(fd, view[done : done + _WRITE_CHUNK])
+                if n <= 0:
+                    raise OSError(errno.EIO, f"writing {str(path)!r} made no progress")
+                done += n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_once(target, tmp, state_bytes, groups, keep_existing, dset, skip):
+    mode = _replaceable_mode(target)
+    image = _build_file(target, state_bytes, groups, keep_existing, dset, skip)
+    with image.getbuffer() as data:
+        _write_new_file(tmp, data)
+    del image
+    if mode is not None:
+        os.chmod(tmp, mode)  # the replaced file's permissions, not the umask's
     os.replace(tmp, target)
     _fsync_dir(target.parent)
 
@@ -558,7 +642,9 @@ def _check_groups(groups, dset: str, has_state: bool) -> dict:
                 f"group names must be non-empty strings; got {name!r}"
             )
         clean = name.strip("/")
-        if has_state and (dset == clean or dset.startswith(clean + "/")):
+        if has_state and (
+            clean == "." or dset == clean or dset.startswith(clean + "/")
+        ):
             raise ValidationError(
                 f"group {name!r} would replace the state dataset {dset!r}; write the "
                 "state through state_bytes and choose another group name"
@@ -589,9 +675,19 @@ def write_checkpoint_file(
 ) -> None:
     """Write a checkpoint file atomically.
 
-    The complete file is written to a temporary file in the target's directory,
-    flushed and fsynced, renamed over the target with ``os.replace`` and the
-    directory fsynced. Readers holding the old file open keep their view.
+    The complete new file is built in memory (the groups kept are copied from
+    the existing target, opened read-only), written with plain file I/O to a
+    temporary file in the target's directory and fsynced, given the target's
+    permission bits, renamed over the target with ``os.replace``, and the
+    directory fsynced. A failed write (a full disk, a quota or file size
+    limit) is thus an ``OSError`` of the temporary file alone, and readers
+    holding the old file open keep their view. Building in memory takes
+    about the size of the new file in memory.
+
+    A link is followed: the file it points to is replaced, next to itself.
+    Temporary files left by writers of the same target that were killed are
+    removed: those of dead processes on this host at once, any other one
+    once it is older than a day.
 
     Parameters
     ----------
@@ -603,7 +699,8 @@ def write_checkpoint_file(
     groups : Mapping[str, Callable[[h5py.Group], None] | Mapping] or None
         Groups to replace: each callable receives a new, empty group at that
         path and fills it; a mapping is stored as JSON as by
-        :func:`write_json_group`.
+        :func:`write_json_group`. The name ``"."`` is the root group: the
+        whole file is written afresh (without ``state_bytes``).
     keep_existing : bool
         Copy every other group and root attribute of an existing target.
     dset : str
@@ -619,9 +716,11 @@ def write_checkpoint_file(
         If the path, a group name or callable is invalid.
     CheckpointError
         If the target is an HDF5 file aspire_jax did not write (see
-        :func:`is_aspire_file`), ``state_bytes`` is not a valid blob, or the
-        file could not be written after all attempts; the previous file is
-        then unchanged and the caller's state is still in memory.
+        :func:`is_aspire_file`), the target is read-only (not writable by
+        this user, or without any write permission bit), ``state_bytes`` is
+        not a valid blob, or the file could not be written after all
+        attempts; the previous file is then unchanged and the caller's state
+        is still in memory.
     """
     target = _check_h5_path(path)
     # A link is followed: the file it points to (on scratch space, say) is
