@@ -892,6 +892,7 @@ class Aspire:
         if options.get("preconditioning") == "default":
             # aspire's name for the standard (whitened) space.
             options["preconditioning"] = "standard"
+        given_options, from_checkpoint = dict(options), set()
         if resume and resume.get("sampler_config"):
             stored = dict(resume["sampler_config"].get("options", {}))
             if sampler in ("smc", "mcmc"):
@@ -901,6 +902,7 @@ class Aspire:
                 # Runs stored without it started from the flow.
                 stored.setdefault("reference", "flow")
             options = _merge_resume_options(stored, options)
+            from_checkpoint = set(stored) - set(given_options)
             stored_seed = resume["sampler_config"].get("seed")
             if stored_seed is not None:
                 if key is not None and not _same_seed(key, int(stored_seed)):
@@ -989,10 +991,22 @@ class Aspire:
         if sampler == "smc":
             # Settle every engine setting now, so a refused call leaves no
             # trace in the configuration that checkpoints record.
-            SMCConfig(n_particles=int(n_samples),
-                      **{k: v for k, v in options.items()
-                         if k not in ("n_final_samples", "driver",
-                                      *_REFERENCE_OPTIONS)})
+            engine = {k: v for k, v in options.items()
+                      if k not in ("n_final_samples", "driver", *_REFERENCE_OPTIONS)}
+            try:
+                SMCConfig(n_particles=int(n_samples), **engine)
+            except ValidationError as exc:
+                # A setting the checkpoint supplied is the file's fault, not
+                # the caller's: say so.
+                own = {k: v for k, v in engine.items() if k not in from_checkpoint}
+                try:
+                    SMCConfig(n_particles=int(n_samples), **own)
+                except ValidationError:
+                    raise exc from None
+                raise CheckpointError(
+                    f"the checkpoint's sampler settings are damaged: {exc} (stored "
+                    "in its sampler_config; pass a valid value at the call to "
+                    "override it)") from exc
         if sampler == "smc":
             _warn_batch_padding(options.get("batch_size"), int(n_samples),
                                 options.get("n_final_samples"),
@@ -1841,6 +1855,12 @@ class Aspire:
             if "does not match the template" not in str(exc):
                 raise
             n = int(template.x.shape[0])
+            if "jax_enable_x64" in str(exc):
+                raise CheckpointError(
+                    "the checkpoint's state was written in another floating-point "
+                    "precision than this process computes in: set "
+                    "jax.config.update('jax_enable_x64', ...) as in the run that "
+                    f"wrote it, before any JAX work. Details: {exc}") from exc
             raise CheckpointError(
                 f"the checkpoint's state does not fit this run ({n} particles of "
                 f"{self.dims} parameters, the settings given now): it was made "
@@ -1861,7 +1881,7 @@ class Aspire:
         hist = resume.get("history")
         try:
             history = History.from_dict(hist) if hist else History.empty("smc")
-        except ValidationError as exc:
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
             raise CheckpointError(f"the checkpoint's history is damaged: {exc}"
                                   ) from exc
         if len(history) > int(state.iteration):
@@ -2063,20 +2083,37 @@ class Aspire:
                                          data=np.asarray(self._held_out_weights))
 
     def save_flow(self, h5, path: str = "flow"):
-        """Write the flow's architecture and parameters to ``/path``."""
+        """Write the flow's architecture and parameters to ``/path`` of ``h5``:
+        an open file or group, or a ``.h5`` / ``.hdf5`` path (then written
+        atomically, keeping the file's other groups)."""
+        self._require_flow()
+        if isinstance(h5, (str, os.PathLike)):
+            _check_h5_suffix(h5)
+            write_checkpoint_file(h5, state_bytes=None, groups={path: self._write_flow})
+            return
+        if getattr(h5, "file", None) is not None and h5.file.mode == "r":
+            raise ValidationError(
+                f"{h5.file.filename!r} is open read-only; open it with mode 'a' (or "
+                "pass its path) to save the flow")
         if path in h5:
             del h5[path]
         self._write_flow(h5.create_group(path))
 
     def load_flow(self, h5, path: str = "flow"):
-        """Restore the flow written by :meth:`save_flow`.
+        """Restore the flow written by :meth:`save_flow` from ``/path`` of
+        ``h5`` (an open file or group, or a path).
 
         Raises
         ------
         CheckpointError
-            If the group is missing or its architecture differs from this
-            instance's (dimension, layers, ...).
+            If the group is missing, its architecture differs from this
+            instance's (dimension, layers, ...), or it was fitted under other
+            prior bounds.
         """
+        if isinstance(h5, (str, os.PathLike)):
+            _check_h5_suffix(h5)
+            with AspireFile(h5, "r") as f:
+                return self.load_flow(f, path)
         if path not in h5:
             raise CheckpointError(f"no /{path} group in {h5.file.filename!r}")
         g = h5[path]
@@ -2148,6 +2185,9 @@ class Aspire:
         if not is_int(every) or every < 1:
             raise ValidationError(f"every must be a positive integer; got {every!r}")
         every = int(every)
+        save_config = _flag("save_config", save_config)
+        save_flow = _flag("save_flow", save_flow)
+        resume = _flag("resume", resume)
         if resume and os.path.exists(path):
             with AspireFile(path, "r") as f:
                 has_flow = "flow" in f
@@ -2277,6 +2317,12 @@ _STATE_DSET = "checkpoint/state"
 
 def _resume_from_path(path, dset=_STATE_DSET):
     _check_h5_suffix(path)
+    if os.path.isfile(path) and h5py.is_hdf5(path) and not is_aspire_file(
+            path, unopenable=True):
+        raise CheckpointError(
+            f"{os.fspath(path)!r} was not written by aspire_jax (its root lacks the "
+            "aspire_jax_version and file_format_version attributes), so it holds no "
+            "run to resume; aspire_jax never unpickles another program's state")
     blob = read_checkpoint_bytes(path, dset)
     out = dict(state=blob)
     with AspireFile(path, "r") as f:

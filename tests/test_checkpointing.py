@@ -682,3 +682,43 @@ def test_unreadable_or_dangling_checkpoint_paths_are_refused_up_front(fitted, tm
     link.symlink_to(tmp_path / "missing" / "run.h5")
     with pytest.raises(ValidationError, match="does not exist"):
         fitted.sample_posterior(300, key=38, checkpoint_path=link, **RUN)
+
+
+def test_damaged_settings_and_inputs_are_named_at_the_boundary(fitted, tmp_path):
+    blobs = []
+    fitted.sample_posterior(300, key=39, checkpoint_callback=blobs.append, **RUN)
+    mid = dict(blobs[1])
+    # A dict whose history is damaged.
+    with pytest.raises(CheckpointError, match="history is damaged"):
+        fitted.sample_posterior(resume_from=dict(mid, history={"beta": 1.0, "x": "a"}))
+    # A setting the checkpoint supplies is blamed on the checkpoint...
+    config = dict(mid["sampler_config"])
+    config["options"] = dict(config["options"], target_efficiency="high")
+    with pytest.raises(CheckpointError, match="sampler settings are damaged"):
+        fitted.sample_posterior(resume_from=dict(mid, sampler_config=config))
+    # ... and one given at the call, on the caller.
+    with pytest.raises(ValidationError, match="target_efficiency"):
+        fitted.sample_posterior(resume_from=mid, target_efficiency="high")
+    # Another program's HDF5 file.
+    foreign = tmp_path / "other.h5"
+    with h5py.File(foreign, "w") as f:
+        f["strain"] = np.zeros(4)
+    with pytest.raises(CheckpointError, match="not written by aspire_jax"):
+        fitted.sample_posterior(resume_from=foreign)
+    # Flags of auto_checkpoint are bools.
+    with pytest.raises(ValidationError, match="resume must be True or False"):
+        with fitted.auto_checkpoint(tmp_path / "auto.h5", resume="yes"):
+            pass
+
+
+def test_flow_saved_to_and_loaded_from_a_path(fitted, tmp_path):
+    path = tmp_path / "flow.h5"
+    fitted.save_flow(path)
+    other = _fresh_like(fitted)
+    other.flow_params = None
+    other.load_flow(path)
+    np.testing.assert_array_equal(
+        np.asarray(fitted.flow.log_prob(fitted.flow_params, problems.earlier_samples()[:5])),
+        np.asarray(other.flow.log_prob(other.flow_params, problems.earlier_samples()[:5])))
+    with AspireFile(path, "r") as f, pytest.raises(ValidationError, match="read-only"):
+        fitted.save_flow(f)
