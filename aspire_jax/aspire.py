@@ -1661,13 +1661,9 @@ class Aspire:
         if not has_gaussian(self.flow_params):
             return
         keep = [i for i, p in enumerate(self.periodic) if not p]
-        if not keep:
+        w = _host_weights(state)
+        if not keep or w is None:
             return
-        log_w = np.asarray(state.log_weights, np.float64)
-        finite = np.isfinite(log_w)
-        if not finite.any():
-            return
-        w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
         u = np.asarray(self.flow.to_unbounded(self.flow_params, state.x)[0],
                        np.float64)[:, keep]
         ok = np.all(np.isfinite(u), axis=1) & (w > 0)
@@ -1713,14 +1709,9 @@ class Aspire:
         at a bound as the earlier samples did (a parameter left at its prior)
         says nothing.
         """
-        if not has_gaussian(self.flow_params):
+        w = _host_weights(state)
+        if not has_gaussian(self.flow_params) or w is None:
             return
-        log_w = np.asarray(state.log_weights, np.float64)
-        finite = np.isfinite(log_w)
-        if not finite.any():
-            return
-        w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
-        w /= w.sum()
         x = np.asarray(state.x, np.float64)
         mean = w @ x
         std = np.sqrt(w @ (x - mean) ** 2)
@@ -2639,6 +2630,17 @@ def _check_structure(stored: Mapping, given: Mapping):
                 f"the checkpoint was made with {name}={stored.get(name, default)!r}; "
                 f"resuming it with {name}={given[name]!r} would change the sampler "
                 "mid-run. Resume with the same setting or start a new run")
+
+
+def _host_weights(state) -> np.ndarray | None:
+    """The normalised weights of a state's particles as float64 on the host;
+    None when no particle has weight."""
+    log_w = np.asarray(state.log_weights, np.float64)
+    finite = np.isfinite(log_w)
+    if not finite.any():
+        return None
+    w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
+    return w / w.sum()
 
 
 def _unfinished_run(path) -> tuple[int, float] | None:
