@@ -15,6 +15,7 @@ import numbers
 import os
 import secrets
 import shutil
+import stat
 import sys
 import warnings
 import zlib
@@ -1480,13 +1481,15 @@ class Aspire:
         remaining = max(cap - int(state.iteration), 0)
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
                                    save_config, save_flow, callback)
+        if checkpoint_path is not None and is_checkpoint_writer():
+            # An unfinished run that the file holds, other than the one
+            # resumed here, is kept aside before anything is written over it.
+            _set_aside_unfinished(checkpoint_path, None if resume is None
+                                  else resume.get("state"))
         if resume is None and checkpoint_path is not None:
             # The flow, the settings and the initial draws (a likelihood call
             # per particle) are in the file before the first iteration, so a
-            # run cut off during it resumes without drawing again. An
-            # unfinished run that the file held is kept aside first.
-            if is_checkpoint_writer():
-                _set_aside_unfinished(checkpoint_path)
+            # run cut off during it resumes without drawing again.
             writer.write(state, history, notify=False)
         bar = _make_bar(progress, total=None, desc="smc")
         rows = list()
@@ -1878,6 +1881,14 @@ class Aspire:
         if len(history) > int(state.iteration):
             history = History("smc", {k: v[: int(state.iteration)]
                                       for k, v in history.data.items()})
+        beta = np.asarray(history.data.get("beta", np.zeros(0)), np.float64)
+        if beta.size and (not np.all((beta >= 0.0) & (beta <= 1.0))
+                          or (beta.size == int(state.iteration)
+                              and abs(beta[-1] - float(state.beta)) > 1e-5)):
+            raise CheckpointError(
+                "the checkpoint's history is damaged: its beta column is not the "
+                "path of the stored state (values outside [0, 1], or a last value "
+                f"{beta[-1]:.6g} where the state is at {float(state.beta):.6g})")
         return state, history
 
     def _check_cached_densities(self, state, reference=None):
@@ -2273,7 +2284,7 @@ class _CheckpointWriter:
                     # The last write: hand the checkpoint over with the error,
                     # so that resume_from=error.checkpoint finishes the run.
                     exc.checkpoint = self._checkpoint_dict(blob, history, state)
-                    exc.args = (f"{exc} The checkpoint of iteration "
+                    exc.args = (f"{str(exc).rstrip('.')}. The checkpoint of iteration "
                                 f"{int(state.iteration)} is attached to this error "
                                 "as .checkpoint; pass resume_from=error.checkpoint "
                                 "to finish the run.",)
@@ -2660,37 +2671,62 @@ def _unfinished_run(path) -> tuple[int, float] | None:
     return (it, beta) if beta < 1.0 else None
 
 
-def _set_aside_unfinished(path) -> None:
-    """Copy ``path`` to ``<stem>.unfinished<suffix>`` (replacing an older copy)
-    when it holds an SMC run that has not reached the posterior, before a
-    call that does not resume it writes over it: re-running a script that
-    was cut off, without asking to resume, must not cost the hours it ran."""
+def _set_aside_unfinished(path, continued: bytes | None = None) -> None:
+    """Copy ``path`` to ``<stem>.unfinished<suffix>`` (or ``-2``, ``-3``, ...:
+    an older copy is never replaced) when it holds an SMC run that has not
+    reached the posterior, before a call that does not continue that run
+    writes over it: re-running a script that was cut off, without asking to
+    resume, must not cost the hours it ran. ``continued`` is the state of the
+    run being resumed: a file that holds exactly it is that run's own file.
+    The copy is written to a temporary name and renamed, with the file's
+    permissions, so a failed copy leaves nothing half-written."""
     found = _unfinished_run(path)
     if found is None:
         return
     source = os.path.realpath(os.fspath(path))
+    if continued is not None:
+        try:
+            if read_checkpoint_bytes(source) == bytes(continued):
+                return
+        except CheckpointError:
+            pass
     stem, suffix = os.path.splitext(source)
     aside = f"{stem}.unfinished{suffix}"
+    number = 1
+    while os.path.lexists(aside):
+        number += 1
+        aside = f"{stem}.unfinished-{number}{suffix}"
+    tmp = f"{aside}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        shutil.copyfile(source, aside)
+        shutil.copy2(source, tmp)
+        os.replace(tmp, aside)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise CheckpointError(
             f"{os.fspath(path)!r} holds an unfinished run (iteration {found[0]}, beta "
             f"{found[1]:.4g}) that this call would overwrite, and it could not be "
-            f"kept as {aside!r}: {exc}. Resume it (resume_from_file, resume_from=, "
-            "auto_checkpoint(..., resume=True)), or move the file away first") from exc
+            f"kept as {aside!r}: {exc}. Nothing was written. Resume it "
+            "(resume_from_file, resume_from=, auto_checkpoint(..., resume=True)), "
+            "or move the file away first") from exc
     logger.warning(
         "%s holds an unfinished run (iteration %d, beta = %.4g) that this call does "
-        "not resume: it is kept as %s before the file is written over. Resume it "
+        "not continue: it is kept as %s before the file is written over. Resume it "
         "with Aspire.resume_from_file(%r, ...), or delete the copy",
         os.fspath(path), found[0], found[1], aside, aside)
 
 
 def _check_writable(path):
     """Fail before sampling if the checkpoint file could never be written."""
-    if os.path.islink(os.fspath(path)) and not os.path.exists(os.fspath(path)):
-        # A dangling link: the file it names is where the writes would go.
-        path = os.path.realpath(os.fspath(path))
+    if os.path.islink(os.fspath(path)):
+        # The file a link names is where the writes go.
+        target = os.path.realpath(os.fspath(path))
+        if os.path.splitext(target)[1].lower() not in (".h5", ".hdf5"):
+            raise ValidationError(
+                f"checkpoint_path {os.fspath(path)!r} is a link to {target!r}, which "
+                "does not end in .h5 or .hdf5; aspire_jax writes only such files. "
+                "Link to a name with that suffix")
+        path = target
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
         raise ValidationError(f"the folder of checkpoint_path {os.fspath(path)!r} does "
@@ -2702,6 +2738,12 @@ def _check_writable(path):
         raise ValidationError(f"checkpoint_path {os.fspath(path)!r} is a directory")
     if not os.path.exists(os.fspath(path)):
         return
+    mode = os.stat(os.fspath(path)).st_mode
+    if not os.access(os.fspath(path), os.W_OK) or not mode & 0o222:
+        raise ValidationError(
+            f"checkpoint_path {os.fspath(path)!r} is read-only (mode "
+            f"{stat.S_IMODE(mode):#o}); aspire_jax does not replace a file you may "
+            "not write. Make it writable or choose another path")
     if not h5py.is_hdf5(os.fspath(path)):
         raise ValidationError(
             f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
@@ -2909,11 +2951,18 @@ def _check_restored(state) -> None:
         problems.append(f"log_evidence = {log_z}")
     if not var >= 0.0 or not math.isfinite(var):
         problems.append(f"log_evidence_var = {var}")
-    log_w = np.asarray(state.log_weights)
+    log_w = np.asarray(state.log_weights, np.float64)
     if np.isnan(log_w).any() or (log_w == np.inf).any():
         problems.append("log_weights holding NaN or +inf")
     elif not np.isfinite(log_w).any():
         problems.append("log_weights all -inf (no particle has weight)")
+    else:
+        # Every step leaves them normalised: log sum exp = 0 up to round-off.
+        top = np.max(log_w)
+        total = top + math.log(np.sum(np.exp(log_w - top)))
+        if abs(total) > 1e-3:
+            problems.append(f"log_weights that do not sum to one (log sum exp = "
+                            f"{total:.4g})")
     if int(state.status) not in (Status.RUNNING, Status.CONVERGED,
                                  Status.ITERATION_LIMIT, Status.STALLED):
         problems.append(f"status = {int(state.status)} (no such status)")

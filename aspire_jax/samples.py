@@ -350,11 +350,28 @@ def _fresh_group(h5, path: str):
     return h5.create_group(path)
 
 
+# Top-level groups of a checkpoint file (see aspire_jax.io.hdf5).
+_CHECKPOINT_GROUPS = ("checkpoint", "history", "flow", "aspire_config",
+                      "sampler_config")
+
+
 def _check_replaceable(h5, path: str) -> None:
     """Refuse to replace a group that holds something other than samples (a
     checkpoint's state, a flow, a user's data)."""
     root = path in ("", ".")
+    top = path.strip("/").split("/")[0]
+    if not root and h5.name == "/" and top in _CHECKPOINT_GROUPS and path.strip("/") != top:
+        # Inside a checkpoint's own groups: a group there is read back as part
+        # of the run (an extra history field damages the history).
+        raise ValidationError(
+            f"Samples.save would write inside /{top}, a group of the checkpoint "
+            "layout that resuming reads back; save to another group (e.g. "
+            "path='samples')")
     target = h5 if root else h5.get(path)
+    if target is None and not root and h5.name == "/" and top in _CHECKPOINT_GROUPS:
+        raise ValidationError(
+            f"Samples.save would create /{top}, a group name of the checkpoint "
+            "layout; save to another group (e.g. path='samples')")
     if target is None or target.attrs.get("aspire_jax_type") == "Samples":
         return
     if root:

@@ -722,3 +722,79 @@ def test_flow_saved_to_and_loaded_from_a_path(fitted, tmp_path):
         np.asarray(other.flow.log_prob(other.flow_params, problems.earlier_samples()[:5])))
     with AspireFile(path, "r") as f, pytest.raises(ValidationError, match="read-only"):
         fitted.save_flow(f)
+
+
+def test_unfinished_copies_are_never_replaced_and_keep_their_mode(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    _stopped_at_iteration_2(fitted, path, 300, 40)
+    os.chmod(path, 0o600)
+    # First rerun: the 2-iteration run is kept aside.
+    _stopped_at_iteration_2(_fresh_like(fitted), path, 300, 41)
+    first = tmp_path / "run.unfinished.h5"
+    assert oct(os.stat(first).st_mode & 0o777) == oct(0o600)
+    kept = read_checkpoint_bytes(first)
+    # Second rerun: the older copy stays; the newer run gets its own.
+    fitted.sample_posterior(300, key=42, checkpoint_path=path, **RUN)
+    assert read_checkpoint_bytes(first) == kept
+    assert _iteration_in(tmp_path / "run.unfinished-2.h5") == 2
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_resuming_into_another_files_unfinished_run_keeps_that_run(fitted, tmp_path):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    resumed = _stopped_at_iteration_2(fitted, a, 300, 43)
+    _stopped_at_iteration_2(_fresh_like(fitted), b, 300, 44)
+    b_state = read_checkpoint_bytes(b)
+    resumed.sample_posterior(checkpoint_path=b)
+    assert read_checkpoint_bytes(tmp_path / "b.unfinished.h5") == b_state
+    # Resuming into its own file copies nothing.
+    again = _stopped_at_iteration_2(fitted, tmp_path / "c.h5", 300, 45)
+    again.sample_posterior()
+    assert not (tmp_path / "c.unfinished.h5").exists()
+
+
+def test_read_only_files_and_suffixless_link_targets_are_refused_up_front(
+        fitted, tmp_path, caplog):
+    path = tmp_path / "ro.h5"
+    resumed = _stopped_at_iteration_2(fitted, path, 300, 46)
+    os.chmod(path, 0o444)
+    with pytest.raises(ValidationError, match="read-only"):
+        fitted.sample_posterior(300, key=46, checkpoint_path=path, **RUN)
+    # A resumed run whose file is read-only runs without checkpoints.
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        post = resumed.sample_posterior()
+    assert np.isfinite(float(post.log_evidence))
+    assert any("cannot go on checkpointing" in r.getMessage() for r in caplog.records)
+    link = tmp_path / "link.h5"
+    link.symlink_to(tmp_path / "job_12345")
+    with pytest.raises(ValidationError, match="does not end in .h5"):
+        fitted.sample_posterior(300, key=46, checkpoint_path=link, **RUN)
+
+
+def test_samples_are_not_saved_inside_a_checkpoints_groups(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    fitted.sample_posterior(300, key=47, checkpoint_path=path, **RUN)
+    samples = fitted.sample_posterior(300, sampler="importance", key=0)
+    for inside in ("history/x", "checkpoint/extra", "flow/extra"):
+        with pytest.raises(ValidationError, match="group of the checkpoint layout"):
+            samples.save(path, path=inside)
+    samples.save(path, path="posterior")
+    Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                            log_prior=problems.log_prior)
+
+
+def test_weights_and_history_that_do_not_fit_the_state_are_refused(fitted):
+    from aspire_jax.io import state_from_state_dict, state_to_bytes
+
+    blobs = []
+    fitted.sample_posterior(300, key=48, checkpoint_callback=blobs.append, **RUN)
+    mid = dict(blobs[1])
+    state = state_from_state_dict(fitted._last_state,
+                                  state_dict_from_bytes(mid["state"], wrap_keys=True))
+    shifted = state_to_bytes(state.replace(log_weights=state.log_weights + 1000.0))
+    with pytest.raises(CheckpointError, match="do not sum to one"):
+        fitted.sample_posterior(resume_from=dict(mid, state=shifted))
+    history = dict(mid["history"])
+    history["beta"] = np.array([1.0, 2.0, 3.0])[: len(history["beta"])]
+    with pytest.raises(CheckpointError, match="history is damaged"):
+        fitted.sample_posterior(resume_from=dict(mid, history=history))
