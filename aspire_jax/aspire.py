@@ -904,6 +904,14 @@ class Aspire:
                 stored.setdefault("reference", "flow")
             options = _merge_resume_options(stored, options)
             from_checkpoint = set(stored) - set(given_options)
+            stored_x64 = resume["sampler_config"].get("x64")
+            if stored_x64 is not None and bool(stored_x64) != bool(
+                    jax.config.jax_enable_x64):
+                logger.warning(
+                    "the checkpoint's run computed with jax_enable_x64=%s and this "
+                    "process with %s: it goes on, but not bit for bit as it would "
+                    "have; set jax_enable_x64 as in that run for an exact resume",
+                    bool(stored_x64), bool(jax.config.jax_enable_x64))
             stored_seed = resume["sampler_config"].get("seed")
             if stored_seed is not None:
                 if key is not None and not _same_seed(key, int(stored_seed)):
@@ -1024,7 +1032,8 @@ class Aspire:
             logger.warning("%d particles: below %d %s; use thousands for a result",
                            int(n_samples), _FEW_PARTICLES, what)
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
-                                         seed=seed, options=_jsonable(options))
+                                         seed=seed, options=_jsonable(options),
+                                         x64=bool(jax.config.jax_enable_x64))
         if sampler == "importance":
             out = self._run_importance(key, int(n_samples), reference)
         elif sampler == "mcmc":
@@ -2355,6 +2364,8 @@ def _checked_sampler_config(sc):
         if v is not None and (not integer or (low is not None and v < low)):
             need = "an integer" + ("" if low is None else f" >= {low}")
             problems.append(f"{name} = {v!r} ({need} or null)")
+    if sc.get("x64") is not None and not isinstance(sc.get("x64"), bool):
+        problems.append(f"x64 = {sc.get('x64')!r} (true, false or null)")
     if sc.get("sampler") is not None and not isinstance(sc.get("sampler"), str):
         problems.append(f"sampler = {sc.get('sampler')!r} (a name)")
     if not isinstance(sc.get("options", {}), Mapping):

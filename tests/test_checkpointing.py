@@ -798,3 +798,19 @@ def test_weights_and_history_that_do_not_fit_the_state_are_refused(fitted):
     history["beta"] = np.array([1.0, 2.0, 3.0])[: len(history["beta"])]
     with pytest.raises(CheckpointError, match="history is damaged"):
         fitted.sample_posterior(resume_from=dict(mid, history=history))
+
+
+def test_a_resume_in_another_precision_is_named(fitted, caplog):
+    import jax
+
+    blobs = []
+    fitted.sample_posterior(300, key=49, checkpoint_callback=blobs.append, **RUN)
+    mid = dict(blobs[1])
+    assert mid["sampler_config"]["x64"] == bool(jax.config.jax_enable_x64)
+    other = dict(mid["sampler_config"], x64=not jax.config.jax_enable_x64)
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
+    assert any("not bit for bit" in r.getMessage() for r in caplog.records)
+    with pytest.raises(CheckpointError, match="x64 = 'yes'"):
+        fitted.sample_posterior(resume_from=dict(
+            mid, sampler_config=dict(other, x64="yes")))
