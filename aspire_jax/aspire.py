@@ -33,7 +33,7 @@ from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit
 from .flows.flow import gaussian_of
 from .flows.gaussian import GaussianReference, has_gaussian
 from .history import History, SampleHistory
-from .io import (AspireFile, is_aspire_file,
+from .io import (AspireFile, check_file_version, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
@@ -341,6 +341,9 @@ class Aspire:
         # The file a resume_from_file run came from: the resumed run goes on
         # checkpointing there unless told otherwise.
         self._resume_file: str | None = None
+        # Set once a run has finished the loaded checkpoint: a later call
+        # without resume_from starts a new run, and says so once.
+        self._resume_used = False
         # Why there is no flow, when a checkpoint was read without one.
         self._no_flow_hint: str | None = None
         self._last_sampler_config: dict | None = None
@@ -615,7 +618,9 @@ class Aspire:
             Training settings (optax Adam/AdamW, early stopping on the
             validation loss with the best parameters restored).
         checkpoint_path
-            HDF5 file to which the config and flow are written after fitting.
+            HDF5 file to which the config and flow are written after fitting
+            (by default none, or that of :meth:`auto_checkpoint`; ``False``:
+            none in either case).
         checkpoint_save_config
             Also write ``/aspire_config``.
         overwrite
@@ -637,7 +642,9 @@ class Aspire:
             logger.info("flow restored from a checkpoint; skipping fit "
                         "(pass overwrite=True to refit)")
             return self.flow_history
-        if checkpoint_path is None and self._auto is not None:
+        if checkpoint_path is False:
+            checkpoint_path = None
+        elif checkpoint_path is None and self._auto is not None:
             checkpoint_path = self._auto["path"]
         x = self._as_array(samples, "training samples")
         warn_float32_resolution(x, self.parameters, "training samples")
@@ -775,7 +782,11 @@ class Aspire:
         return_history
             Also return the per-iteration :class:`History`.
         checkpoint_path
-            HDF5 file (``.h5``/``.hdf5``) to write checkpoints to (SMC).
+            HDF5 file (``.h5``/``.hdf5``) to write checkpoints to (SMC). By
+            default none, except that a run resumed from the file of
+            :meth:`resume_from_file` goes on writing into that file, and one
+            inside :meth:`auto_checkpoint` into its file; ``False`` writes no
+            file in every case.
         checkpoint_every
             Iterations between checkpoints (default 1).
         checkpoint_save_config, checkpoint_save_flow
@@ -846,6 +857,12 @@ class Aspire:
         self._require_flow()
         mesh = as_mesh(mesh)
         resume = self._resolve_resume(resume_from)
+        if resume is None and self._resume_used:
+            self._resume_used = False
+            logger.warning(
+                "the checkpoint this Aspire was loaded from was finished by an earlier "
+                "call; this call starts a new run (pass resume_from= to run from a "
+                "checkpoint again)")
         if sampler is None:
             sampler = (resume or {}).get("sampler") or "smc"
         sampler = _ALIASES.get(sampler, sampler)
@@ -905,6 +922,12 @@ class Aspire:
             options = _merge_resume_options(stored, options)
             from_checkpoint = set(stored) - set(given_options)
             stored_x64 = resume["sampler_config"].get("x64")
+            if stored_x64 is True and not jax.config.jax_enable_x64:
+                raise CheckpointError(
+                    "the checkpoint's run computed with jax_enable_x64=True, and its "
+                    "64-bit state cannot go on in this 32-bit process: set "
+                    "jax.config.update('jax_enable_x64', True) before any JAX work, "
+                    "as in that run")
             if stored_x64 is not None and bool(stored_x64) != bool(
                     jax.config.jax_enable_x64):
                 logger.warning(
@@ -959,15 +982,23 @@ class Aspire:
             raise ValidationError(
                 f"unknown preconditioning {options['preconditioning']!r}; choose "
                 f"one of {['auto', *_SPACES]}")
-        if self._auto is not None:
+        no_file = checkpoint_path is False
+        if no_file:
+            checkpoint_path = None
+        elif checkpoint_path is True:
+            raise ValidationError(
+                "checkpoint_path must be an .h5/.hdf5 path, None, or False (no file, "
+                "even for a resumed run or inside auto_checkpoint); got True")
+        if self._auto is not None and not no_file:
             if checkpoint_path is None:
                 checkpoint_path = self._auto["path"]
             if checkpoint_every is None:
                 checkpoint_every = self._auto["every"]
             checkpoint_save_config = self._auto.get("save_config", checkpoint_save_config)
             checkpoint_save_flow = self._auto.get("save_flow", checkpoint_save_flow)
-        if (checkpoint_path is None and resume is not None and resume is self._resume
-                and self._resume_file is not None and sampler == "smc"):
+        if (checkpoint_path is None and not no_file and resume is not None
+                and resume is self._resume and self._resume_file is not None
+                and sampler == "smc"):
             try:
                 _check_writable(self._resume_file)
             except ValidationError as exc:
@@ -976,7 +1007,8 @@ class Aspire:
             else:
                 checkpoint_path = self._resume_file
                 logger.info("the resumed run goes on checkpointing into %s (pass "
-                            "checkpoint_path to choose another file)", checkpoint_path)
+                            "checkpoint_path to choose another file, or False for "
+                            "none)", checkpoint_path)
         checkpoint_every = 1 if checkpoint_every is None else checkpoint_every
         if not is_int(checkpoint_every) or checkpoint_every < 1:
             raise ValidationError(f"checkpoint_every must be a positive integer; got "
@@ -993,6 +1025,13 @@ class Aspire:
         key, seed = _as_key(key)
         allowed = {"importance": _REFERENCE_OPTIONS, "mcmc": _MCMC_OPTIONS,
                    "smc": _SMC_OPTIONS}
+        stored_unknown = sorted(k for k in set(options) - set(allowed[sampler])
+                                if k in from_checkpoint)
+        if stored_unknown:
+            raise CheckpointError(
+                f"the checkpoint's sampler_config is damaged: it holds option(s) "
+                f"{stored_unknown} that sampler={sampler!r} does not take; it was "
+                "edited, or written by another version of aspire_jax")
         _reject_options(options, allowed[sampler], sampler)
         reference = self._reference(options)
         if self.flow_history is not None and options.get("reference") != "gaussian":
@@ -1490,6 +1529,12 @@ class Aspire:
         remaining = max(cap - int(state.iteration), 0)
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
                                    save_config, save_flow, callback)
+        own_resume = resume is not None and resume is self._resume
+        writer.continues_resume = (
+            own_resume and checkpoint_path is not None
+            and self._resume_file is not None
+            and os.path.realpath(os.fspath(checkpoint_path))
+            == os.path.realpath(self._resume_file))
         if checkpoint_path is not None and is_checkpoint_writer():
             # An unfinished run that the file holds, other than the one
             # resumed here, is kept aside before anything is written over it.
@@ -1579,10 +1624,11 @@ class Aspire:
                         int(state.n_evaluations) + final_evals)
         _warn_resolution(state.log_likelihood,
                          math.sqrt(max(float(state.log_evidence_var), 0.0)))
-        if resume is not None and resume is self._resume:
+        if own_resume:
             # Only a run that reached the posterior uses up a loaded
             # checkpoint; one stopped early can be resumed again.
             self._resume = self._resume_file = None
+            self._resume_used = True
         return samples, history
 
     def _engine_log_prior(self, config):
@@ -1898,6 +1944,16 @@ class Aspire:
                 "the checkpoint's history is damaged: its beta column is not the "
                 "path of the stored state (values outside [0, 1], or a last value "
                 f"{beta[-1]:.6g} where the state is at {float(state.beta):.6g})")
+        log_z = np.asarray(history.data.get("log_evidence", np.zeros(0)), np.float64)
+        state_log_z = float(state.log_evidence)
+        if log_z.size and (np.isnan(log_z).any() or (log_z == np.inf).any() or (
+                log_z.size == int(state.iteration)
+                and not abs(log_z[-1] - state_log_z)
+                <= 1e-4 * max(1.0, abs(state_log_z)))):
+            raise CheckpointError(
+                "the checkpoint's history is damaged: its log_evidence column holds "
+                "NaN or +inf, or ends at a value other than the stored state's "
+                f"({log_z[-1]:.6g} against {state_log_z:.6g})")
         return state, history
 
     def _check_cached_densities(self, state, reference=None):
@@ -1982,7 +2038,14 @@ class Aspire:
         obj = cls._from_config(cfg, log_likelihood, log_prior)
         with AspireFile(path, "r") as f:
             if flow_path in f:
-                obj.load_flow(f, path=flow_path)
+                try:
+                    obj.load_flow(f, path=flow_path)
+                except CheckpointError as exc:
+                    raise CheckpointError(
+                        f"{str(path)!r}: the flow at /{flow_path} does not fit the "
+                        "settings stored beside it in /aspire_config, so the file was "
+                        "edited or damaged: "
+                        + str(exc).replace(_REBUILD_ADVICE, "")) from exc
             else:
                 obj._no_flow_hint = (
                     f"{str(path)!r} holds no flow at {flow_path!r} (it was written "
@@ -2054,16 +2117,31 @@ class Aspire:
         return cfg
 
     def save_config(self, h5, path: str = "aspire_config"):
-        """Write :meth:`config_dict` to ``/path`` of an open HDF5 file."""
+        """Write :meth:`config_dict` to ``/path`` of an open HDF5 file.
+
+        Raises
+        ------
+        ValidationError
+            If ``path`` is (or lies inside) another group of the checkpoint
+            layout, or the file holds an unfinished SMC run whose stored
+            settings this would change (resume the run, or write to another
+            file).
+        """
+        _guard_group(h5, path, "aspire_config", "save_config",
+                     lambda g: _same_json(g, self.config_dict()))
         if path in h5:
             del h5[path]
         write_json_group(h5, path, self.config_dict())
 
     def save_sampler_config(self, h5, path: str = "sampler_config"):
-        """Write the settings of the last ``sample_posterior`` call."""
+        """Write the settings of the last ``sample_posterior`` call (refused
+        as :meth:`save_config` is)."""
+        content = self._last_sampler_config or {}
+        _guard_group(h5, path, "sampler_config", "save_sampler_config",
+                     lambda g: _same_json(g, content))
         if path in h5:
             del h5[path]
-        write_json_group(h5, path, self._last_sampler_config or {})
+        write_json_group(h5, path, content)
 
     def _write_config(self, group):
         _fill_json_group(group, self.config_dict())
@@ -2098,14 +2176,32 @@ class Aspire:
         an open file or group, or a ``.h5`` / ``.hdf5`` path (then written
         atomically, keeping the file's other groups)."""
         self._require_flow()
+        blob = self.flow.params_to_bytes(self.flow_params)
+
+        def same_flow(group):
+            params = group.get("params") if isinstance(group, h5py.Group) else None
+            return (isinstance(params, h5py.Dataset)
+                    and params[()].tobytes() == blob
+                    and group.attrs.get("flow_config")
+                    == json.dumps(self.flow_config.to_dict()))
+
         if isinstance(h5, (str, os.PathLike)):
             _check_h5_suffix(h5)
+            if os.path.isfile(os.fspath(h5)) and is_aspire_file(h5):
+                with AspireFile(h5, "r") as f:
+                    _check_group_name(f, path, "flow", "save_flow")
+                    keep = path in f and same_flow(f[path])
+                if not keep and path == "flow":
+                    # The run in the file was sampled with the flow it holds:
+                    # replacing that flow would leave it unresumable.
+                    _set_aside_unfinished(h5)
             write_checkpoint_file(h5, state_bytes=None, groups={path: self._write_flow})
             return
         if getattr(h5, "file", None) is not None and h5.file.mode == "r":
             raise ValidationError(
                 f"{h5.file.filename!r} is open read-only; open it with mode 'a' (or "
                 "pass its path) to save the flow")
+        _guard_group(h5, path, "flow", "save_flow", same_flow)
         if path in h5:
             del h5[path]
         self._write_flow(h5.create_group(path))
@@ -2138,8 +2234,8 @@ class Aspire:
                     if getattr(self.flow_config, k) != v}
             raise CheckpointError(
                 f"the stored flow's architecture differs from this Aspire's: "
-                f"{ {k: f'file {a!r} vs here {b!r}' for k, (a, b) in diff.items()} }; "
-                "build the Aspire with the same flow settings, or use resume_from_file")
+                f"{ {k: f'file {a!r} vs here {b!r}' for k, (a, b) in diff.items()} }"
+                + _REBUILD_ADVICE)
         if "params" not in g:
             raise CheckpointError(f"/{path} has no params dataset")
         data = g["params"][...].tobytes()
@@ -2249,6 +2345,9 @@ class _CheckpointWriter:
         self.aspire, self.path, self.every = aspire, path, every
         self.save_config, self.save_flow, self.callback = save_config, save_flow, callback
         self.last_written = None  # iteration of the last checkpoint in the file
+        # Whether this run continues the instance's loaded checkpoint and
+        # writes into the file it came from (set by the run).
+        self.continues_resume = False
 
     @property
     def inactive(self):
@@ -2302,6 +2401,10 @@ class _CheckpointWriter:
                 self.last_written = int(state.iteration)
                 logger.debug("checkpoint written to %s at iteration %d", self.path,
                              int(state.iteration))
+                if self.continues_resume:
+                    # The run resumed from this file: should it stop early,
+                    # the next call resumes from here, not from where it began.
+                    self.aspire._resume = self._checkpoint_dict(blob, history, state)
         if self.callback is not None and notify and not force:
             self.callback(self._checkpoint_dict(blob, history, state))
 
@@ -2727,6 +2830,63 @@ def _set_aside_unfinished(path, continued: bytes | None = None) -> None:
         os.fspath(path), found[0], found[1], aside, aside)
 
 
+_REBUILD_ADVICE = ("; build the Aspire with the same flow settings, or use "
+                   "resume_from_file")
+_LAYOUT_GROUPS = ("checkpoint", "history", "flow", "aspire_config", "sampler_config")
+
+
+def _check_group_name(h5, path: str, own: str, method: str) -> None:
+    """Refuse ``path`` at or inside a group of the checkpoint layout other
+    than ``own`` (when ``h5`` is a file's root): resuming reads those back."""
+    if getattr(h5, "name", "/") != "/":
+        return
+    top = str(path).strip("/").split("/")[0]
+    if str(path).strip("/") in ("", ".") or (top in _LAYOUT_GROUPS and top != own):
+        raise ValidationError(
+            f"{method} would write /{str(path).strip('/')}, "
+            + (f"inside /{top}, " if top in _LAYOUT_GROUPS
+               and str(path).strip("/") != top else "")
+            + "a group of the checkpoint layout that resuming reads back; use "
+            f"path={own!r} or a name of your own")
+
+
+def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
+    """Before ``method`` replaces ``/path`` of the open file ``h5``: refuse a
+    name of another layout group, and refuse to change what an unfinished
+    SMC run in the same file resumes with (its flow or settings), unless the
+    group would come out the same (``unchanged(group)``)."""
+    _check_group_name(h5, path, own, method)
+    f = getattr(h5, "file", None)
+    if f is None or getattr(h5, "name", "/") != "/" or str(path).strip("/") != own:
+        return
+    if _STATE_DSET not in f or path not in h5 or unchanged(h5[path]):
+        return
+    try:
+        saved = state_dict_from_bytes(bytes(np.asarray(f[_STATE_DSET][()]).tobytes()))
+        beta, it = float(np.asarray(saved["beta"])), int(np.asarray(saved["iteration"]))
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return
+    if beta < 1.0:
+        raise ValidationError(
+            f"{f.filename!r} holds an unfinished SMC run (iteration {it}, beta "
+            f"{beta:.4g}) that resumes with its /{own}; {method} would replace it "
+            "and leave the run unresumable. Resume the run first, write to another "
+            "file, or pass the file's path to save_flow (the run is then kept "
+            "aside as <name>.unfinished.h5)")
+
+
+def _same_json(group, content) -> bool:
+    """Whether the JSON group ``group`` reads back as ``content`` would once
+    written (through a file in memory, so both sides are encoded alike)."""
+    try:
+        with h5py.File(f"mem-{secrets.token_hex(4)}", "w", driver="core",
+                       backing_store=False) as mem:
+            write_json_group(mem, "g", content)
+            return read_json_group(group, ".") == read_json_group(mem, "g")
+    except (CheckpointError, OSError, TypeError, ValueError):
+        return False
+
+
 def _check_writable(path):
     """Fail before sampling if the checkpoint file could never be written."""
     if os.path.islink(os.fspath(path)):
@@ -2760,8 +2920,12 @@ def _check_writable(path):
             f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
             "aspire_jax does not overwrite it. Remove it or choose another path")
     try:
-        with h5py.File(os.fspath(path), "r"):
-            pass
+        with h5py.File(os.fspath(path), "r") as f:
+            version_error = None
+            try:
+                check_file_version(f, os.fspath(path))
+            except CheckpointError as exc:
+                version_error = exc
     except OSError as exc:
         # A file held open for writing elsewhere cannot be read now: the
         # writes of the run check it again, and retry with a warning while
@@ -2773,6 +2937,11 @@ def _check_writable(path):
                 f"checkpoint_path {os.fspath(path)!r} exists and cannot be read as an "
                 f"HDF5 file (truncated or damaged?): {exc}. aspire_jax does not "
                 "overwrite it; move it away or choose another path") from exc
+    else:
+        if version_error is not None:
+            raise ValidationError(
+                f"checkpoint_path: {version_error}. aspire_jax does not overwrite "
+                "it; choose another path") from version_error
     # A file held open for writing elsewhere cannot be read now (see above).
     if not is_aspire_file(path, unopenable=True):
         raise ValidationError(
@@ -2945,8 +3114,9 @@ def _check_restored(state) -> None:
     """Refuse a restored state that no SMC run can reach (a hand-edited or
     damaged dict): beta outside [0, 1], negative counters, a log-evidence of
     NaN or +inf, an evidence variance that is negative or not finite,
-    log-weights with NaN or +inf or all -inf, an unknown status, or kernel
-    parameters that are not finite."""
+    log-weights with NaN or +inf or all -inf, cached densities with NaN or
+    +inf, weighted particles that are not finite, an unknown status, or
+    kernel parameters that are not finite."""
     beta = float(state.beta)
     problems = []
     if not 0.0 <= beta <= 1.0:
@@ -2974,6 +3144,17 @@ def _check_restored(state) -> None:
         if abs(total) > 1e-3:
             problems.append(f"log_weights that do not sum to one (log sum exp = "
                             f"{total:.4g})")
+    # The cached densities are sanitised as they are computed (NaN and +inf
+    # become -inf), and a particle with weight was drawn or accepted at a
+    # finite point.
+    for name in ("log_prior", "log_likelihood", "log_q"):
+        v = np.asarray(getattr(state, name), np.float64)
+        if np.isnan(v).any() or (v == np.inf).any():
+            problems.append(f"{name} holding NaN or +inf")
+    x = np.asarray(state.x, np.float64)
+    weighted = np.isfinite(log_w) if log_w.shape == x.shape[:1] else slice(None)
+    if not np.isfinite(x[weighted]).all():
+        problems.append("particles with weight at points that are not finite")
     if int(state.status) not in (Status.RUNNING, Status.CONVERGED,
                                  Status.ITERATION_LIMIT, Status.STALLED):
         problems.append(f"status = {int(state.status)} (no such status)")

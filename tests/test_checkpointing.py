@@ -798,6 +798,24 @@ def test_weights_and_history_that_do_not_fit_the_state_are_refused(fitted):
     history["beta"] = np.array([1.0, 2.0, 3.0])[: len(history["beta"])]
     with pytest.raises(CheckpointError, match="history is damaged"):
         fitted.sample_posterior(resume_from=dict(mid, history=history))
+    history = dict(mid["history"])
+    history["log_evidence"] = np.where(np.arange(len(history["log_evidence"])) == 0,
+                                       np.nan, history["log_evidence"])
+    with pytest.raises(CheckpointError, match="history is damaged.*log_evidence"):
+        fitted.sample_posterior(resume_from=dict(mid, history=history))
+    # Particles and cached densities that no run writes.
+    x = np.asarray(state.x).copy()
+    x[5] = np.nan
+    log_q = np.asarray(state.log_q).copy()
+    log_q[7] = np.nan
+    for damaged, match in ((state.replace(x=x), "particles with weight"),
+                           (state.replace(log_q=log_q), "log_q holding NaN")):
+        with pytest.raises(CheckpointError, match=match):
+            fitted.sample_posterior(resume_from=dict(mid, state=state_to_bytes(damaged)))
+    options = dict(mid["sampler_config"]["options"], bogus_option=1)
+    with pytest.raises(CheckpointError, match="sampler_config is damaged.*bogus_option"):
+        fitted.sample_posterior(resume_from=dict(
+            mid, sampler_config=dict(mid["sampler_config"], options=options)))
 
 
 def test_a_resume_in_another_precision_is_named(fitted, caplog):
@@ -808,9 +826,109 @@ def test_a_resume_in_another_precision_is_named(fitted, caplog):
     mid = dict(blobs[1])
     assert mid["sampler_config"]["x64"] == bool(jax.config.jax_enable_x64)
     other = dict(mid["sampler_config"], x64=not jax.config.jax_enable_x64)
-    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
-        fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
-    assert any("not bit for bit" in r.getMessage() for r in caplog.records)
+    if jax.config.jax_enable_x64:
+        # A 32-bit run goes on in 64 bits, named as not bit for bit.
+        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
+        assert any("not bit for bit" in r.getMessage() for r in caplog.records)
+    else:
+        # The same run, resumed in 64 bits.
+        with jax.enable_x64(True), caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            post = fitted.sample_posterior(resume_from=mid)
+        assert np.isfinite(float(post.log_evidence))
+        assert any("not bit for bit" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        # A 64-bit state cannot go on in 32 bits: refused before anything
+        # is said of going on.
+        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            with pytest.raises(CheckpointError, match="cannot go on in this 32-bit"):
+                fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
+        assert not any("goes on" in r.getMessage() for r in caplog.records)
     with pytest.raises(CheckpointError, match="x64 = 'yes'"):
         fitted.sample_posterior(resume_from=dict(
             mid, sampler_config=dict(other, x64="yes")))
+
+
+def test_a_newer_file_is_refused_before_any_work(fitted, tmp_path):
+    path = tmp_path / "newer.h5"
+    with AspireFile(path, "w") as f:
+        f.attrs["file_format_version"] = 99
+    with pytest.raises(ValidationError, match="format version 99"):
+        fitted.sample_posterior(300, key=50, checkpoint_path=path, **RUN)
+    with pytest.raises(ValidationError, match="format version 99"):
+        problems.make_aspire().fit(problems.earlier_samples(), checkpoint_path=path,
+                                   n_epochs=1)
+    with pytest.raises(ValidationError, match="format version 99"):
+        with fitted.auto_checkpoint(path):
+            pass
+    folder = tmp_path / "runs.h5"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="is a directory"):
+        Aspire.resume_from_file(folder, log_likelihood=problems.log_likelihood,
+                                log_prior=problems.log_prior)
+    with pytest.raises(CheckpointError, match="is a directory"):
+        fitted.sample_posterior(resume_from=folder)
+
+
+def test_saving_a_flow_or_settings_never_costs_an_unfinished_run(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    _stopped_at_iteration_2(fitted, path, 300, 51)
+    state = read_checkpoint_bytes(path)
+    other = problems.make_aspire()
+    other.fit(problems.earlier_samples(), n_epochs=2, batch_size=256, key=3)
+    with AspireFile(path, "a") as f:
+        for name in ("checkpoint", "history", "aspire_config", "history/extra"):
+            with pytest.raises(ValidationError, match="group of the checkpoint layout"):
+                other.save_flow(f, path=name)
+        with pytest.raises(ValidationError, match="group of the checkpoint layout"):
+            other.save_config(f, path="checkpoint")
+        # The run's own flow and settings are replaced only by themselves.
+        with pytest.raises(ValidationError, match="unfinished SMC run"):
+            other.save_flow(f)
+        with pytest.raises(ValidationError, match="unfinished SMC run"):
+            other.save_config(f)
+        fitted.save_flow(f)
+        other.save_flow(f, path="another_flow")
+    assert read_checkpoint_bytes(path) == state
+    # By path, the run is kept aside before its flow is replaced.
+    other.save_flow(path)
+    assert read_checkpoint_bytes(tmp_path / "run.unfinished.h5") == state
+    resumed = Aspire.resume_from_file(tmp_path / "run.unfinished.h5",
+                                      log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    assert np.isfinite(float(resumed.sample_posterior().log_evidence))
+
+
+def test_a_resumed_instance_called_again(fitted, tmp_path, caplog):
+    path = tmp_path / "run.h5"
+    resumed = _stopped_at_iteration_2(fitted, path, 300, 52)
+
+    def stop(checkpoint):
+        if checkpoint["iteration"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        resumed.sample_posterior(checkpoint_callback=stop)
+    # The next call goes on from iteration 3, where the file is: nothing to
+    # set aside, and the same run as one never stopped.
+    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+        post = resumed.sample_posterior(return_history=True)
+    assert any("resuming SMC at iteration 3" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "run.unfinished.h5").exists()
+    _assert_same_run(post, fitted.sample_posterior(300, key=52, return_history=True,
+                                                   **RUN))
+    # Once finished, a further call is a new run, and says so.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        resumed.sample_posterior(300, key=53, **RUN)
+    assert any("starts a new run" in r.getMessage() for r in caplog.records)
+
+
+def test_checkpoint_path_false_leaves_the_resumed_file_alone(fitted, tmp_path):
+    path = tmp_path / "run.h5"
+    resumed = _stopped_at_iteration_2(fitted, path, 300, 54)
+    before = path.read_bytes()
+    resumed.sample_posterior(checkpoint_path=False)
+    assert path.read_bytes() == before
+    with pytest.raises(ValidationError, match="got True"):
+        fitted.sample_posterior(300, key=54, checkpoint_path=True, **RUN)

@@ -295,6 +295,9 @@ def test_newer_version_and_valid_checksum_over_garbage(state):
     with pytest.raises(CheckpointError) as info:
         state_from_bytes(state, prefix + crc + payload)
     assert str(info.value).endswith("this aspire_jax reads; upgrade aspire_jax")
+    # Garbage behind the magic reads as a huge version: the length names it.
+    with pytest.raises(CheckpointError, match="header is corrupt.*announces"):
+        state_from_bytes(state, b"ASPJ" * 10)
 
 
 # -- AspireFile -----------------------------------------------------------------

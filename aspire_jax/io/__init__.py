@@ -15,6 +15,7 @@ from aspire_jax.io.checkpoint import (
 )
 from aspire_jax.io.hdf5 import (
     AspireFile,
+    check_file_version,
     history_from_group,
     history_to_group,
     is_aspire_file,
@@ -37,6 +38,7 @@ __all__ = [
     "write_checkpoint_file",
     "read_checkpoint_bytes",
     "is_aspire_file",
+    "check_file_version",
     "history_to_group",
     "history_from_group",
 ]

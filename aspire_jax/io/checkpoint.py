@@ -131,8 +131,16 @@ def check_state_bytes(data, *, verify_checksum: bool = True) -> memoryview:
             f"not an aspire_jax checkpoint: {_describe_foreign(bytes(view[:8]))}"
         )
     payload = view[HEADER_SIZE:]
+    if version > FORMAT_VERSION and len(payload) != length:
+        # A newer format keeps the magic and the length where they are; a blob
+        # whose length does not match is damaged whatever its version field.
+        raise CheckpointError(
+            f"checkpoint header is corrupt: it announces format version {version} "
+            f"and {length} payload bytes, and {len(payload)} are present; the blob "
+            "was damaged or is not a checkpoint"
+        )
     if version > FORMAT_VERSION:
-        intact = len(payload) == length and _checksum(view[:16], payload) == crc
+        intact = _checksum(view[:16], payload) == crc
         raise CheckpointError(
             f"checkpoint format version {version} is newer than the version "
             f"{FORMAT_VERSION} this aspire_jax reads; upgrade aspire_jax"

@@ -124,6 +124,9 @@ class AspireFile(h5py.File):
                 f"{str(p)!r} already exists; open it with mode 'a' or 'w'"
             ) from exc
         except OSError as exc:
+            if p.is_dir():
+                raise CheckpointError(
+                    f"{str(p)!r} is a directory, not an HDF5 file") from exc
             if p.is_file() and not h5py.is_hdf5(p):
                 raise CheckpointError(
                     f"{str(p)!r} is not an HDF5 file (it may be truncated, "
@@ -136,7 +139,7 @@ class AspireFile(h5py.File):
                 "one closed by the process holding it"
             ) from exc
         try:
-            _check_file_version(self, p)
+            check_file_version(self, p)
         except CheckpointError:
             self.close()
             raise
@@ -145,7 +148,7 @@ class AspireFile(h5py.File):
             self.attrs["file_format_version"] = FORMAT_VERSION
 
 
-def _check_file_version(f: h5py.File, p: Path) -> None:
+def check_file_version(f: h5py.File, p: str | Path) -> None:
     """Refuse a file whose root claims a format this version cannot read."""
     version = f.attrs.get("file_format_version")
     if version is None:
