@@ -600,7 +600,7 @@ def test_rerunning_a_cut_off_script_keeps_its_unfinished_run(fitted, tmp_path, c
     assert not aside.exists()
 
 
-def test_a_resumed_run_goes_on_checkpointing_into_its_file(fitted, tmp_path):
+def test_a_resumed_run_goes_on_checkpointing_into_its_file(fitted, tmp_path, caplog):
     path = tmp_path / "run.h5"
     resumed = _stopped_at_iteration_2(fitted, path, 300, 34)
 
@@ -611,6 +611,19 @@ def test_a_resumed_run_goes_on_checkpointing_into_its_file(fitted, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         resumed.sample_posterior(checkpoint_callback=stop)
     assert _iteration_in(path) == 3
+    # The next call goes on from iteration 3, where the file is: nothing to
+    # set aside, and the same run as one never stopped.
+    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+        post = resumed.sample_posterior(return_history=True)
+    assert any("resuming SMC at iteration 3" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "run.unfinished.h5").exists()
+    _assert_same_run(post, fitted.sample_posterior(300, key=34, return_history=True,
+                                                   **RUN))
+    # Once finished, a further call is a new run, and says so.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        resumed.sample_posterior(300, key=53, **RUN)
+    assert any("starts a new run" in r.getMessage() for r in caplog.records)
 
 
 def test_resume_from_file_names_a_missing_state_dataset(fitted, tmp_path):
@@ -897,31 +910,6 @@ def test_saving_a_flow_or_settings_never_costs_an_unfinished_run(fitted, tmp_pat
                                       log_likelihood=problems.log_likelihood,
                                       log_prior=problems.log_prior)
     assert np.isfinite(float(resumed.sample_posterior().log_evidence))
-
-
-def test_a_resumed_instance_called_again(fitted, tmp_path, caplog):
-    path = tmp_path / "run.h5"
-    resumed = _stopped_at_iteration_2(fitted, path, 300, 52)
-
-    def stop(checkpoint):
-        if checkpoint["iteration"] == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        resumed.sample_posterior(checkpoint_callback=stop)
-    # The next call goes on from iteration 3, where the file is: nothing to
-    # set aside, and the same run as one never stopped.
-    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
-        post = resumed.sample_posterior(return_history=True)
-    assert any("resuming SMC at iteration 3" in r.getMessage() for r in caplog.records)
-    assert not (tmp_path / "run.unfinished.h5").exists()
-    _assert_same_run(post, fitted.sample_posterior(300, key=52, return_history=True,
-                                                   **RUN))
-    # Once finished, a further call is a new run, and says so.
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
-        resumed.sample_posterior(300, key=53, **RUN)
-    assert any("starts a new run" in r.getMessage() for r in caplog.records)
 
 
 def test_checkpoint_path_false_leaves_the_resumed_file_alone(fitted, tmp_path):
