@@ -13,6 +13,7 @@ import logging
 import math
 import numbers
 import os
+import posixpath
 import secrets
 import shutil
 import stat
@@ -1944,16 +1945,7 @@ class Aspire:
                 "the checkpoint's history is damaged: its beta column is not the "
                 "path of the stored state (values outside [0, 1], or a last value "
                 f"{beta[-1]:.6g} where the state is at {float(state.beta):.6g})")
-        log_z = np.asarray(history.data.get("log_evidence", np.zeros(0)), np.float64)
-        state_log_z = float(state.log_evidence)
-        if log_z.size and (np.isnan(log_z).any() or (log_z == np.inf).any() or (
-                log_z.size == int(state.iteration)
-                and not abs(log_z[-1] - state_log_z)
-                <= 1e-4 * max(1.0, abs(state_log_z)))):
-            raise CheckpointError(
-                "the checkpoint's history is damaged: its log_evidence column holds "
-                "NaN or +inf, or ends at a value other than the stored state's "
-                f"({log_z[-1]:.6g} against {state_log_z:.6g})")
+        _check_history_evidence(history, state)
         return state, history
 
     def _check_cached_densities(self, state, reference=None):
@@ -2128,7 +2120,8 @@ class Aspire:
             file).
         """
         _guard_group(h5, path, "aspire_config", "save_config",
-                     lambda g: _same_json(g, self.config_dict()))
+                     lambda g: _same_json(g, self.config_dict(),
+                                          ignore=_CONFIG_NOT_RESUMED))
         if path in h5:
             del h5[path]
         write_json_group(h5, path, self.config_dict())
@@ -2187,15 +2180,16 @@ class Aspire:
 
         if isinstance(h5, (str, os.PathLike)):
             _check_h5_suffix(h5)
-            if os.path.isfile(os.fspath(h5)) and is_aspire_file(h5):
+            name = _check_group_name(None, path, "flow", "save_flow")
+            _check_writable(h5, "save_flow's file")
+            if os.path.isfile(os.fspath(h5)) and name == "flow":
                 with AspireFile(h5, "r") as f:
-                    _check_group_name(f, path, "flow", "save_flow")
-                    keep = path in f and same_flow(f[path])
-                if not keep and path == "flow":
+                    keep = isinstance(f.get(name), h5py.Group) and same_flow(f[name])
+                if not keep:
                     # The run in the file was sampled with the flow it holds:
                     # replacing that flow would leave it unresumable.
                     _set_aside_unfinished(h5)
-            write_checkpoint_file(h5, state_bytes=None, groups={path: self._write_flow})
+            write_checkpoint_file(h5, state_bytes=None, groups={name: self._write_flow})
             return
         if getattr(h5, "file", None) is not None and h5.file.mode == "r":
             raise ValidationError(
@@ -2236,7 +2230,7 @@ class Aspire:
                 f"the stored flow's architecture differs from this Aspire's: "
                 f"{ {k: f'file {a!r} vs here {b!r}' for k, (a, b) in diff.items()} }"
                 + _REBUILD_ADVICE)
-        if "params" not in g:
+        if not isinstance(g.get("params"), h5py.Dataset):
             raise CheckpointError(f"/{path} has no params dataset")
         data = g["params"][...].tobytes()
         crc = g["params"].attrs.get("crc32")
@@ -2312,6 +2306,10 @@ class Aspire:
                 self._resume = _resume_from_path(path)
                 if self._resume.get("state") is None:
                     self._resume = None
+                else:
+                    # The run writes on into this file: stopped again, it
+                    # resumes from its latest checkpoint there.
+                    self._resume_file = os.fspath(path)
         previous = self._auto
         self._auto = dict(path=os.fspath(path), every=every, save_config=save_config,
                           save_flow=save_flow, resume=resume)
@@ -2835,31 +2833,35 @@ _REBUILD_ADVICE = ("; build the Aspire with the same flow settings, or use "
 _LAYOUT_GROUPS = ("checkpoint", "history", "flow", "aspire_config", "sampler_config")
 
 
-def _check_group_name(h5, path: str, own: str, method: str) -> None:
-    """Refuse ``path`` at or inside a group of the checkpoint layout other
-    than ``own`` (when ``h5`` is a file's root): resuming reads those back."""
-    if getattr(h5, "name", "/") != "/":
-        return
-    top = str(path).strip("/").split("/")[0]
-    if str(path).strip("/") in ("", ".") or (top in _LAYOUT_GROUPS and top != own):
+def _check_group_name(h5, path: str, own: str, method: str) -> str:
+    """The name, from the file's root, that ``path`` below ``h5`` (an open
+    group, or None for a file's root) takes; refused at the root, or at or
+    inside a group of the checkpoint layout other than exactly ``own``:
+    resuming reads those back."""
+    base = "/" if h5 is None else (getattr(h5, "name", None) or "/")
+    name = posixpath.normpath(posixpath.join(base, str(path))).lstrip("/")
+    top = name.split("/")[0]
+    if name in ("", ".") or (top in _LAYOUT_GROUPS and name != own):
         raise ValidationError(
-            f"{method} would write /{str(path).strip('/')}, "
-            + (f"inside /{top}, " if top in _LAYOUT_GROUPS
-               and str(path).strip("/") != top else "")
+            f"{method} would write /{name.strip('.')}, "
+            + (f"inside /{top}, " if top in _LAYOUT_GROUPS and name != top else "")
             + "a group of the checkpoint layout that resuming reads back; use "
             f"path={own!r} or a name of your own")
+    return name
 
 
 def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
-    """Before ``method`` replaces ``/path`` of the open file ``h5``: refuse a
-    name of another layout group, and refuse to change what an unfinished
-    SMC run in the same file resumes with (its flow or settings), unless the
-    group would come out the same (``unchanged(group)``)."""
-    _check_group_name(h5, path, own, method)
+    """Before ``method`` replaces ``path`` below the open group ``h5``: refuse
+    a name of another layout group (:func:`_check_group_name`), and refuse to
+    change what an unfinished SMC run in the same file resumes with (its
+    ``/own``: flow or settings), unless the group would come out the same
+    (``unchanged(group)``)."""
+    name = _check_group_name(h5, path, own, method)
     f = getattr(h5, "file", None)
-    if f is None or getattr(h5, "name", "/") != "/" or str(path).strip("/") != own:
+    if f is None or name != own:
         return
-    if _STATE_DSET not in f or path not in h5 or unchanged(h5[path]):
+    group = f.get(name)
+    if _STATE_DSET not in f or group is None or unchanged(group):
         return
     try:
         saved = state_dict_from_bytes(bytes(np.asarray(f[_STATE_DSET][()]).tobytes()))
@@ -2875,49 +2877,57 @@ def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
             "aside as <name>.unfinished.h5)")
 
 
-def _same_json(group, content) -> bool:
+# Entries of config_dict that resuming does not read from /aspire_config.
+_CONFIG_NOT_RESUMED = ("sampler_type", "sampler_config", "aspire_jax_version")
+
+
+def _same_json(group, content, ignore=()) -> bool:
     """Whether the JSON group ``group`` reads back as ``content`` would once
-    written (through a file in memory, so both sides are encoded alike)."""
+    written (through a file in memory, so both sides are encoded alike),
+    the entries ``ignore`` aside."""
+    def kept(d):
+        return {k: v for k, v in d.items() if k not in ignore}
+
     try:
         with h5py.File(f"mem-{secrets.token_hex(4)}", "w", driver="core",
                        backing_store=False) as mem:
             write_json_group(mem, "g", content)
-            return read_json_group(group, ".") == read_json_group(mem, "g")
+            return kept(read_json_group(group, ".")) == kept(read_json_group(mem, "g"))
     except (CheckpointError, OSError, TypeError, ValueError):
         return False
 
 
-def _check_writable(path):
+def _check_writable(path, what: str = "checkpoint_path"):
     """Fail before sampling if the checkpoint file could never be written."""
     if os.path.islink(os.fspath(path)):
         # The file a link names is where the writes go.
         target = os.path.realpath(os.fspath(path))
         if os.path.splitext(target)[1].lower() not in (".h5", ".hdf5"):
             raise ValidationError(
-                f"checkpoint_path {os.fspath(path)!r} is a link to {target!r}, which "
+                f"{what} {os.fspath(path)!r} is a link to {target!r}, which "
                 "does not end in .h5 or .hdf5; aspire_jax writes only such files. "
                 "Link to a name with that suffix")
         path = target
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
     if not os.path.isdir(folder):
-        raise ValidationError(f"the folder of checkpoint_path {os.fspath(path)!r} does "
+        raise ValidationError(f"the folder of {what} {os.fspath(path)!r} does "
                               "not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValidationError(f"cannot write to the folder of checkpoint_path "
+        raise ValidationError(f"cannot write to the folder of {what} "
                               f"{os.fspath(path)!r}; choose a writable location")
     if os.path.isdir(os.fspath(path)):
-        raise ValidationError(f"checkpoint_path {os.fspath(path)!r} is a directory")
+        raise ValidationError(f"{what} {os.fspath(path)!r} is a directory")
     if not os.path.exists(os.fspath(path)):
         return
     mode = os.stat(os.fspath(path)).st_mode
     if not os.access(os.fspath(path), os.W_OK) or not mode & 0o222:
         raise ValidationError(
-            f"checkpoint_path {os.fspath(path)!r} is read-only (mode "
+            f"{what} {os.fspath(path)!r} is read-only (mode "
             f"{stat.S_IMODE(mode):#o}); aspire_jax does not replace a file you may "
             "not write. Make it writable or choose another path")
     if not h5py.is_hdf5(os.fspath(path)):
         raise ValidationError(
-            f"checkpoint_path {os.fspath(path)!r} exists and is not an HDF5 file; "
+            f"{what} {os.fspath(path)!r} exists and is not an HDF5 file; "
             "aspire_jax does not overwrite it. Remove it or choose another path")
     try:
         with h5py.File(os.fspath(path), "r") as f:
@@ -2934,18 +2944,18 @@ def _check_writable(path):
         if not ("unable to lock" in message
                 or "resource temporarily unavailable" in message):
             raise ValidationError(
-                f"checkpoint_path {os.fspath(path)!r} exists and cannot be read as an "
+                f"{what} {os.fspath(path)!r} exists and cannot be read as an "
                 f"HDF5 file (truncated or damaged?): {exc}. aspire_jax does not "
                 "overwrite it; move it away or choose another path") from exc
     else:
         if version_error is not None:
             raise ValidationError(
-                f"checkpoint_path: {version_error}. aspire_jax does not overwrite "
+                f"{what}: {version_error}. aspire_jax does not overwrite "
                 "it; choose another path") from version_error
     # A file held open for writing elsewhere cannot be read now (see above).
     if not is_aspire_file(path, unopenable=True):
         raise ValidationError(
-            f"checkpoint_path {os.fspath(path)!r} is an HDF5 file that aspire_jax did "
+            f"{what} {os.fspath(path)!r} is an HDF5 file that aspire_jax did "
             "not write (its root lacks the aspire_jax_version and "
             "file_format_version attributes); aspire_jax does not overwrite it. "
             "Choose another path")
@@ -3108,6 +3118,37 @@ def _training_weights(samples, x: np.ndarray, parameters
     logger.info("training samples are weighted: effective sample size %.0f of %d "
                 "rows (%d of weight 0 dropped)", ess, lw.size, lw.size - w.size)
     return x[finite], w / np.mean(w)
+
+
+def _check_history_evidence(history, state) -> None:
+    """Refuse a history whose log_evidence column is not the running sum of
+    its increments, or does not end at the state's log Z (when it covers
+    every iteration of the state)."""
+    data = history.data
+    if "log_evidence" not in data or not len(data["log_evidence"]):
+        return
+    log_z = np.asarray(data["log_evidence"], np.float64)
+    problem = None
+    if not np.isfinite(log_z).all():
+        problem = "holds values that are not finite"
+    elif "log_evidence_increment" in data and (
+            log_z.size == int(state.iteration)):
+        increments = np.asarray(data["log_evidence_increment"], np.float64)
+        running = np.cumsum(increments)
+        # The run sums in its own precision: round-off grows with the
+        # magnitudes summed.
+        tolerance = 1e-3 * np.maximum(1.0, np.cumsum(np.abs(increments)))
+        if running.shape == log_z.shape and not np.all(
+                np.abs(running - log_z) <= tolerance):
+            problem = "is not the running sum of its increments"
+    if problem is None and log_z.size == int(state.iteration):
+        state_log_z = float(state.log_evidence)
+        if not abs(log_z[-1] - state_log_z) <= 1e-4 * max(1.0, abs(state_log_z)):
+            problem = (f"ends at {log_z[-1]:.6g} where the state's log Z is "
+                       f"{state_log_z:.6g}")
+    if problem is not None:
+        raise CheckpointError(
+            f"the checkpoint's history is damaged: its log_evidence column {problem}")
 
 
 def _check_restored(state) -> None:

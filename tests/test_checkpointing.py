@@ -397,6 +397,25 @@ def test_auto_checkpoint_with_resume_on_a_first_run(tmp_path):
     _assert_same_run(first, second)
 
 
+def test_auto_checkpoint_resume_stopped_again_goes_on_from_its_file(
+        fitted, tmp_path, caplog):
+    path = tmp_path / "run.h5"
+    _stopped_at_iteration_2(fitted, path, 300, 55)
+
+    def stop(checkpoint):
+        if checkpoint["iteration"] == 3:
+            raise KeyboardInterrupt
+
+    aspire = problems.make_aspire()
+    with aspire.auto_checkpoint(path, resume=True):
+        with pytest.raises(KeyboardInterrupt):
+            aspire.sample_posterior(checkpoint_callback=stop)
+        with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+            aspire.sample_posterior()
+    assert any("resuming SMC at iteration 3" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "run.unfinished.h5").exists()
+
+
 def test_resume_restores_kernel_settings(fitted, tmp_path):
     # Settings objects are stored as plain JSON; a resume must rebuild them.
     from aspire_jax.kernels import PCNSettings
@@ -814,7 +833,12 @@ def test_weights_and_history_that_do_not_fit_the_state_are_refused(fitted):
     history = dict(mid["history"])
     history["log_evidence"] = np.where(np.arange(len(history["log_evidence"])) == 0,
                                        np.nan, history["log_evidence"])
-    with pytest.raises(CheckpointError, match="history is damaged.*log_evidence"):
+    with pytest.raises(CheckpointError, match="history is damaged.*not finite"):
+        fitted.sample_posterior(resume_from=dict(mid, history=history))
+    history = dict(mid["history"])
+    history["log_evidence"] = np.asarray(history["log_evidence"]) + np.where(
+        np.arange(len(history["log_evidence"])) == 0, 0.5, 0.0)
+    with pytest.raises(CheckpointError, match="history is damaged.*running sum"):
         fitted.sample_posterior(resume_from=dict(mid, history=history))
     # Particles and cached densities that no run writes.
     x = np.asarray(state.x).copy()
@@ -890,22 +914,39 @@ def test_saving_a_flow_or_settings_never_costs_an_unfinished_run(fitted, tmp_pat
     other = problems.make_aspire()
     other.fit(problems.earlier_samples(), n_epochs=2, batch_size=256, key=3)
     with AspireFile(path, "a") as f:
-        for name in ("checkpoint", "history", "aspire_config", "history/extra"):
+        for name in ("checkpoint", "history", "aspire_config", "history/extra",
+                     "./checkpoint", "/flow/params", "a/../checkpoint/state",
+                     "/", "."):
             with pytest.raises(ValidationError, match="group of the checkpoint layout"):
                 other.save_flow(f, path=name)
         with pytest.raises(ValidationError, match="group of the checkpoint layout"):
             other.save_config(f, path="checkpoint")
+        # Below a group of the layout, as below the root.
+        with pytest.raises(ValidationError, match="inside /checkpoint"):
+            other.save_flow(f["checkpoint"], path="state")
+        with pytest.raises(ValidationError, match="unfinished SMC run"):
+            other.save_flow(f["/"], path="./flow")
         # The run's own flow and settings are replaced only by themselves.
         with pytest.raises(ValidationError, match="unfinished SMC run"):
             other.save_flow(f)
         with pytest.raises(ValidationError, match="unfinished SMC run"):
-            other.save_config(f)
+            problems.make_aspire(n_bins=4).save_config(f)
+        other.save_config(f)  # the same settings
         fitted.save_flow(f)
         other.save_flow(f, path="another_flow")
     assert read_checkpoint_bytes(path) == state
-    # By path, the run is kept aside before its flow is replaced.
-    other.save_flow(path)
+    # The resumed instance writes its own settings back.
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    with AspireFile(path, "a") as f:
+        resumed.save_config(f)
+        resumed.save_flow(f)
+    # By path, the run is kept aside before its flow is replaced, however the
+    # group is spelt.
+    other.save_flow(path, path="/flow/")
     assert read_checkpoint_bytes(tmp_path / "run.unfinished.h5") == state
+    with pytest.raises(ValidationError, match="folder .* does not exist"):
+        other.save_flow(tmp_path / "missing" / "flow.h5")
     resumed = Aspire.resume_from_file(tmp_path / "run.unfinished.h5",
                                       log_likelihood=problems.log_likelihood,
                                       log_prior=problems.log_prior)
