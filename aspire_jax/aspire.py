@@ -1528,6 +1528,18 @@ class Aspire:
         populations = [_population(state)] if keep_particles else None
         cap = config.iteration_cap
         remaining = max(cap - int(state.iteration), 0)
+        if remaining == 0 and float(state.beta) < 1.0:
+            # A resumed run already at its cap: nothing would run.
+            error = TemperingError(
+                f"the checkpoint's run is at iteration {int(state.iteration)} (beta = "
+                f"{float(state.beta):.6g}), and its iteration cap is {cap} ("
+                + ("max_n_steps" if config.max_n_steps is not None
+                   else "max_iterations" if config.adaptive
+                   else "n_steps, with adaptive=False")
+                + ", stored with the run unless given now): nothing would run. "
+                "Pass a larger one to go on")
+            error.history = history
+            raise error
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
                                    save_config, save_flow, callback)
         own_resume = resume is not None and resume is self._resume
@@ -2064,6 +2076,9 @@ class Aspire:
         else:
             obj._resume = resume
             obj._resume_file = os.fspath(path)
+            if resume.get("sampler_config"):
+                # What save_sampler_config writes back before the run goes on.
+                obj._last_sampler_config = dict(resume["sampler_config"])
         return obj
 
     @classmethod
@@ -2838,6 +2853,10 @@ def _check_group_name(h5, path: str, own: str, method: str) -> str:
     group, or None for a file's root) takes; refused at the root, or at or
     inside a group of the checkpoint layout other than exactly ``own``:
     resuming reads those back."""
+    if ".." in str(path).split("/"):
+        # HDF5 reads ".." as a link name, not as the parent group.
+        raise ValidationError(f"{method}: path {str(path)!r} has a '..' component; "
+                              "name the group from the file's root instead")
     base = "/" if h5 is None else (getattr(h5, "name", None) or "/")
     name = posixpath.normpath(posixpath.join(base, str(path))).lstrip("/")
     top = name.split("/")[0]
@@ -2872,13 +2891,15 @@ def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
         raise ValidationError(
             f"{f.filename!r} holds an unfinished SMC run (iteration {it}, beta "
             f"{beta:.4g}) that resumes with its /{own}; {method} would replace it "
-            "and leave the run unresumable. Resume the run first, write to another "
-            "file, or pass the file's path to save_flow (the run is then kept "
-            "aside as <name>.unfinished.h5)")
+            "and leave the run unresumable. Resume the run first or write to another "
+            "file" + (", or pass the file's path to save_flow (the run is then kept "
+                      "aside as <name>.unfinished.h5)" if own == "flow" else ""))
 
 
 # Entries of config_dict that resuming does not read from /aspire_config.
-_CONFIG_NOT_RESUMED = ("sampler_type", "sampler_config", "aspire_jax_version")
+# (The functions' names are a record: the functions are given anew.)
+_CONFIG_NOT_RESUMED = ("sampler_type", "sampler_config", "aspire_jax_version",
+                       "log_likelihood", "log_prior")
 
 
 def _same_json(group, content, ignore=()) -> bool:

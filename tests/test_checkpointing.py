@@ -517,8 +517,10 @@ def test_a_resume_stopped_before_its_first_step_stays_pending(fitted, tmp_path):
                                 **RUN)
     resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
                                       log_prior=problems.log_prior)
-    with pytest.raises(TemperingError):
+    before = read_checkpoint_bytes(path)
+    with pytest.raises(TemperingError, match="iteration cap is 2 .max_iterations"):
         resumed.sample_posterior()  # the stored cap is already reached
+    assert read_checkpoint_bytes(path) == before
     _assert_same_run(full, resumed.sample_posterior(return_history=True,
                                                     max_iterations=50))
 
@@ -915,7 +917,7 @@ def test_saving_a_flow_or_settings_never_costs_an_unfinished_run(fitted, tmp_pat
     other.fit(problems.earlier_samples(), n_epochs=2, batch_size=256, key=3)
     with AspireFile(path, "a") as f:
         for name in ("checkpoint", "history", "aspire_config", "history/extra",
-                     "./checkpoint", "/flow/params", "a/../checkpoint/state",
+                     "./checkpoint", "/flow/params", "./history/./extra",
                      "/", "."):
             with pytest.raises(ValidationError, match="group of the checkpoint layout"):
                 other.save_flow(f, path=name)
@@ -941,6 +943,9 @@ def test_saving_a_flow_or_settings_never_costs_an_unfinished_run(fitted, tmp_pat
     with AspireFile(path, "a") as f:
         resumed.save_config(f)
         resumed.save_flow(f)
+        resumed.save_sampler_config(f)
+        with pytest.raises(ValidationError, match="'..' component"):
+            resumed.save_flow(f, path="mine/../flow")
     # By path, the run is kept aside before its flow is replaced, however the
     # group is spelt.
     other.save_flow(path, path="/flow/")
