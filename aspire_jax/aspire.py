@@ -1105,6 +1105,16 @@ class Aspire:
         err = float(np.sqrt(r.log_evidence_var))
         _warn_resolution(r.log_likelihood, err)
         k = pareto_tail_shape(r.log_weights)
+        # With every weight within twice their mean the sample variance is
+        # bounded and the fitted tail shape is noise (on a reference matching
+        # the posterior, Pareto k ranged over 0.24-0.78 across keys): it is
+        # read only when some draw carries more.
+        log_w = np.asarray(r.log_weights, np.float64)
+        top = np.max(log_w[np.isfinite(log_w)])
+        # log(largest weight / mean weight), zero weights included.
+        spread = -math.log(np.mean(np.exp(np.where(np.isfinite(log_w), log_w - top,
+                                                   -np.inf))))
+        k_read = k if spread > math.log(2.0) else -math.inf
         # The curvature reads the tail shape from the bulk of the draws. It
         # needs standard-normal latent points (not a defensive mixture's) and
         # a posterior without the seams of periodic coordinates; above
@@ -1132,13 +1142,24 @@ class Aspire:
                 "typically too small) whatever the efficiency (%.2f%%; Pareto k of "
                 "the largest weights %.2f); use sampler='smc'", curvature,
                 curvature_error, PARETO_K_LIMIT, 100 * r.ess / n, k)
-        elif k > PARETO_K_LIMIT:
+        elif k_read > PARETO_K_LIMIT:
             logger.warning(
                 "the importance weights are heavy-tailed (Pareto k of the largest "
                 "weights %.2f > %.1f): a few draws carry much of the weight, and "
                 "log Z and its error bar cannot be trusted (both typically too "
                 "small) whatever the efficiency (%.2f%%); use sampler='smc'",
                 k, PARETO_K_LIMIT, 100 * r.ess / n)
+        elif ((curvature - 2 * curvature_error > ERROR_BAR_K_LIMIT
+               and curvature <= CURVATURE_MAX)
+              or (not math.isfinite(curvature) and k_read > ERROR_BAR_K_LIMIT)):
+            logger.warning(
+                "the importance weights' variance is probably infinite (curvature "
+                "of log w in the latent space %.2f +- %.2f, Pareto k of the largest "
+                "weights %.2f; above %.1f either way): log Z is still consistent, but "
+                "its error bar understates the spread between runs (by a factor of "
+                "2 with a posterior 1.7 times wider than the reference); use "
+                "sampler='smc' for an error bar to rely on", curvature,
+                curvature_error, k, ERROR_BAR_K_LIMIT)
         elif r.ess / n < 0.01:
             logger.warning("importance efficiency is %.3f%%: the flow covers the "
                            "posterior poorly; use sampler='smc'", 100 * r.ess / n)
@@ -2592,6 +2613,11 @@ PRESSED_RATIO = 3.0
 # practice, infinite variance (Vehtari et al., Pareto smoothed importance
 # sampling): the estimate and its error bar are unreliable.
 PARETO_K_LIMIT = 0.7
+# Above this tail shape (Pareto k, or the curvature 1 - 1/s of a Gaussian tail:
+# a posterior more than twice the reference's variance along some direction)
+# the weights' variance is infinite: the estimate still converges, but the
+# error bar from their sample variance understates its spread.
+ERROR_BAR_K_LIMIT = 0.5
 # A curvature of log w above this (1 is the limit 1 - 1/s for a posterior
 # infinitely wider than the reference; on a reference ten times too narrow
 # the estimate read 0.99-1.01) comes from a posterior that is not

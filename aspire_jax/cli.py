@@ -16,6 +16,7 @@ import time
 import h5py
 import numpy as np
 
+from . import __version__
 from .aspire import _REFERENCES
 from .errors import ValidationError
 from .io import AspireFile, is_aspire_file
@@ -243,6 +244,8 @@ def _print_result(r):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="aspire-jax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the whole job on a real case")
     demo.add_argument("--case", default="diabetes_linreg",

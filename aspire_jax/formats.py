@@ -485,7 +485,8 @@ def _bilby_samples(data: dict, parameters, where: str) -> Samples:
             isinstance(keys, np.ndarray) and keys.dtype.kind not in "OSU"):
         keys = None
     else:
-        keys = [str(k) for k in keys]
+        # An empty list names nothing: every numeric column, as without one.
+        keys = [str(k) for k in keys] or None
     scalars = {"log_evidence": _finite_or_none(data.get("log_evidence")),
                "log_evidence_error": _finite_or_none(data.get("log_evidence_err"))}
     return _from_columns(columns, parameters, where, default=keys, scalars=scalars)
@@ -791,7 +792,12 @@ def read_table(path, *, parameters=None) -> Samples:
     try:
         data = np.loadtxt(rows, delimiter=delimiter, ndmin=2, dtype=np.float64)
     except ValueError as exc:
-        raise ValidationError(f"cannot parse the rows of {path!r}: {exc}") from exc
+        # numpy's message may advise options of its own (usecols) that
+        # read_table does not take: name the row and the counts instead.
+        message = str(exc).split(" Use ")[0].split("; use ")[0].rstrip(".")
+        raise ValidationError(
+            f"cannot parse the rows of {path!r}: {message}. Every row must hold "
+            "one number per column of the header") from exc
     if data.shape[1] != len(names):
         raise ValidationError(
             f"{path!r} has {len(names)} header names {names} but {data.shape[1]} "

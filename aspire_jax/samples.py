@@ -294,16 +294,46 @@ def _warn_no_dof(weights, ddof: int) -> None:
             RuntimeWarning, stacklevel=3)
 
 
+def _scaled_deviations(x: Array, weights: Array) -> tuple[Array, Array]:
+    """Deviations from the weighted mean in units of each column's largest
+    one (1 for a constant column), and those units: moments are summed in
+    them, so that the squares of tiny deviations (a strain amplitude of 1e-21
+    has squares below the float32 range, flushed to 0) do not vanish."""
+    dx = x - weights @ x
+    scale = jnp.max(jnp.abs(dx), axis=0)
+    scale = jnp.where(scale > 0, scale, jnp.ones_like(scale))
+    return dx / scale, scale
+
+
 @jax.jit
 def _weighted_cov(x: Array, weights: Array, ddof) -> Array:
-    dx = x - weights @ x
-    return (dx.T * weights) @ dx / (1.0 - ddof * jnp.sum(weights**2))
+    dx, scale = _scaled_deviations(x, weights)
+    c = (dx.T * weights) @ dx / (1.0 - ddof * jnp.sum(weights**2))
+    return c * scale[:, None] * scale[None, :]
 
 
 @jax.jit
 def _weighted_std(x: Array, weights: Array, ddof) -> Array:
-    dx = x - weights @ x
-    return jnp.sqrt(weights @ dx**2 / (1.0 - ddof * jnp.sum(weights**2)))
+    dx, scale = _scaled_deviations(x, weights)
+    return scale * jnp.sqrt(weights @ dx**2 / (1.0 - ddof * jnp.sum(weights**2)))
+
+
+def _warn_cov_underflow(std, parameters) -> None:
+    """Warn when a variance is below the range of its float type (it comes
+    out 0 in :meth:`Samples.cov`; checked only for concrete values)."""
+    s = _concrete(std)
+    if s is None:
+        return
+    tiny = np.finfo(np.asarray(s).dtype).tiny
+    names = parameters or [f"column {i}" for i in range(np.size(s))]
+    small = [p for p, v in zip(names, np.asarray(s, np.float64))
+             if 0 < v and v * v < tiny]
+    if small:
+        warnings.warn(
+            f"the variances of {small} are below the range of "
+            f"{np.asarray(s).dtype} and come out as 0 in cov(); std() is exact. "
+            "Rescale those parameters, or enable jax_enable_x64",
+            RuntimeWarning, stacklevel=3)
 
 
 @jax.jit
@@ -633,7 +663,12 @@ class Samples:
     # -- weighted moments -------------------------------------------------------
 
     def mean(self) -> Array:
-        """Weighted mean, shape ``(n_dims,)``."""
+        """Weighted mean, shape ``(n_dims,)``.
+
+        The arithmetic mean of every column: for a periodic parameter (a
+        phase on [0, 2 pi) peaked near the wrap) it is not the centre of the
+        posterior; take the angle of the weighted mean of ``exp(i x)``
+        instead."""
         if self.log_weights is None:
             return jnp.mean(jnp.asarray(self.x, _float_dtype(self.x)), axis=0)
         return self.weights @ self.x
@@ -661,6 +696,7 @@ class Samples:
         x = jnp.asarray(self.x, _float_dtype(self.x))
         weights = self.weights
         _warn_no_dof(weights, ddof)
+        _warn_cov_underflow(_weighted_std(x, weights, 0), self.parameters)
         return _weighted_cov(x, weights, ddof)
 
     def std(self, ddof: int = 0) -> Array:

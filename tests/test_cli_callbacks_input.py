@@ -83,6 +83,15 @@ def test_demo_passes_the_defensive_weight_on(monkeypatch, tmp_path, capsys):
     assert seen["reference"] == "flow"
 
 
+def test_cli_version(capsys):
+    from aspire_jax import __version__, cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"aspire-jax {__version__}"
+
+
 def test_demo_refuses_an_unknown_reference(no_demo, capsys):
     line = _usage_error(capsys, ["demo", "--reference", "normal"])
     assert "--reference" in line and "'normal'" in line

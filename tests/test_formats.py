@@ -145,6 +145,11 @@ def test_bilby_hdf5_layout(tmp_path, columns):
     _close(s, columns, ["mass", "spin"])
     assert float(s.log_evidence) == -12.5
     np.testing.assert_allclose(s.log_prior, columns["log_prior"], rtol=1e-6)
+    # An empty list of sampled keys names nothing: every numeric column.
+    with h5py.File(path, "a") as f:
+        del f["search_parameter_keys"]
+        f.create_dataset("search_parameter_keys", data=np.array([], dtype="S"))
+    assert set(read_samples(path).parameters) >= {"mass", "spin"}
 
 
 # ----------------------------------------------------------------- with bilby

@@ -51,6 +51,29 @@ def test_importance_sampling_from_a_much_narrower_flow_warns(sd, warned, caplog)
     assert any("Pareto k" in r.getMessage() for r in caplog.records) == warned
 
 
+@pytest.mark.parametrize("sd, warned", [(0.29, True), (0.485, False)])
+def test_an_error_bar_from_weights_of_infinite_variance_is_named(sd, warned, caplog):
+    # A posterior 1.7 times wider than the reference (sd 0.485 against 0.29,
+    # curvature 1 - 0.6^2 = 0.64): the weights' variance is infinite, and
+    # over 20 keys log Z spread by 0.15 where 0.078 was reported (a 2-d
+    # problem of the same shape). A reference matching the posterior says
+    # nothing, whatever the noisy Pareto fit of its near-equal weights reads.
+    aspire = Aspire(log_likelihood=_log_likelihood, log_prior=_log_prior, dims=2,
+                    flow_kind="affine", n_layers=2, hidden_sizes=(16,))
+    aspire.fit(np.random.default_rng(0).normal(0.3, sd, (4000, 2)), n_epochs=30, key=0)
+    for key in range(3):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            aspire.sample_posterior(2000, sampler="importance", key=key)
+        messages = [r.getMessage() for r in caplog.records]
+        # Named as infinite variance, or, where the largest weights already
+        # look heavy-tailed (Pareto k above 0.7), as that.
+        assert any("probably infinite" in m or "heavy-tailed" in m
+                   for m in messages) == warned, key
+        if not warned:
+            assert not messages, key
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_curvature_is_exact_for_a_gaussian_posterior(seed):
     # log w of N(m, S) against N(0, I) is exactly quadratic, with Hessian

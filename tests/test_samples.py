@@ -598,3 +598,21 @@ def test_ddof_one_with_all_the_weight_on_one_sample_warns():
         with pytest.warns(RuntimeWarning, match="one sample holds all the weight"):
             moment(ddof=1)
     assert np.all(np.isfinite(s.std(ddof=0)))
+
+
+def test_moments_of_parameters_of_order_1e_21():
+    # A strain amplitude: its squared deviations (about 1e-43) are below the
+    # float32 range, so std is summed in units of the largest deviation.
+    x = np.random.default_rng(0).normal([3e-21, 500.0], [5e-22, 20.0], size=(1000, 2))
+    log_w = np.random.default_rng(1).normal(size=1000)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    for s, weights in ((Samples.from_array(x, parameters=["h0", "f"]), None),
+                       (Samples.from_array(x, parameters=["h0", "f"],
+                                           log_weights=log_w), w)):
+        want = np.sqrt(np.average((x - np.average(x, axis=0, weights=weights)) ** 2,
+                                  axis=0, weights=weights))
+        np.testing.assert_allclose(np.asarray(s.std()), want, rtol=1e-4)
+        if np.asarray(s.x).dtype == np.float32:
+            with pytest.warns(RuntimeWarning, match=r"variances of \['h0'\]"):
+                s.cov()
