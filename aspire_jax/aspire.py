@@ -38,7 +38,8 @@ from .io import (AspireFile, check_file_version, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
-from .samples import Samples, _default_names, warn_float32_resolution
+from .samples import (_CHECKPOINT_GROUPS, Samples, _default_names,
+                      warn_float32_resolution)
 from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
                        jit_sharded_step, replicate, shard_state, sharded_template,
                        unshard_state)
@@ -2807,21 +2808,28 @@ def _host_weights(state) -> np.ndarray | None:
     return w / w.sum()
 
 
+def _unfinished_state(blob) -> tuple[int, float] | None:
+    """``(iteration, beta)`` of the SMC state bytes ``blob`` if it has not
+    reached beta = 1; None if it has (or cannot be read: writing over such a
+    state is refused or reported elsewhere)."""
+    try:
+        saved = state_dict_from_bytes(blob)
+        beta, it = float(np.asarray(saved["beta"])), int(np.asarray(saved["iteration"]))
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+    return (it, beta) if beta < 1.0 else None
+
+
 def _unfinished_run(path) -> tuple[int, float] | None:
-    """``(iteration, beta)`` of the SMC state in the aspire_jax file ``path``
-    if it has not reached beta = 1; None if there is none (or it cannot be
-    read: writing over such a file is refused or reported elsewhere)."""
+    """:func:`_unfinished_state` of the state in the aspire_jax file ``path``;
+    None if it holds none (or cannot be read)."""
     try:
         if not os.path.isfile(path) or not is_aspire_file(path):
             return None
         blob = read_checkpoint_bytes(path)
-        if blob is None:
-            return None
-        saved = state_dict_from_bytes(blob)
-        beta, it = float(np.asarray(saved["beta"])), int(np.asarray(saved["iteration"]))
-    except (CheckpointError, OSError, KeyError, TypeError, ValueError):
+    except (OSError, KeyError, TypeError, ValueError):
         return None
-    return (it, beta) if beta < 1.0 else None
+    return None if blob is None else _unfinished_state(blob)
 
 
 def _set_aside_unfinished(path, continued: bytes | None = None) -> None:
@@ -2871,7 +2879,6 @@ def _set_aside_unfinished(path, continued: bytes | None = None) -> None:
 
 _REBUILD_ADVICE = ("; build the Aspire with the same flow settings, or use "
                    "resume_from_file")
-_LAYOUT_GROUPS = ("checkpoint", "history", "flow", "aspire_config", "sampler_config")
 
 
 def _check_group_name(h5, path: str, own: str, method: str) -> str:
@@ -2886,10 +2893,10 @@ def _check_group_name(h5, path: str, own: str, method: str) -> str:
     base = "/" if h5 is None else (getattr(h5, "name", None) or "/")
     name = posixpath.normpath(posixpath.join(base, str(path))).lstrip("/")
     top = name.split("/")[0]
-    if name in ("", ".") or (top in _LAYOUT_GROUPS and name != own):
+    if name in ("", ".") or (top in _CHECKPOINT_GROUPS and name != own):
         raise ValidationError(
             f"{method} would write /{name.strip('.')}, "
-            + (f"inside /{top}, " if top in _LAYOUT_GROUPS and name != top else "")
+            + (f"inside /{top}, " if top in _CHECKPOINT_GROUPS and name != top else "")
             + "a group of the checkpoint layout that resuming reads back; use "
             f"path={own!r} or a name of your own")
     return name
@@ -2908,12 +2915,9 @@ def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
     group = f.get(name)
     if _STATE_DSET not in f or group is None or unchanged(group):
         return
-    try:
-        saved = state_dict_from_bytes(bytes(np.asarray(f[_STATE_DSET][()]).tobytes()))
-        beta, it = float(np.asarray(saved["beta"])), int(np.asarray(saved["iteration"]))
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return
-    if beta < 1.0:
+    found = _unfinished_state(np.asarray(f[_STATE_DSET][()]).tobytes())
+    if found is not None:
+        it, beta = found
         raise ValidationError(
             f"{f.filename!r} holds an unfinished SMC run (iteration {it}, beta "
             f"{beta:.4g}) that resumes with its /{own}; {method} would replace it "
