@@ -13,7 +13,6 @@ import logging
 import math
 import numbers
 import os
-import posixpath
 import secrets
 import shutil
 import stat
@@ -38,7 +37,7 @@ from .io import (AspireFile, check_file_version, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
-from .samples import (_CHECKPOINT_GROUPS, Samples, _default_names,
+from .samples import (_CHECKPOINT_GROUPS, Samples, _default_names, _name_from_root,
                       warn_float32_resolution)
 from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
                        jit_sharded_step, replicate, shard_state, sharded_template,
@@ -2886,14 +2885,9 @@ def _check_group_name(h5, path: str, own: str, method: str) -> str:
     group, or None for a file's root) takes; refused at the root, or at or
     inside a group of the checkpoint layout other than exactly ``own``:
     resuming reads those back."""
-    if ".." in str(path).split("/"):
-        # HDF5 reads ".." as a link name, not as the parent group.
-        raise ValidationError(f"{method}: path {str(path)!r} has a '..' component; "
-                              "name the group from the file's root instead")
-    base = "/" if h5 is None else (getattr(h5, "name", None) or "/")
-    name = posixpath.normpath(posixpath.join(base, str(path))).lstrip("/")
+    name = _name_from_root(h5, path, method)
     top = name.split("/")[0]
-    if name in ("", ".") or (top in _CHECKPOINT_GROUPS and name != own):
+    if name == "" or (top in _CHECKPOINT_GROUPS and name != own):
         raise ValidationError(
             f"{method} would write /{name.strip('.')}, "
             + (f"inside /{top}, " if top in _CHECKPOINT_GROUPS and name != top else "")

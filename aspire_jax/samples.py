@@ -11,6 +11,7 @@ sample size is ``ESS = 1 / sum_i W_i^2``.
 import functools
 import json
 import os
+import posixpath
 import warnings
 
 import jax
@@ -385,20 +386,36 @@ _CHECKPOINT_GROUPS = ("checkpoint", "history", "flow", "aspire_config",
                       "sampler_config")
 
 
+def _name_from_root(h5, path: str, method: str) -> str:
+    """The name, from the file's root and normalised, that ``path`` below
+    ``h5`` (an open group, or None for a file's root) takes; ``""`` for the
+    root itself. A ``..`` component is refused: HDF5 reads it as a link
+    name, not as the parent group."""
+    if ".." in str(path).split("/"):
+        raise ValidationError(f"{method}: path {str(path)!r} has a '..' component; "
+                              "name the group from the file's root instead")
+    base = "/" if h5 is None else (getattr(h5, "name", None) or "/")
+    name = posixpath.normpath(posixpath.join(base, str(path))).lstrip("/")
+    return "" if name == "." else name
+
+
 def _check_replaceable(h5, path: str) -> None:
     """Refuse to replace a group that holds something other than samples (a
-    checkpoint's state, a flow, a user's data)."""
+    checkpoint's state, a flow, a user's data), or to write inside or create
+    a group of the checkpoint layout, however ``path`` is spelt and from
+    whichever group ``h5`` is."""
     root = path in ("", ".")
-    top = path.strip("/").split("/")[0]
-    if not root and h5.name == "/" and top in _CHECKPOINT_GROUPS and path.strip("/") != top:
+    name = _name_from_root(h5, path, "Samples.save")
+    top = name.split("/")[0]
+    if top in _CHECKPOINT_GROUPS and name != top:
         # Inside a checkpoint's own groups: a group there is read back as part
         # of the run (an extra history field damages the history).
         raise ValidationError(
-            f"Samples.save would write inside /{top}, a group of the checkpoint "
-            "layout that resuming reads back; save to another group (e.g. "
-            "path='samples')")
+            f"Samples.save would write /{name}, inside /{top}, a group of the "
+            "checkpoint layout that resuming reads back; save to another group "
+            "(e.g. path='samples' from the file's root)")
     target = h5 if root else h5.get(path)
-    if target is None and not root and h5.name == "/" and top in _CHECKPOINT_GROUPS:
+    if target is None and top in _CHECKPOINT_GROUPS:
         raise ValidationError(
             f"Samples.save would create /{top}, a group name of the checkpoint "
             "layout; save to another group (e.g. path='samples')")

@@ -809,9 +809,19 @@ def test_samples_are_not_saved_inside_a_checkpoints_groups(fitted, tmp_path):
     path = tmp_path / "run.h5"
     fitted.sample_posterior(300, key=47, checkpoint_path=path, **RUN)
     samples = fitted.sample_posterior(300, sampler="importance", key=0)
-    for inside in ("history/x", "checkpoint/extra", "flow/extra"):
-        with pytest.raises(ValidationError, match="group of the checkpoint layout"):
+    for inside in ("history/x", "checkpoint/extra", "flow/extra", "./history/x",
+                   "/history//x", "posterior/../history"):
+        with pytest.raises(ValidationError,
+                           match="group of the checkpoint layout|'..' component"):
             samples.save(path, path=inside)
+    with h5py.File(path, "a") as f:
+        # From inside a layout group, and into a layout group not yet written.
+        for group, inside in ((f["history"], "x"), (f["history"], "."),
+                              (f, "./sampler_config")):
+            with pytest.raises(ValidationError,
+                               match="checkpoint layout|not written by Samples.save"):
+                samples.save(group, path=inside)
+        assert "x" not in f["history"]
     samples.save(path, path="posterior")
     Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
                             log_prior=problems.log_prior)
