@@ -342,6 +342,9 @@ class Aspire:
         # The file a resume_from_file run came from: the resumed run goes on
         # checkpointing there unless told otherwise.
         self._resume_file: str | None = None
+        # The file resume_from_file loaded a flow from when it held no run
+        # yet: the next SMC run checkpoints there unless told otherwise.
+        self._fresh_file: str | None = None
         # Set once a run has finished the loaded checkpoint: a later call
         # without resume_from starts a new run, and says so once.
         self._resume_used = False
@@ -695,6 +698,7 @@ class Aspire:
             logger.info("the refitted flow replaces the one restored from the "
                         "checkpoint; the next run starts afresh instead of resuming")
             self._resume = self._resume_file = None
+        self._fresh_file = None
         self.flow_params = params
         self.flow_history = history
         self._auto_space = None
@@ -997,19 +1001,21 @@ class Aspire:
                 checkpoint_every = self._auto["every"]
             checkpoint_save_config = self._auto.get("save_config", checkpoint_save_config)
             checkpoint_save_flow = self._auto.get("save_flow", checkpoint_save_flow)
-        if (checkpoint_path is None and not no_file and resume is not None
-                and resume is self._resume and self._resume_file is not None
+        own_file = (self._resume_file if resume is not None and resume is self._resume
+                    else self._fresh_file if resume is None else None)
+        if (checkpoint_path is None and not no_file and own_file is not None
                 and sampler == "smc"):
+            run = "resumed run" if resume is not None else "run"
             try:
-                _check_writable(self._resume_file)
+                _check_writable(own_file)
             except ValidationError as exc:
-                logger.warning("the resumed run cannot go on checkpointing into the "
-                               "file it came from, and writes no checkpoint: %s", exc)
+                logger.warning("the %s cannot checkpoint into the file its flow came "
+                               "from, and writes no checkpoint: %s", run, exc)
             else:
-                checkpoint_path = self._resume_file
-                logger.info("the resumed run goes on checkpointing into %s (pass "
-                            "checkpoint_path to choose another file, or False for "
-                            "none)", checkpoint_path)
+                checkpoint_path = own_file
+                logger.info("the %s checkpoints into %s, the file its flow came from "
+                            "(pass checkpoint_path to choose another file, or False "
+                            "for none)", run, checkpoint_path)
         checkpoint_every = 1 if checkpoint_every is None else checkpoint_every
         if not is_int(checkpoint_every) or checkpoint_every < 1:
             raise ValidationError(f"checkpoint_every must be a positive integer; got "
@@ -1663,6 +1669,11 @@ class Aspire:
             # checkpoint; one stopped early can be resumed again.
             self._resume = self._resume_file = None
             self._resume_used = True
+        if (self._fresh_file is not None and checkpoint_path is not None
+                and os.path.realpath(os.fspath(checkpoint_path))
+                == os.path.realpath(self._fresh_file)):
+            # Likewise the file that held no run: one run goes there.
+            self._fresh_file = None
         return samples, history
 
     def _engine_log_prior(self, config):
@@ -2093,7 +2104,9 @@ class Aspire:
                     f"{str(path)!r} has no dataset /{checkpoint_path}/{checkpoint_dset}"
                     f"{hint}; aspire_jax writes the state at /checkpoint/state, the "
                     "default")
-            logger.info("%s has no checkpoint yet; sampling will start afresh", path)
+            logger.info("%s has no checkpoint yet; sampling will start afresh and "
+                        "checkpoint there", path)
+            obj._fresh_file = os.fspath(path)
         else:
             obj._resume = resume
             obj._resume_file = os.fspath(path)
@@ -2145,7 +2158,9 @@ class Aspire:
         return cfg
 
     def save_config(self, h5, path: str = "aspire_config"):
-        """Write :meth:`config_dict` to ``/path`` of an open HDF5 file.
+        """Write :meth:`config_dict` to ``/path`` of ``h5``: an open HDF5
+        file or group, or a ``.h5`` / ``.hdf5`` path (then written atomically,
+        keeping the file's other groups).
 
         Raises
         ------
@@ -2155,19 +2170,25 @@ class Aspire:
             settings this would change (resume the run, or write to another
             file).
         """
-        _guard_group(h5, path, "aspire_config", "save_config",
-                     lambda g: _same_json(g, self.config_dict(),
-                                          ignore=_CONFIG_NOT_RESUMED))
-        if path in h5:
-            del h5[path]
-        write_json_group(h5, path, self.config_dict())
+        content = self.config_dict()
+        self._save_json(h5, path, "aspire_config", "save_config", content,
+                        lambda g: _same_json(g, content, ignore=_CONFIG_NOT_RESUMED))
 
     def save_sampler_config(self, h5, path: str = "sampler_config"):
-        """Write the settings of the last ``sample_posterior`` call (refused
-        as :meth:`save_config` is)."""
+        """Write the settings of the last ``sample_posterior`` call (to an
+        open file or group, or a path; refused as :meth:`save_config` is)."""
         content = self._last_sampler_config or {}
-        _guard_group(h5, path, "sampler_config", "save_sampler_config",
-                     lambda g: _same_json(g, content))
+        self._save_json(h5, path, "sampler_config", "save_sampler_config", content,
+                        lambda g: _same_json(g, content))
+
+    @staticmethod
+    def _save_json(h5, path, own, method, content, unchanged):
+        if isinstance(h5, (str, os.PathLike)):
+            _save_group_to_file(h5, path, own, method, unchanged,
+                                lambda group: _fill_json_group(group, content))
+            return
+        _check_open_for_writing(h5, method)
+        _guard_group(h5, path, own, method, unchanged)
         if path in h5:
             del h5[path]
         write_json_group(h5, path, content)
@@ -2215,22 +2236,12 @@ class Aspire:
                     == json.dumps(self.flow_config.to_dict()))
 
         if isinstance(h5, (str, os.PathLike)):
-            _check_h5_suffix(h5)
-            name = _check_group_name(None, path, "flow", "save_flow")
-            _check_writable(h5, "save_flow's file")
-            if os.path.isfile(os.fspath(h5)) and name == "flow":
-                with AspireFile(h5, "r") as f:
-                    keep = isinstance(f.get(name), h5py.Group) and same_flow(f[name])
-                if not keep:
-                    # The run in the file was sampled with the flow it holds:
-                    # replacing that flow would leave it unresumable.
-                    _set_aside_unfinished(h5)
-            write_checkpoint_file(h5, state_bytes=None, groups={name: self._write_flow})
+            # The run in the file was sampled with the flow it holds: replacing
+            # that flow would leave it unresumable, so the run is kept aside.
+            _save_group_to_file(h5, path, "flow", "save_flow", same_flow,
+                                self._write_flow, set_aside=True)
             return
-        if getattr(h5, "file", None) is not None and h5.file.mode == "r":
-            raise ValidationError(
-                f"{h5.file.filename!r} is open read-only; open it with mode 'a' (or "
-                "pass its path) to save the flow")
+        _check_open_for_writing(h5, "save_flow")
         _guard_group(h5, path, "flow", "save_flow", same_flow)
         if path in h5:
             del h5[path]
@@ -2280,6 +2291,8 @@ class Aspire:
             raise CheckpointError(f"cannot restore the flow from /{path}: {exc}") from exc
         self._check_flow_bounds(params, f"the flow in /{path}")
         self.flow_params = params
+        # Another flow: the file the old one came from is no longer its home.
+        self._fresh_file = None
         self.flow_history = _read_flow_history(g)
         self._held_out, self._held_out_weights, self._auto_space = None, None, None
         self._auto_reference, self._auto_rank = None, None
@@ -2918,6 +2931,34 @@ def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
             "and leave the run unresumable. Resume the run first or write to another "
             "file" + (", or pass the file's path to save_flow (the run is then kept "
                       "aside as <name>.unfinished.h5)" if own == "flow" else ""))
+
+
+def _check_open_for_writing(h5, method: str) -> None:
+    f = getattr(h5, "file", None)
+    if f is not None and f.mode == "r":
+        raise ValidationError(
+            f"{f.filename!r} is open read-only; open it with mode 'a' (or pass its "
+            f"path) for {method}")
+
+
+def _save_group_to_file(file, path, own, method, unchanged, write,
+                        set_aside: bool = False) -> None:
+    """``method`` given a file's path: write the group ``path`` with
+    ``write(group)``, atomically, keeping the file's other groups; refused as
+    on an open file (:func:`_guard_group`), except that with ``set_aside`` an
+    unfinished run whose ``/own`` would change is copied aside first."""
+    _check_h5_suffix(file)
+    name = _check_group_name(None, path, own, method)
+    _check_writable(file, f"{method}'s file")
+    if os.path.isfile(os.fspath(file)) and name == own:
+        with AspireFile(file, "r") as f:
+            group = f.get(name)
+            keep = isinstance(group, h5py.Group) and unchanged(group)
+            if not keep and not set_aside:
+                _guard_group(f, name, own, method, unchanged)
+        if not keep and set_aside:
+            _set_aside_unfinished(file)
+    write_checkpoint_file(file, state_bytes=None, groups={name: write})
 
 
 # Entries of config_dict that resuming does not read from /aspire_config.

@@ -397,6 +397,35 @@ def test_auto_checkpoint_with_resume_on_a_first_run(tmp_path):
     _assert_same_run(first, second)
 
 
+def test_a_file_with_a_flow_and_no_run_gets_the_run(fitted, tmp_path):
+    # resume_from_file on a file that holds a flow but no run yet: the run
+    # starts afresh and checkpoints into that file, once; a refit forgets it.
+    path = tmp_path / "flow_only.h5"
+    fitted.save_flow(path)
+    fitted.save_config(path)
+    loaded = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                     log_prior=problems.log_prior)
+    assert read_checkpoint_bytes(path) is None
+    first = loaded.sample_posterior(300, key=8, return_history=True, **RUN)
+    assert read_checkpoint_bytes(path) is not None
+    again = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                    log_prior=problems.log_prior)
+    _assert_same_run(first, again.sample_posterior(return_history=True))
+    # The run it held is finished: a second run of the same instance writes
+    # no file of its own choosing.
+    before = path.read_bytes()
+    loaded.sample_posterior(300, key=9, **RUN)
+    assert path.read_bytes() == before
+    other = tmp_path / "flow_only_2.h5"
+    fitted.save_flow(other)
+    fitted.save_config(str(other))
+    refit = Aspire.resume_from_file(other, log_likelihood=problems.log_likelihood,
+                                    log_prior=problems.log_prior)
+    refit.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+    refit.sample_posterior(300, key=8, **RUN)
+    assert read_checkpoint_bytes(other) is None
+
+
 def test_auto_checkpoint_resume_stopped_again_goes_on_from_its_file(
         fitted, tmp_path, caplog):
     path = tmp_path / "run.h5"
@@ -947,6 +976,15 @@ def test_saving_a_flow_or_settings_never_costs_an_unfinished_run(fitted, tmp_pat
         fitted.save_flow(f)
         other.save_flow(f, path="another_flow")
     assert read_checkpoint_bytes(path) == state
+    # By path, settings are guarded as on an open file, and written back alike.
+    with pytest.raises(ValidationError, match="unfinished SMC run"):
+        problems.make_aspire(n_bins=4).save_config(path)
+    with pytest.raises(ValidationError, match="group of the checkpoint layout"):
+        other.save_config(str(path), path="./history")
+    other.save_config(path)
+    with AspireFile(path, "r") as f, pytest.raises(ValidationError, match="read-only"):
+        other.save_config(f, path="mine")
+    assert read_checkpoint_bytes(path) == state
     # The resumed instance writes its own settings back.
     resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
                                       log_prior=problems.log_prior)
@@ -954,6 +992,10 @@ def test_saving_a_flow_or_settings_never_costs_an_unfinished_run(fitted, tmp_pat
         resumed.save_config(f)
         resumed.save_flow(f)
         resumed.save_sampler_config(f)
+        settings = dict(f["sampler_config"].attrs)
+    resumed.save_sampler_config(path)
+    with AspireFile(path, "a") as f:
+        assert dict(f["sampler_config"].attrs) == settings
         with pytest.raises(ValidationError, match="'..' component"):
             resumed.save_flow(f, path="mine/../flow")
     # By path, the run is kept aside before its flow is replaced, however the
