@@ -616,7 +616,8 @@ class Aspire:
             warning: the flow will describe them poorly). Periodic values are wrapped into their range, and
             values on a bound are moved one float step inside it.
         key
-            Typed key, int seed or None (a seed is drawn and recorded).
+            Typed key, int seed or None (a seed is drawn, logged and kept
+            as ``flow_history.seed``).
         n_epochs, learning_rate, batch_size, validation_fraction, patience,
         clip_grad, weight_decay
             Training settings (optax Adam/AdamW, early stopping on the
@@ -692,6 +693,7 @@ class Aspire:
         finally:
             if bar is not None:
                 bar.close()
+        history = dataclasses.replace(history, seed=seed)
         if self._resume is not None:
             # The checkpoint's particles carry log q of the flow it was run
             # with; they cannot continue under this one.
@@ -708,11 +710,10 @@ class Aspire:
                           else x[history.held_out_index])
         self._held_out_weights = (None if weights is None or self._held_out is None
                                   else weights[history.held_out_index])
-        self._fit_seed = seed
-        logger.info("flow fitted: %d epochs, best validation loss %.4f at epoch %d",
+        logger.info("flow fitted: %d epochs, best validation loss %.4f at epoch %d%s",
                     len(history.training_loss), float(np.min(history.validation_loss))
                     if len(history.validation_loss) else float("nan"),
-                    history.best_epoch)
+                    history.best_epoch, "" if seed is None else f" (seed {seed})")
         _warn_poor_flow(history, self.dims, learning_rate)
         if checkpoint_path is not None and is_checkpoint_writer():
             save_cfg = checkpoint_save_config and (

@@ -601,3 +601,25 @@ def test_fit_names_unknown_options_and_aspires_spellings():
     with pytest.raises(ValidationError, match=r"\['n_epoch'\]; fit takes key, n_epochs"):
         aspire.fit(problems.earlier_samples(), n_epoch=3)
     assert aspire.flow_params is None
+
+
+def test_a_drawn_fit_seed_is_kept_and_repeats_the_fit(tmp_path):
+    settings = dict(problems.FIT_SETTINGS, n_epochs=3, key=None)
+    drawn = problems.make_aspire()
+    drawn.fit(problems.earlier_samples(), **settings)
+    seed = drawn.flow_history.seed
+    assert isinstance(seed, int)
+    again = problems.make_aspire()
+    again.fit(problems.earlier_samples(), **dict(settings, key=seed))
+    assert again.flow_history.seed == seed
+    for a, b in zip(jax.tree.leaves(drawn.flow_params), jax.tree.leaves(again.flow_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    path = tmp_path / "flow.h5"
+    drawn.save_flow(path)
+    loaded = problems.make_aspire()
+    loaded.load_flow(path)
+    assert loaded.flow_history.seed == seed
+    typed = problems.make_aspire()
+    typed.fit(problems.earlier_samples(), **dict(settings, key=jax.random.key(0)))
+    assert typed.flow_history.seed is None
+    assert "seed" not in typed.flow_history.to_dict()

@@ -65,6 +65,10 @@ class FlowHistory:
         ``log q`` under the returned parameters (``None`` without a
         validation set). Per-sample data of this fit: not part of
         :meth:`to_dict`, so a history read back from a file has neither.
+    seed
+        The int seed the fit's key came from (``Aspire.fit`` draws one when
+        given ``key=None``), so that the fit can be repeated; ``None`` for a
+        typed key.
     """
 
     training_loss: np.ndarray
@@ -74,6 +78,7 @@ class FlowHistory:
     gaussian_validation_loss: float = math.nan
     held_out_index: np.ndarray | None = None
     held_out_log_q: np.ndarray | None = None
+    seed: int | None = None
 
     @property
     def best_validation_loss(self) -> float:
@@ -100,14 +105,17 @@ class FlowHistory:
         return plot_flow_loss(self, fig=fig)
 
     def to_dict(self) -> dict:
-        """JSON-able dict (losses as lists of floats)."""
-        return {
+        """JSON-able dict (losses as lists of floats; ``seed`` only when set)."""
+        out = {
             "training_loss": [float(v) for v in self.training_loss],
             "validation_loss": [float(v) for v in self.validation_loss],
             "best_epoch": int(self.best_epoch),
             "stop_reason": self.stop_reason,
             "gaussian_validation_loss": float(self.gaussian_validation_loss),
         }
+        if self.seed is not None:
+            out["seed"] = int(self.seed)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "FlowHistory":
@@ -137,7 +145,7 @@ class FlowHistory:
             raise ValidationError(
                 f"FlowHistory keys must be among {sorted(keys)}; got {got}."
             )
-        missing = sorted(keys - {"stop_reason", "gaussian_validation_loss"}
+        missing = sorted(keys - {"stop_reason", "gaussian_validation_loss", "seed"}
                          - set(data))
         if missing:
             raise ValidationError(f"FlowHistory dict lacks {missing}.")
@@ -162,12 +170,19 @@ class FlowHistory:
         if not 0 <= best < n_epochs:
             raise ValidationError(
                 f"best_epoch {best} is outside the {train.size} epochs run.")
+        seed = data.get("seed")
+        if seed is not None:
+            seed = np.asarray(seed)
+            if seed.shape != () or seed.dtype.kind not in "iu":
+                raise ValidationError(
+                    f"FlowHistory seed must be an integer; got {data['seed']!r}.")
+            seed = int(seed)
         stop = data.get("stop_reason", "max_epochs")
         if stop not in _STOP_REASONS:
             raise ValidationError(
                 f"stop_reason must be one of {_STOP_REASONS}; got {stop!r}.")
         return cls(training_loss=train, validation_loss=val, best_epoch=best,
-                   stop_reason=stop, gaussian_validation_loss=gauss)
+                   stop_reason=stop, gaussian_validation_loss=gauss, seed=seed)
 
 
 class _OptimizerSettings(NamedTuple):
