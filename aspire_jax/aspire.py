@@ -928,12 +928,7 @@ class Aspire:
             options = _merge_resume_options(stored, options)
             from_checkpoint = set(stored) - set(given_options)
             stored_x64 = resume["sampler_config"].get("x64")
-            if stored_x64 is True and not jax.config.jax_enable_x64:
-                raise CheckpointError(
-                    "the checkpoint's run computed with jax_enable_x64=True, and its "
-                    "64-bit state cannot go on in this 32-bit process: set "
-                    "jax.config.update('jax_enable_x64', True) before any JAX work, "
-                    "as in that run")
+            _check_x64_resumable(resume["sampler_config"])
             if stored_x64 is not None and bool(stored_x64) != bool(
                     jax.config.jax_enable_x64):
                 logger.warning(
@@ -2073,6 +2068,10 @@ class Aspire:
                     "package, or start an aspire_jax run by fitting to its "
                     "posterior samples") from exc
         obj = cls._from_config(cfg, log_likelihood, log_prior)
+        resume = _resume_from_path(path, f"{checkpoint_path}/{checkpoint_dset}")
+        if resume.get("state") is not None:
+            # Before the flow is read: its float64 arrays would be cut down.
+            _check_x64_resumable(resume.get("sampler_config") or {})
         with AspireFile(path, "r") as f:
             if flow_path in f:
                 try:
@@ -2089,7 +2088,6 @@ class Aspire:
                     "with checkpoint_save_flow=False or save_flow=False): load the "
                     "flow the run used with load_flow(file, path=...) before "
                     "sampling")
-        resume = _resume_from_path(path, f"{checkpoint_path}/{checkpoint_dset}")
         if sampler is not None:
             resume["sampler"] = sampler
         if resume_kwargs:
@@ -2652,7 +2650,9 @@ def _warn_resolution(log_likelihood, error: float) -> None:
     ll = ll[np.isfinite(ll)]
     if not ll.size:
         return
-    resolution = float(np.finfo(ll.dtype).eps * np.max(np.abs(ll)))
+    # The spacing of floats at the largest magnitude (eps times it is up to
+    # twice that, by where in its binade the value falls).
+    resolution = float(np.spacing(np.max(np.abs(ll))))
     if resolution > error:
         logger.warning(
             "log-likelihood values reach %.3g, where %s resolves steps of %.3g, "
@@ -2744,22 +2744,28 @@ def _warn_unmixed(history: History, config: SMCConfig, dims: int) -> None:
         return
     corr = np.asarray(history.data["decorrelation"], float)
     sweeps = np.asarray(history.data["n_mcmc_steps"])
+    threshold = config.decorrelation_threshold
     if config.n_mcmc_steps is None:
         cap = config.mcmc_step_cap(dims)
-        bad = (sweeps >= cap) & (corr > config.decorrelation_threshold)
+        bad = (sweeps >= cap) & (corr > threshold)
         limit, fix = f"the cap of {cap} sweeps", "Raise max_mcmc_steps"
+        above = f"above {threshold:.2g}, where the adaptive length stops"
     else:
-        bad = corr > max(0.1, config.decorrelation_threshold)
+        threshold = max(0.1, threshold)
+        bad = corr > threshold
         limit, fix = (f"n_mcmc_steps={config.n_mcmc_steps}",
                       "Raise n_mcmc_steps or leave it None (adaptive length)")
+        above = (f"above {threshold:.2g}; the adaptive length would go on to "
+                 f"{config.decorrelation_threshold:.2g}")
     if bad.any():
+        which = np.flatnonzero(bad)
+        names = ", ".join(str(i) for i in which[:8]) + (" ..." if which.size > 8 else "")
         logger.warning(
-            "in %d of %d SMC iterations the MCMC moves stopped at %s with the "
+            "in %d of %d SMC iterations (%s) the MCMC moves stopped at %s with the "
             "particles still correlated with their starting points (mean "
-            "correlation up to %.2f; the adaptive length stops at %.2g): the "
-            "evidence and the posterior may be biased by more than their "
-            "error bars. %s%s", int(bad.sum()), len(corr), limit,
-            float(corr[bad].max()), config.decorrelation_threshold, fix,
+            "correlation up to %.2f, %s): the evidence and the posterior may be "
+            "biased by more than their error bars. %s%s", which.size, len(corr),
+            names, limit, float(corr[bad].max()), above, fix,
             "" if config.kernel == "mala"
             else ", or use kernel='mala' for a differentiable likelihood")
 
@@ -2932,6 +2938,16 @@ def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
             "and leave the run unresumable. Resume the run first or write to another "
             "file" + (", or pass the file's path to save_flow (the run is then kept "
                       "aside as <name>.unfinished.h5)" if own == "flow" else ""))
+
+
+def _check_x64_resumable(sampler_config: Mapping) -> None:
+    """Refuse a run stored with ``x64=True`` in a process without float64."""
+    if sampler_config.get("x64") is True and not jax.config.jax_enable_x64:
+        raise CheckpointError(
+            "the checkpoint's run computed with jax_enable_x64=True, and its "
+            "64-bit state cannot go on in this 32-bit process: set "
+            "jax.config.update('jax_enable_x64', True) before any JAX work, "
+            "as in that run")
 
 
 def _check_open_for_writing(h5, method: str) -> None:

@@ -140,7 +140,7 @@ def _equal_weights(samples: Samples, key, what: str) -> Samples:
         return samples.replace(log_weights=None)
     if key is None:
         raise ValidationError(
-            f"{what} holds weighted samples and needs equally weighted draws; pass "
+            f"{what} are weighted, and this needs equally weighted draws; pass "
             "key=jax.random.key(seed) (or an int seed) to resample them")
     return samples.resample(key)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import problems
-from aspire_jax import Aspire, AspireFile, CheckpointError, ValidationError
+from aspire_jax import Aspire, AspireFile, CheckpointError, TemperingError, ValidationError
 from aspire_jax.io import read_checkpoint_bytes, state_dict_from_bytes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -896,7 +896,7 @@ def test_weights_and_history_that_do_not_fit_the_state_are_refused(fitted):
             mid, sampler_config=dict(mid["sampler_config"], options=options)))
 
 
-def test_a_resume_in_another_precision_is_named(fitted, caplog):
+def test_a_resume_in_another_precision_is_named(fitted, caplog, tmp_path):
     import jax
 
     blobs = []
@@ -922,6 +922,19 @@ def test_a_resume_in_another_precision_is_named(fitted, caplog):
             with pytest.raises(CheckpointError, match="cannot go on in this 32-bit"):
                 fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
         assert not any("goes on" in r.getMessage() for r in caplog.records)
+        # From a file, before its float64 flow is read (JAX would warn of
+        # cutting it down; warnings are errors here).
+        path = tmp_path / "run64.h5"
+        with jax.enable_x64(True):
+            run64 = problems.make_aspire()
+            run64.fit(problems.earlier_samples(), **dict(problems.FIT_SETTINGS,
+                                                       n_epochs=2))
+            with pytest.raises(TemperingError):  # stopped at once, unfinished
+                run64.sample_posterior(200, key=1, checkpoint_path=path,
+                                       max_iterations=1, **RUN)
+        with pytest.raises(CheckpointError, match="cannot go on in this 32-bit"):
+            Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                    log_prior=problems.log_prior)
     with pytest.raises(CheckpointError, match="x64 = 'yes'"):
         fitted.sample_posterior(resume_from=dict(
             mid, sampler_config=dict(other, x64="yes")))

@@ -177,6 +177,8 @@ def test_large_log_likelihoods_warn_of_their_float_resolution(caplog):
     with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
         aspire.sample_posterior(300, key=0, sampler="importance")
     assert "log Z is quantised" in caplog.text
+    # The float32 spacing there (3e6 lies in [2**21, 2**22)).
+    assert "resolves steps of 0.25," in caplog.text
 
 
 def test_no_resolution_warning_for_ordinary_values(fitted, caplog):
