@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 import stat
+import statistics
 import sys
 import warnings
 import zlib
@@ -33,6 +34,7 @@ from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit
 from .flows.flow import gaussian_of
 from .flows.gaussian import GaussianReference, has_gaussian
 from .history import History, SampleHistory
+from .kernels import kernel_settings
 from .io import (AspireFile, check_file_version, is_aspire_file,
                  read_checkpoint_bytes, read_json_group, state_dict_from_bytes,
                  state_from_state_dict, state_to_bytes,
@@ -1280,16 +1282,23 @@ class Aspire:
                 "they have not forgotten the flow, so the samples may lean toward it; "
                 "run more sweeps (n_burnin, n_steps) or use another kernel or move "
                 "space", corr, n_burnin + n_steps)
+        if n_steps and not unmoved:
+            _warn_drift(r, ~stuck, self.parameters,
+                        {j: tuple(self.prior_bounds[j]) for j, per in
+                         enumerate(self.periodic) if per}, n_burnin, n_steps)
+            _warn_acceptance_drop(r.acceptance, n_burnin, config)
         samples = Samples.from_array(
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
             log_prior=r.log_prior, log_q=r.log_q,
             log_weights=(np.where(stuck, -np.inf, 0.0) if stuck.any() else None))
-        rows = []
-        for i, (acc, size) in enumerate(zip(r.acceptance, r.step_size)):
-            info = _single_info(1.0, 1.0, float(n), 0.0, 0.0,
-                                n if i else int(r.n_evaluations) - n * (len(r.acceptance) - 1))
-            rows.append(info._replace(acceptance=np.float32(acc),
-                                      step_size=np.float32(size)))
+        # One row a sweep. MCMC estimates no evidence and no weights, so
+        # those fields are NaN; the evaluations are the sweep's own (the
+        # starting draws', like SMC's, are not an iteration's).
+        nan = math.nan
+        rows = [_single_info(1.0, nan, nan, nan, nan, n, int(bad))._replace(
+                    acceptance=np.float32(acc), step_size=np.float32(size))
+                for acc, size, bad in zip(r.acceptance, r.step_size,
+                                          r.sweep_n_invalid)]
         return samples, History.from_infos("mcmc", rows)
 
     def auto_preconditioning(self) -> str:
@@ -2768,6 +2777,89 @@ def _warn_unmixed(history: History, config: SMCConfig, dims: int) -> None:
             names, limit, float(corr[bad].max()), above, fix,
             "" if config.kernel == "mala"
             else ", or use kernel='mala' for a differentiable likelihood")
+
+
+# Family-wise false-alarm rate of the drift test of plain MCMC.
+_DRIFT_ALPHA = 1e-3
+
+
+def _warn_drift(result, ok, names, periodic, n_burnin: int, n_steps: int) -> None:
+    """Warn when the MCMC chains were still moving after burn-in.
+
+    Chains that have reached the posterior by the end of burn-in stay there:
+    over the recorded sweeps, each chain's move ``x_end - x_start`` has mean
+    zero, and the centred squares keep their mean. Over independent chains,
+    the mean move divided by its standard error is then about N(0, 1) per
+    parameter (and likewise for the squares), so a value beyond the normal
+    quantile for a family-wise rate of ``_DRIFT_ALPHA`` means the chains were
+    still travelling from the flow's draws, and their final positions lean
+    toward where they started. A periodic parameter (``periodic`` maps its
+    column to its bounds) is tested on the cosine and sine of its angle. So
+    is the log posterior density, which keeps rising while chains still
+    climb toward the posterior, however slowly they move.
+    """
+    x_start, x_end = np.asarray(result.x_burnin)[ok], np.asarray(result.x)[ok]
+    n = len(x_end)
+    if n < 20:
+        return
+    lp_end = np.asarray(result.log_prior) + np.asarray(result.log_likelihood)
+    cols = [(np.asarray(result.log_posterior_burnin, np.float64)[ok],
+             lp_end.astype(np.float64)[ok], "the log posterior density")]
+    for j, name in enumerate(names):
+        a, b = x_start[:, j].astype(np.float64), x_end[:, j].astype(np.float64)
+        if j in periodic:
+            lo, hi = periodic[j]
+            ta, tb = (2 * np.pi * (v - lo) / (hi - lo) for v in (a, b))
+            cols += [(np.cos(ta), np.cos(tb), f"the cosine of {name!r}"),
+                     (np.sin(ta), np.sin(tb), f"the sine of {name!r}")]
+        else:
+            cols.append((a, b, repr(name)))
+    limit = statistics.NormalDist().inv_cdf(1 - _DRIFT_ALPHA / (4 * len(cols)))
+    found = []
+    for a, b, name in cols:
+        spread = np.std(a)
+        if not (np.isfinite(spread) and spread > 0):
+            continue
+        centre = np.mean(a)
+        for kind, move in (("mean", b - a), ("spread", (b - centre) ** 2 - (a - centre) ** 2)):
+            se = np.std(move, ddof=1) / math.sqrt(n)
+            z = float(np.mean(move) / se) if se > 0 else 0.0
+            if abs(z) > limit:
+                change = (f"moved by {float(np.mean(b - a)) / spread:+.2f} of its "
+                          "spread" if kind == "mean" else
+                          f"changed by a factor {float(np.std(b)) / spread:.2f}")
+                found.append((abs(z), f"the {kind} of {name} {change} (z = {z:.1f})"))
+    if not found:
+        return
+    found.sort(reverse=True)
+    logger.warning(
+        "the MCMC chains had not settled by the end of the %d burn-in sweeps: "
+        "over the %d recorded sweeps %s%s. Chains still on their way from the "
+        "flow's draws may not have reached the posterior by their last sweep; "
+        "raise n_burnin (the kernel adapts during it), or use kernel='rwmh' or "
+        "'mala'", n_burnin, n_steps, "; ".join(text for _, text in found[:3]),
+        f" (and {len(found) - 3} more)" if len(found) > 3 else "")
+
+
+def _warn_acceptance_drop(acceptance, n_burnin: int, config: SMCConfig) -> None:
+    """Warn when plain MCMC accepted far fewer moves after burn-in than its
+    adaptation aimed at: the chains then left the region the frozen kernel
+    was tuned to (pCN's reference, say, fitted to chains still on their way),
+    and crawl, which no test of their movement can tell from stationarity."""
+    target = getattr(kernel_settings(config.kernel, config.kernel_settings),
+                     "target_acceptance", None)
+    recorded = np.asarray(acceptance, np.float64)[n_burnin:]
+    if target is None or not recorded.size or not n_burnin:
+        return
+    rate = float(np.mean(recorded))
+    if rate < 0.5 * target:
+        logger.warning(
+            "the MCMC kernel accepted %.3f of its proposals after burn-in, against "
+            "the %.3g it adapted to: the chains moved away from where the frozen "
+            "kernel was tuned%s, and may be crawling short of the posterior. Raise "
+            "n_burnin, or use kernel='rwmh' or 'mala'", rate, target,
+            " (its reference was fitted to the chains during burn-in)"
+            if config.kernel in ("pcn", "tpcn") else "")
 
 
 def _warn_undefined(n_invalid: int, n_evaluations: int) -> None:

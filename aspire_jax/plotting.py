@@ -328,6 +328,9 @@ def plot_history(history, fig=None):
     matplotlib.figure.Figure
         A 2 x 2 grid: beta (log scale when positive), ESS, MCMC acceptance
         and the log-evidence increment of each iteration with its error bar.
+        For plain MCMC (``history.sampler == "mcmc"``), which has no beta,
+        weights or evidence, a 1 x 2 grid of the acceptance and the step
+        size of each sweep.
 
     Raises
     ------
@@ -342,6 +345,18 @@ def plot_history(history, fig=None):
             f"return_history=True); got {type(history).__name__}")
     if len(history) == 0:
         raise ValidationError("the history is empty: there is nothing to plot")
+    if getattr(history, "sampler", "smc") == "mcmc":
+        fig, ax = _grid(plt, fig, 1, 2, (8, 3))
+        sweep = np.arange(1, len(history) + 1)
+        ax[0, 0].plot(sweep, history.acceptance)
+        ax[0, 0].set(xlabel="sweep", ylabel="acceptance", ylim=(0, 1))
+        size = np.asarray(history.step_size, float)
+        ax[0, 1].plot(sweep, size)
+        ax[0, 1].set(xlabel="sweep", ylabel="step size",
+                     yscale="log" if np.all(size > 0) else "linear")
+        fig.suptitle(f"mcmc: {len(history)} sweeps", fontsize=9)
+        fig.tight_layout()
+        return fig
     fig, ax = _grid(plt, fig, 2, 2, (8, 5.5))
     it = np.arange(1, len(history) + 1)
     beta = np.asarray(history.beta, float)

@@ -106,6 +106,51 @@ def test_mcmc_warns_of_chains_that_never_moved(fitted, caplog):
     assert "still correlate" not in caplog.text
 
 
+def test_mcmc_warns_of_chains_that_had_not_settled(caplog):
+    """Earlier samples seven posterior sds from the new posterior: pCN's
+    reference, fitted to chains still on their way, leaves them crawling,
+    and the mean comes out far off. The run must say so (it had said
+    nothing); random-walk chains from the same flow settle and say nothing."""
+    mean, sd = problems.posterior_moments()
+    far = problems.make_aspire()
+    far.fit(problems.earlier_samples() * 0.2 + (mean + 3.5), **problems.FIT_SETTINGS)
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        post = far.sample_posterior(1000, sampler="mcmc", kernel="pcn", key=1)
+    off = (np.asarray(post.mean()) - mean) / sd
+    assert off.min() > 0.5  # the bias the warning is about
+    assert "had not settled by the end of the 50 burn-in sweeps" in caplog.text
+    assert "the log posterior density" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        post = far.sample_posterior(1000, sampler="mcmc", key=1, n_burnin=150)
+    assert "settled" not in caplog.text and "accepted" not in caplog.text
+    assert np.all(np.abs(np.asarray(post.mean()) - mean) < 5 * sd / np.sqrt(1000))
+
+
+def test_mcmc_history_claims_no_evidence_and_counts_each_sweep():
+    def log_likelihood(x):  # NaN on a slab the chains cross
+        ll = problems.log_likelihood(x)
+        return jnp.where(jnp.abs(x[:, 0] - 1.2) < 0.05, jnp.nan, ll)
+
+    aspire = problems.make_aspire(log_likelihood=log_likelihood)
+    aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+    before = aspire.n_likelihood_evaluations
+    _, history = aspire.sample_posterior(200, sampler="mcmc", key=0, n_steps=20,
+                                         n_burnin=10, return_history=True)
+    assert len(history) == 30
+    for field in ("log_evidence", "log_evidence_var", "ess", "efficiency"):
+        assert np.all(np.isnan(np.asarray(getattr(history, field)))), field
+    np.testing.assert_array_equal(history.n_evaluations, 200)
+    # The starting draws are evaluated too, outside the sweeps.
+    assert aspire.n_likelihood_evaluations - before >= 200 * 31
+    assert np.sum(history.n_invalid) > 0
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = history.plot()
+    assert fig.axes[0].get_xlabel() == "sweep"
+
+
 def test_mcmc_checks_its_options_and_mala_needs_gradients(fitted):
     for bad in (dict(n_steps=10.7), dict(n_steps="10"), dict(n_burnin=1.5),
                 dict(n_burnin=-1), dict(n_steps=0)):

@@ -23,24 +23,29 @@ __all__ = [
 ]
 
 
-def build_kernel(name: str, settings=None) -> MCMCKernel:
-    """Return the kernel called ``name`` built with its ``settings``."""
+_SETTINGS = {"pcn": PCNSettings, "tpcn": PCNSettings, "rwmh": RWMHSettings,
+             "mala": MALASettings}
+
+
+def kernel_settings(name: str, settings=None):
+    """The settings the kernel called ``name`` runs with: ``settings``, or
+    its defaults when None."""
     from ..errors import ValidationError
 
-    if name in ("pcn", "tpcn"):
-        settings = PCNSettings() if settings is None else settings
-        _expect(settings, PCNSettings, name)
-        return pcn(settings) if name == "pcn" else tpcn(settings)
-    if name == "rwmh":
-        settings = RWMHSettings() if settings is None else settings
-        _expect(settings, RWMHSettings, name)
-        return rwmh(settings)
-    if name == "mala":
-        settings = MALASettings() if settings is None else settings
-        _expect(settings, MALASettings, name)
-        return mala(settings)
-    raise ValidationError(
-        f"unknown kernel {name!r}; choose one of ['tpcn', 'pcn', 'rwmh', 'mala']")
+    cls = _SETTINGS.get(name)
+    if cls is None:
+        raise ValidationError(
+            f"unknown kernel {name!r}; choose one of ['tpcn', 'pcn', 'rwmh', 'mala']")
+    settings = cls() if settings is None else settings
+    _expect(settings, cls, name)
+    return settings
+
+
+def build_kernel(name: str, settings=None) -> MCMCKernel:
+    """Return the kernel called ``name`` built with its ``settings``."""
+    settings = kernel_settings(name, settings)
+    build = {"pcn": pcn, "tpcn": tpcn, "rwmh": rwmh, "mala": mala}[name]
+    return build(settings)
 
 
 def _expect(settings, cls, name):

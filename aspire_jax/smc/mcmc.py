@@ -1,10 +1,15 @@
 """Plain population MCMC on the posterior, started from flow draws.
 
 Chains start at draws of the flow and are moved by the same kernels as the
-SMC mutation phase at beta = 1. Each sweep moves every chain once; the scale
-adapts during ``n_burnin`` sweeps (the population reference is refitted
-halfway through) and is frozen afterwards so the recorded sweeps are a valid
-(non-adaptive) Markov chain. No evidence is estimated.
+SMC mutation phase at beta = 1. Each sweep moves every chain once. During the
+``n_burnin`` sweeps the kernel adapts: its population reference (the Gaussian
+or Student-t of pCN, the proposal covariance of random-walk kernels) is
+refitted to the chains four times in the first half, so that it follows them
+from the flow's draws to the posterior, and the step scale adapts throughout.
+Both are frozen afterwards, so the recorded sweeps are a valid (non-adaptive)
+Markov chain. The chains' positions at the end of burn-in are returned with
+the final ones, to test whether they were still moving. No evidence is
+estimated.
 """
 
 from typing import NamedTuple
@@ -28,7 +33,10 @@ class MCMCResult(NamedTuple):
     or +inf (rejected), the number of chains that never accepted a move
     (still at their starting draw), and the largest correlation, over the
     coordinates of the move space, between the chains' starting and final
-    points (near 0 for chains that forgot where they started)."""
+    points (near 0 for chains that forgot where they started), and the
+    chains' native positions and log prior plus log-likelihood at the end of
+    burn-in (the starting draws' when ``n_burnin`` is 0), and the NaN or +inf
+    evaluations of each sweep."""
 
     x: Array
     log_likelihood: Array
@@ -40,6 +48,13 @@ class MCMCResult(NamedTuple):
     n_invalid: Array
     n_unmoved: Array
     start_correlation: Array
+    x_burnin: Array
+    log_posterior_burnin: Array
+    sweep_n_invalid: Array
+
+
+def _log_posterior(aux) -> Array:
+    return aux.log_prior + aux.log_likelihood
 
 
 def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
@@ -51,6 +66,10 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
     kernel = build_kernel(config.kernel, config.kernel_settings)
     to_space, from_space = _spaces(config, flow)
     n = config.n_particles
+    # Sweeps after which the reference is refitted: four, evenly spread over
+    # the first half of burn-in (the step then adapts to the last of them).
+    half = n_burnin // 2
+    refits = sorted({max(1, (half * k) // 4) - 1 for k in range(1, 5)}) if half else []
 
     def sample(key: PRNGKey, flow_params) -> MCMCResult:
         key_init, key_run = jax.random.split(key)
@@ -76,24 +95,33 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
         params = kernel.fit(kernel.init(u), u)
 
         def sweep(carry, i):
-            key, kstate, params = carry
+            key, kstate, params, x_burnin, lp_burnin = carry
             key, key_step = jax.random.split(key)
             kstate, info = kernel.step(key_step, kstate, log_density_fn, params)
             adapted = kernel.adapt(params, info.acceptance)
             params = jax.tree_util.tree_map(
                 lambda a, b: jnp.where(i < n_burnin, a, b), adapted, params)
-            # Refit the population reference halfway through burn-in, so the
-            # second half adapts the step to the reference the recorded sweeps
-            # use (a refit after the step is frozen would leave the
-            # acceptance far from its target).
-            refit = kernel.fit(params, kstate.position)
-            params = jax.tree_util.tree_map(
-                lambda a, b: jnp.where(i == n_burnin // 2 - 1, a, b), refit, params)
+            # Refit the population reference to the chains as they travel
+            # from the flow's draws; the last refit is halfway through burn-in,
+            # so the second half adapts the step to the reference the recorded
+            # sweeps use (a refit after the step is frozen would leave the
+            # acceptance far from its target). A single refit had left pCN's
+            # reference between the flow and the posterior, where its
+            # acceptance decayed and the chains crawled.
+            if refits:
+                params = jax.lax.cond(
+                    jnp.isin(i, jnp.asarray(refits)),
+                    lambda p: kernel.fit(p, kstate.position), lambda p: p, params)
+            end = i == n_burnin - 1
+            x_burnin = jnp.where(end, kstate.aux.x, x_burnin)
+            lp_burnin = jnp.where(end, _log_posterior(kstate.aux), lp_burnin)
             size = jnp.asarray(getattr(params, "step_size", 0.0))
-            return (key, kstate, params), (info.acceptance, size, info.n_invalid)
+            return (key, kstate, params, x_burnin, lp_burnin), (
+                info.acceptance, size, info.n_invalid)
 
-        (_, kstate, _), (acc, size, invalid) = jax.lax.scan(
-            sweep, (key_run, kstate, params), jnp.arange(n_burnin + n_steps))
+        (_, kstate, _, x_burnin, lp_burnin), (acc, size, invalid) = jax.lax.scan(
+            sweep, (key_run, kstate, params, x, _log_posterior(aux)),
+            jnp.arange(n_burnin + n_steps))
         evals = n * (1 + n_burnin + n_steps + int(kernel.uses_grad))
         a = kstate.aux
         end = kstate.position
@@ -102,6 +130,7 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
         return MCMCResult(a.x, a.log_likelihood, a.log_prior, a.log_q, acc, size,
                           jnp.asarray(evals, jnp.int32),
                           n_invalid0 + jnp.sum(invalid).astype(jnp.int32), unmoved,
-                          jnp.max(corr))
+                          jnp.max(corr), x_burnin, lp_burnin,
+                          invalid.astype(jnp.int32))
 
     return compact_draws(sample)
