@@ -911,7 +911,7 @@ class Aspire:
                 f"mesh places SMC particles only; sampler={sampler!r} runs on one "
                 "device: drop mesh or use sampler='smc'")
         # Translated first, so that a resume checks them like their new names.
-        options = _translate_sampler_kwargs(sampler_kwargs, options)
+        options = _translate_sampler_kwargs(sampler_kwargs, options, sampler)
         if "reference" in options:
             # Checked before a resume compares it with the stored one.
             _check_reference_name(options["reference"])
@@ -1236,6 +1236,12 @@ class Aspire:
                 raise ValidationError(f"{name} must be an integer >= {low}; got {v!r}")
         n_steps, n_burnin = int(n_steps), int(n_burnin)
         config = SMCConfig(n_particles=n, **{"kernel": "rwmh", **options})
+        evaluations = n * (2 + n_burnin + n_steps)
+        if evaluations > _MAX_EVALUATIONS:
+            raise ValidationError(
+                f"{n} chains of {n_burnin} + {n_steps} sweeps make {evaluations} "
+                "likelihood evaluations, more than the int32 count the sampler keeps "
+                "(2**31 - 1); run fewer chains or sweeps, or several runs")
         self._probe()
         if config.kernel == "mala":
             self._check_differentiable()
@@ -3174,9 +3180,17 @@ def _same_seed(key, seed: int) -> bool:
                                np.asarray(jax.random.key_data(jax.random.key(seed)))))
 
 
+# The samplers count evaluations in int32.
+_MAX_EVALUATIONS = 2**31 - 1
+
+
 def _check_count(n, name):
     if not is_int(n) or n < 2:
         raise ValidationError(f"{name} must be an integer >= 2; got {n!r}")
+    if n > _MAX_EVALUATIONS:
+        raise ValidationError(
+            f"{name} must be at most 2**31 - 1 (the samplers count likelihood "
+            f"evaluations in int32); got {n}")
 
 
 def _reject_options(options, allowed, sampler):
@@ -3187,25 +3201,33 @@ def _reject_options(options, allowed, sampler):
             f"{sorted(allowed) if allowed else 'none'}")
 
 
-def _translate_sampler_kwargs(sampler_kwargs, options):
+def _translate_sampler_kwargs(sampler_kwargs, options, sampler: str = "smc"):
+    """The original aspire's ``sampler_kwargs`` as options of ``sampler``:
+    ``n_steps`` is the MCMC length of each SMC iteration (``n_mcmc_steps``),
+    or the recorded sweeps of plain MCMC (``n_steps``); ``step_fn`` names
+    the kernel; ``target_acceptance_rate`` sets that kernel's target."""
     options = dict(options)
     if not sampler_kwargs:
         return options
     sk = dict(sampler_kwargs)
-    mapping = {"n_steps": "n_mcmc_steps", "step_fn": "kernel",
+    steps = "n_steps" if sampler == "mcmc" else "n_mcmc_steps"
+    mapping = {"n_steps": steps, "step_fn": "kernel",
                "target_acceptance_rate": "kernel_settings"}
     both = sorted(f"sampler_kwargs[{old!r}] and {new}=" for old, new in mapping.items()
                   if old in sk and new in options)
     if both:
         raise ValidationError(f"{', '.join(both)} set the same thing; pass one")
-    for old, new in (("n_steps", "n_mcmc_steps"), ("step_fn", "kernel")):
+    for old in ("n_steps", "step_fn"):
         if old in sk:
-            options[new] = sk.pop(old)
+            options[mapping[old]] = sk.pop(old)
     if "target_acceptance_rate" in sk:
-        from .kernels import PCNSettings
-
-        options["kernel_settings"] = PCNSettings(
-            target_acceptance=float(sk.pop("target_acceptance_rate")))
+        kernel = options.get("kernel", "rwmh" if sampler == "mcmc" else "tpcn")
+        rate = sk.pop("target_acceptance_rate")
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise ValidationError("sampler_kwargs['target_acceptance_rate'] must be "
+                                  f"a number in (0, 1); got {rate!r}")
+        options["kernel_settings"] = dataclasses.replace(
+            kernel_settings(kernel), target_acceptance=float(rate))
     sk.pop("verbose", None)
     if sk:
         raise ValidationError(f"unknown sampler_kwargs {sorted(sk)}; known: "

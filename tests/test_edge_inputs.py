@@ -375,3 +375,11 @@ def test_padding_advice_under_a_mesh_is_a_multiple_of_the_devices(caplog):
         _warn_batch_padding(50, 200, devices=2)   # divides, and spreads evenly
         _warn_batch_padding(300, 200, devices=4)  # one batch: nothing to spread
     assert not caplog.records
+
+
+def test_counts_past_int32_are_refused_before_any_work(fitted):
+    with pytest.raises(ValidationError, match="int32"):
+        fitted.sample_posterior(1000, sampler="mcmc", key=0, n_steps=2_200_000,
+                                n_burnin=0)
+    with pytest.raises(ValidationError, match="at most 2\\*\\*31 - 1"):
+        fitted.sample_posterior(2**31, sampler="importance", key=0)

@@ -20,6 +20,7 @@ accepted positions.
 """
 
 import math
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -28,6 +29,7 @@ import numpy as np
 from flax import struct
 
 from .._types import Array, ArrayLike
+from ..errors import ValidationError
 
 __all__ = [
     "KernelState",
@@ -61,6 +63,36 @@ class CholeskyScaleParams:
         """The adapted scale ``exp(log_scale)``."""
         return jnp.exp(self.log_scale)
 
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def in_unit_interval(v) -> bool:
+    """A real number in (0, 1)."""
+    return _real(v) and 0.0 < v < 1.0
+
+
+def positive_finite(v) -> bool:
+    """A real number in (0, inf)."""
+    return _real(v) and 0.0 < v < math.inf
+
+
+def non_negative_finite(v) -> bool:
+    """A real number in [0, inf)."""
+    return _real(v) and 0.0 <= v < math.inf
+
+
+def check_settings(settings, checks) -> None:
+    """Raise a ValidationError naming the first field of the settings
+    dataclass ``settings`` that fails its check; ``checks`` holds
+    ``(field, predicate, what it must be)`` triples."""
+    for name, ok, want in checks:
+        value = getattr(settings, name)
+        if not ok(value):
+            raise ValidationError(
+                f"{type(settings).__name__}.{name} must be {want}; got {value!r}")
 
 class KernelState(NamedTuple):
     """Population state seen by a kernel.

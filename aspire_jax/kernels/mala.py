@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 
 from .._types import Array, PRNGKey
-from ..errors import ValidationError
 from .base import (CholeskyScaleParams, KernelInfo, KernelState, MCMCKernel,
-                   adapt_log_scale, count_invalid, draw_move_noise, mh_select,
+                   adapt_log_scale, check_settings, count_invalid, draw_move_noise,
+                   in_unit_interval, mh_select, non_negative_finite, positive_finite,
                    safe_cholesky, weighted_mean_cov, whiten)
 
 __all__ = ["MALAParams", "MALASettings", "mala", "value_and_grad_batched"]
@@ -71,18 +71,11 @@ class MALASettings:
     adaptation_rate: float = 1.0
 
     def __post_init__(self):
-        if not 0.0 < self.target_acceptance < 1.0:
-            raise ValidationError(
-                "MALASettings.target_acceptance must be in (0, 1); got "
-                f"{self.target_acceptance!r}")
-        if not self.initial_scale > 0.0:
-            raise ValidationError(
-                "MALASettings.initial_scale must be positive; got "
-                f"{self.initial_scale!r}")
-        if not self.adaptation_rate >= 0.0:
-            raise ValidationError(
-                "MALASettings.adaptation_rate must be >= 0; got "
-                f"{self.adaptation_rate!r}")
+        check_settings(self, (
+            ("target_acceptance", in_unit_interval, "in (0, 1)"),
+            ("initial_scale", positive_finite, "a positive finite number"),
+            ("adaptation_rate", non_negative_finite, "a finite number >= 0"),
+        ))
 
 
 def value_and_grad_batched(log_density_fn, position: Array):

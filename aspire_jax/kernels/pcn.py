@@ -45,9 +45,9 @@ import jax.numpy as jnp
 from flax import struct
 
 from .._types import Array, PRNGKey
-from ..errors import ValidationError
-from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale,
-                   count_invalid, draw_move_noise, mh_select, safe_cholesky,
+from .base import (KernelInfo, KernelState, MCMCKernel, adapt_log_scale, check_settings,
+                   count_invalid, draw_move_noise, in_unit_interval, mh_select,
+                   non_negative_finite, positive_finite, safe_cholesky,
                    weighted_mean_cov, whiten)
 
 __all__ = ["PCNParams", "PCNSettings", "pcn", "tpcn"]
@@ -100,26 +100,16 @@ class PCNSettings:
     adaptation_rate: float = 1.0
 
     def __post_init__(self):
-        def real(v):
-            return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-        checks = (
-            ("target_acceptance", lambda v: real(v) and 0.0 < v < 1.0, "in (0, 1)"),
-            ("initial_rho", lambda v: real(v) and 0.0 < v < 1.0, "in (0, 1)"),
-            ("nu", lambda v: real(v) and 0.0 < v < math.inf,
-             "a positive finite number"),
+        check_settings(self, (
+            ("target_acceptance", in_unit_interval, "in (0, 1)"),
+            ("initial_rho", in_unit_interval, "in (0, 1)"),
+            ("nu", positive_finite, "a positive finite number"),
             ("t_fit_iterations",
              lambda v: (isinstance(v, numbers.Integral) and not isinstance(v, bool)
                         and v >= 0),
              "an int >= 0"),
-            ("adaptation_rate", lambda v: real(v) and 0.0 <= v < math.inf,
-             "a finite number >= 0"),
-        )
-        for name, ok, want in checks:
-            value = getattr(self, name)
-            if not ok(value):
-                raise ValidationError(
-                    f"PCNSettings.{name} must be {want}; got {value!r}")
+            ("adaptation_rate", non_negative_finite, "a finite number >= 0"),
+        ))
 
 
 def _mahalanobis(u: Array, mean: Array, chol: Array) -> Array:
