@@ -68,7 +68,8 @@ _SMC_OPTIONS = tuple(f.name for f in dataclasses.fields(SMCConfig)
                      if f.name != "n_particles") + ("n_final_samples", "driver",
                                                     *_REFERENCE_OPTIONS)
 _MCMC_OPTIONS = ("kernel", "kernel_settings", "n_steps", "n_burnin",
-                 "preconditioning")
+                 "preconditioning", "batch_size")
+_IMPORTANCE_OPTIONS = (*_REFERENCE_OPTIONS, "batch_size")
 _SPACES = PRECONDITIONING
 _OTHER_BACKENDS = ("zuko", "flowjax", "torch", "pytorch", "nflows", "gwflow")
 _CONFIG_VERSION = 1
@@ -1028,7 +1029,7 @@ class Aspire:
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
         key, seed = _as_key(key)
-        allowed = {"importance": _REFERENCE_OPTIONS, "mcmc": _MCMC_OPTIONS,
+        allowed = {"importance": _IMPORTANCE_OPTIONS, "mcmc": _MCMC_OPTIONS,
                    "smc": _SMC_OPTIONS}
         stored_unknown = sorted(k for k in set(options) - set(allowed[sampler])
                                 if k in from_checkpoint)
@@ -1060,10 +1061,12 @@ class Aspire:
                     f"the checkpoint's sampler settings are damaged: {exc} (stored "
                     "in its sampler_config; pass a valid value at the call to "
                     "override it)") from exc
-        if sampler == "smc":
-            _warn_batch_padding(options.get("batch_size"), int(n_samples),
-                                options.get("n_final_samples"),
-                                devices=1 if mesh is None else mesh.size)
+        if sampler == "importance" and options.get("batch_size") is not None:
+            # Checked as the SMC setting is.
+            SMCConfig(n_particles=int(n_samples), batch_size=options["batch_size"])
+        _warn_batch_padding(options.get("batch_size"), int(n_samples),
+                            options.get("n_final_samples"),
+                            devices=1 if mesh is None else mesh.size)
         if int(n_samples) < _FEW_PARTICLES:
             what = {"smc": "the error bar of log Z (a large-sample approximation) "
                            "and the move references fitted to the particles are "
@@ -1079,7 +1082,8 @@ class Aspire:
                                          seed=seed, options=_jsonable(options),
                                          x64=bool(jax.config.jax_enable_x64))
         if sampler == "importance":
-            out = self._run_importance(key, int(n_samples), reference)
+            out = self._run_importance(key, int(n_samples), reference,
+                                       options.get("batch_size"))
         elif sampler == "mcmc":
             out = self._run_mcmc(key, int(n_samples), options)
         else:
@@ -1093,10 +1097,11 @@ class Aspire:
         return (samples, history) if return_history else samples
 
     # ------------------------------------------------------------ importance
-    def _run_importance(self, key, n, reference):
+    def _run_importance(self, key, n, reference, batch_size=None):
         self._probe()
-        sample = self._cached("importance", (n, reference), lambda: jax.jit(
-            make_importance_sampler(self.log_likelihood, self.log_prior, reference, n)))
+        sample = self._cached("importance", (n, reference, batch_size), lambda: jax.jit(
+            make_importance_sampler(self.log_likelihood, self.log_prior, reference, n,
+                                    batch_size)))
         with self._host_errors("importance sampling"):
             r = jax.device_get(sample(key, self.flow_params))
         self._count_evaluations(int(r.n_evaluations))
@@ -1236,7 +1241,7 @@ class Aspire:
                 raise ValidationError(f"{name} must be an integer >= {low}; got {v!r}")
         n_steps, n_burnin = int(n_steps), int(n_burnin)
         config = SMCConfig(n_particles=n, **{"kernel": "rwmh", **options})
-        evaluations = n * (2 + n_burnin + n_steps)
+        evaluations = evaluated_rows(n, config.batch_size) * (2 + n_burnin + n_steps)
         if evaluations > _MAX_EVALUATIONS:
             raise ValidationError(
                 f"{n} chains of {n_burnin} + {n_steps} sweeps make {evaluations} "

@@ -383,3 +383,21 @@ def test_counts_past_int32_are_refused_before_any_work(fitted):
                                 n_burnin=0)
     with pytest.raises(ValidationError, match="at most 2\\*\\*31 - 1"):
         fitted.sample_posterior(2**31, sampler="importance", key=0)
+
+
+def test_importance_and_mcmc_in_batches_give_the_same_run(fitted):
+    # batch_size bounds memory; the draws, densities and moves are the same
+    # (padding rows of a partial last batch are evaluated and counted).
+    for sampler, kw in (("importance", {}), ("mcmc", dict(n_steps=5, n_burnin=4))):
+        whole = fitted.sample_posterior(300, sampler=sampler, key=3, **kw)
+        parts = fitted.sample_posterior(300, sampler=sampler, key=3, batch_size=128,
+                                        **kw)
+        spent = fitted.n_likelihood_evaluations  # the last run's
+        np.testing.assert_allclose(np.asarray(parts.x), np.asarray(whole.x),
+                                   rtol=1e-5, atol=1e-6)
+        if sampler == "importance":
+            np.testing.assert_allclose(parts.log_evidence, whole.log_evidence,
+                                       rtol=1e-6)
+            assert spent == 384 + 4  # three batches of 128, and the probe's 4
+    with pytest.raises(ValidationError, match="batch_size"):
+        fitted.sample_posterior(300, sampler="importance", key=3, batch_size=0)

@@ -15,7 +15,7 @@ from jax.scipy.special import logsumexp
 
 from .._types import Array, PRNGKey
 from .._random import compact_draws
-from .step import _check_batched, _densities, _draw
+from .step import _check_batched, _densities, _draw, evaluated_rows
 
 __all__ = ["ImportanceResult", "make_importance_sampler", "pareto_tail_shape",
            "weight_curvature"]
@@ -39,15 +39,20 @@ class ImportanceResult(NamedTuple):
     latent: Array | None = None
 
 
-def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: int):
-    """Build ``sample(key, flow_params) -> ImportanceResult`` (pure, jittable)."""
+def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: int,
+                            batch_size: int | None = None):
+    """Build ``sample(key, flow_params) -> ImportanceResult`` (pure, jittable).
+
+    With ``batch_size``, the draws pass through the flow and the user's
+    functions at most that many at a time (:func:`~aspire_jax.smc.step.map_batches`),
+    bounding the memory of a large ``n_samples``."""
     log_likelihood_fn = _check_batched(log_likelihood_fn, "log_likelihood")
     log_prior_fn = _check_batched(log_prior_fn, "log_prior")
 
     def sample(key: PRNGKey, flow_params) -> ImportanceResult:
-        x, lq, z = _draw(flow, flow_params, key, n_samples, None, latent=True)
+        x, lq, z = _draw(flow, flow_params, key, n_samples, batch_size, latent=True)
         lp, ll, lq, undefined = _densities(log_likelihood_fn, log_prior_fn, flow,
-                                           flow_params, x, log_q=lq)
+                                           flow_params, x, batch_size, log_q=lq)
         log_w = jnp.where(jnp.isfinite(lp + ll), lp + ll - lq, -jnp.inf)
         log_sum = logsumexp(log_w)
         log_z = log_sum - jnp.log(n_samples)
@@ -56,7 +61,8 @@ def make_importance_sampler(log_likelihood_fn, log_prior_fn, flow, n_samples: in
         log_weights = log_w - log_sum
         ess = 1.0 / jnp.sum(jnp.exp(2 * log_weights))
         return ImportanceResult(x, ll, lp, lq, log_weights, log_z, var, ess,
-                                jnp.asarray(n_samples, jnp.int32),
+                                jnp.asarray(evaluated_rows(n_samples, batch_size),
+                                            jnp.int32),
                                 jnp.sum(undefined).astype(jnp.int32), z)
 
     return compact_draws(sample)

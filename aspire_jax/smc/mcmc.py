@@ -21,8 +21,8 @@ from .._random import compact_draws
 from .._types import Array, PRNGKey
 from ..kernels import KernelState, build_kernel
 from .state import SMCConfig
-from .step import (_Aux, _check_batched, _densities, _sanitise, _spaces,
-                   _centre_space, _start_correlation)
+from .step import (_Aux, _centre_space, _check_batched, _densities, _draw, _sanitise,
+                   _spaces, _start_correlation, evaluated_rows, map_batches)
 
 __all__ = ["MCMCResult", "make_mcmc_sampler"]
 
@@ -73,18 +73,21 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
 
     def sample(key: PRNGKey, flow_params) -> MCMCResult:
         key_init, key_run = jax.random.split(key)
-        x, _ = flow.sample_and_log_prob(flow_params, key_init, n)
+        x, _, _ = _draw(flow, flow_params, key_init, n, config.batch_size)
         # Periodic coordinates centred on the chains' starting points, fixed
         # for the whole run.
         flow_params = _centre_space(flow, flow_params, x)
 
-        def log_density_fn(u):
+        def unbatched_log_density(u):
             x, log_det = from_space(flow_params, u)
             lp, ll, lq, undefined = _densities(log_likelihood_fn, log_prior_fn, flow,
                                                flow_params, x)
             # NaN marks an undefined density for the kernel (rejected, counted).
             logp = jnp.where(undefined, jnp.nan, _sanitise(lp + ll + log_det))
             return logp, _Aux(x, lp, ll, lq)
+
+        def log_density_fn(u):
+            return map_batches(unbatched_log_density, u, config.batch_size)
 
         u, _ = to_space(flow_params, x)
         logp, aux = log_density_fn(u)
@@ -122,7 +125,8 @@ def make_mcmc_sampler(config: SMCConfig, log_likelihood_fn, log_prior_fn, flow,
         (_, kstate, _, x_burnin, lp_burnin), (acc, size, invalid) = jax.lax.scan(
             sweep, (key_run, kstate, params, x, _log_posterior(aux)),
             jnp.arange(n_burnin + n_steps))
-        evals = n * (1 + n_burnin + n_steps + int(kernel.uses_grad))
+        evals = evaluated_rows(n, config.batch_size) * (
+            1 + n_burnin + n_steps + int(kernel.uses_grad))
         a = kstate.aux
         end = kstate.position
         unmoved = jnp.sum(jnp.all(end == u, axis=-1)).astype(jnp.int32)
