@@ -348,6 +348,7 @@ class Aspire:
         # The file resume_from_file loaded a flow from when it held no run
         # yet: the next SMC run checkpoints there unless told otherwise.
         self._fresh_file: str | None = None
+        self._fresh_flow: bytes | None = None
         # Set once a run has finished the loaded checkpoint: a later call
         # without resume_from starts a new run, and says so once.
         self._resume_used = False
@@ -874,6 +875,10 @@ class Aspire:
                 "checkpoint again)")
         if sampler is None:
             sampler = (resume or {}).get("sampler") or "smc"
+        if sampler == "minipcn" and "kernel" not in options and "step_fn" not in (
+                sampler_kwargs or {}):
+            # The original aspire's pCN sampler: its step, t-pCN, by default.
+            options["kernel"] = "tpcn"
         sampler = _ALIASES.get(sampler, sampler)
         if sampler not in SAMPLERS:
             raise ValidationError(f"unknown sampler {sampler!r}; choose one of "
@@ -1003,6 +1008,14 @@ class Aspire:
         own_file = (self._resume_file if resume is not None and resume is self._resume
                     else self._fresh_file if resume is None else None)
         if (checkpoint_path is None and not no_file and own_file is not None
+                and sampler == "smc" and resume is None
+                and not self._file_as_loaded(own_file)):
+            logger.warning(
+                "%s, which held no run when this Aspire was loaded from it, now holds "
+                "a run or another flow written since; this run writes no checkpoint "
+                "there (pass checkpoint_path to choose a file)", own_file)
+            own_file = None
+        if (checkpoint_path is None and not no_file and own_file is not None
                 and sampler == "smc"):
             run = "resumed run" if resume is not None else "run"
             try:
@@ -1064,6 +1077,12 @@ class Aspire:
         if sampler == "importance" and options.get("batch_size") is not None:
             # Checked as the SMC setting is.
             SMCConfig(n_particles=int(n_samples), batch_size=options["batch_size"])
+        rows = evaluated_rows(int(n_samples), options.get("batch_size"))
+        if rows > _MAX_EVALUATIONS:
+            raise ValidationError(
+                f"batch_size={options['batch_size']} pads {n_samples} to {rows} rows, "
+                "more than the int32 count of evaluations the samplers keep "
+                "(2**31 - 1); choose a batch_size that divides n_samples")
         _warn_batch_padding(options.get("batch_size"), int(n_samples),
                             options.get("n_final_samples"),
                             devices=1 if mesh is None else mesh.size)
@@ -1087,6 +1106,8 @@ class Aspire:
         elif sampler == "mcmc":
             out = self._run_mcmc(key, int(n_samples), options)
         else:
+            # The file a flow was loaded from without a run gets the first run.
+            self._fresh_file = None
             out = self._run_smc(
                 key, int(n_samples), options, resume=resume,
                 checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
@@ -1685,12 +1706,20 @@ class Aspire:
             # checkpoint; one stopped early can be resumed again.
             self._resume = self._resume_file = None
             self._resume_used = True
-        if (self._fresh_file is not None and checkpoint_path is not None
-                and os.path.realpath(os.fspath(checkpoint_path))
-                == os.path.realpath(self._fresh_file)):
-            # Likewise the file that held no run: one run goes there.
-            self._fresh_file = None
         return samples, history
+
+    def _file_as_loaded(self, path) -> bool:
+        """Whether the file this instance was loaded from without a run still
+        holds no run, and the flow it was loaded with."""
+        try:
+            if read_checkpoint_bytes(path) is not None:
+                return False
+            with AspireFile(path, "r") as f:
+                params = f.get("flow/params")
+                stored = None if params is None else params[()].tobytes()
+        except (CheckpointError, OSError):
+            return False
+        return stored == getattr(self, "_fresh_flow", None)
 
     def _engine_log_prior(self, config):
         """The log-prior the samplers use: the user's, and -inf outside
@@ -2126,6 +2155,8 @@ class Aspire:
             logger.info("%s has no checkpoint yet; sampling will start afresh and "
                         "checkpoint there", path)
             obj._fresh_file = os.fspath(path)
+            obj._fresh_flow = (None if obj.flow_params is None
+                               else obj.flow.params_to_bytes(obj.flow_params))
         else:
             obj._resume = resume
             obj._resume_file = os.fspath(path)

@@ -109,12 +109,19 @@ def test_sampler_kwargs_in_upstream_spelling(fitted):
             for p in ("default", "standard"))
     np.testing.assert_array_equal(np.asarray(a.x), np.asarray(b.x))
     # Plain MCMC under its aspire name: n_steps are its recorded sweeps, and
-    # the target rate is that of its own kernel (random walk by default).
+    # the target rate is that of the kernel it runs.
     _, history = fitted.sample_posterior(
         1000, sampler="minipcn", key=0, return_history=True,
-        sampler_kwargs=dict(n_steps=40, target_acceptance_rate=0.5))
+        sampler_kwargs=dict(n_steps=40, step_fn="rwmh", target_acceptance_rate=0.5))
     assert history.sampler == "mcmc" and len(history) == 50 + 40
     assert abs(float(np.mean(history.acceptance[50:])) - 0.5) < 0.1
+    # The original's pCN sampler moves with t-pCN unless told otherwise.
+    fitted.sample_posterior(300, sampler="minipcn", key=0, sampler_kwargs=dict(
+        n_steps=5, target_acceptance_rate=0.3))
+    options = fitted._last_sampler_config["options"]
+    assert options["kernel"] == "tpcn"
+    assert options["kernel_settings"]["__settings__"] == "PCNSettings"
+    assert options["kernel_settings"]["target_acceptance"] == 0.3
     with pytest.raises(ValidationError, match="target_acceptance_rate"):
         fitted.sample_posterior(100, sampler="minipcn", key=0,
                                 sampler_kwargs=dict(target_acceptance_rate="high"))

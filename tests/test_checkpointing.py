@@ -397,7 +397,7 @@ def test_auto_checkpoint_with_resume_on_a_first_run(tmp_path):
     _assert_same_run(first, second)
 
 
-def test_a_file_with_a_flow_and_no_run_gets_the_run(fitted, tmp_path):
+def test_a_file_with_a_flow_and_no_run_gets_the_run(fitted, tmp_path, caplog):
     # resume_from_file on a file that holds a flow but no run yet: the run
     # starts afresh and checkpoints into that file, once; a refit forgets it.
     path = tmp_path / "flow_only.h5"
@@ -419,11 +419,30 @@ def test_a_file_with_a_flow_and_no_run_gets_the_run(fitted, tmp_path):
     other = tmp_path / "flow_only_2.h5"
     fitted.save_flow(other)
     fitted.save_config(str(other))
-    refit = Aspire.resume_from_file(other, log_likelihood=problems.log_likelihood,
-                                    log_prior=problems.log_prior)
+
+    def load():
+        return Aspire.resume_from_file(other, log_likelihood=problems.log_likelihood,
+                                       log_prior=problems.log_prior)
+
+    refit = load()
     refit.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
     refit.sample_posterior(300, key=8, **RUN)
     assert read_checkpoint_bytes(other) is None
+    # Only the first SMC run, wherever it writes.
+    elsewhere = load()
+    elsewhere.sample_posterior(300, key=8, checkpoint_path=False, **RUN)
+    elsewhere.sample_posterior(300, key=8, **RUN)
+    assert read_checkpoint_bytes(other) is None
+    # Another instance's run, written since, is not written over.
+    late, early = load(), load()
+    early.sample_posterior(300, key=8, **RUN)
+    theirs = read_checkpoint_bytes(other)
+    assert theirs is not None
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        late.sample_posterior(300, key=9, **RUN)
+    assert read_checkpoint_bytes(other) == theirs
+    assert any("now holds a run or another flow" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_auto_checkpoint_resume_stopped_again_goes_on_from_its_file(

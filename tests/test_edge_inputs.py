@@ -383,6 +383,10 @@ def test_counts_past_int32_are_refused_before_any_work(fitted):
                                 n_burnin=0)
     with pytest.raises(ValidationError, match="at most 2\\*\\*31 - 1"):
         fitted.sample_posterior(2**31, sampler="importance", key=0)
+    # Padding to whole batches counts too.
+    with pytest.raises(ValidationError, match="pads 2147483647 to 2147483648 rows"):
+        fitted.sample_posterior(2**31 - 1, sampler="importance", key=0,
+                                batch_size=2**30)
 
 
 def test_importance_and_mcmc_in_batches_give_the_same_run(fitted):
