@@ -135,7 +135,14 @@ def _parse_bounds(prior_bounds, parameters: Sequence[str], dims: int) -> np.ndar
                 f"prior_bounds must be a dict {{name: (low, high)}} or an array of "
                 f"shape ({dims}, 2); got shape {arr.shape}")
         bounds = arr.copy()
-    bad = ~(bounds[:, 0] < bounds[:, 1]) | np.isnan(bounds).any(axis=1)
+    undefined = np.isnan(bounds).any(axis=1)
+    if np.any(undefined):
+        i = int(np.argmax(undefined))
+        raise ValidationError(
+            f"prior_bounds for {parameters[i]!r} must be a pair of numbers; got "
+            f"{tuple(bounds[i])} (None and NaN are not bounds: use -inf or inf for "
+            "an open side)")
+    bad = ~(bounds[:, 0] < bounds[:, 1])
     if np.any(bad):
         i = int(np.argmax(bad))
         raise ValidationError(
@@ -244,7 +251,9 @@ class Aspire:
     bounded_to_unbounded
         Map bounded parameters to the real line before the flow.
     bounded_transform
-        ``"logit"`` or ``"probit"``.
+        ``"logit"`` (the default) or ``"probit"``. The probit's clamp at
+        ``eps`` lies 4.75 units out on the real line (the logit's 13.8),
+        within reach of the flow's tails: see :meth:`Flow.log_prob`.
     affine_transform
         Whiten the training samples before the flow.
     eps
@@ -322,7 +331,7 @@ class Aspire:
         if isinstance(hidden_sizes, (int, np.integer)):
             raise ValidationError(f"hidden_sizes must be a sequence of layer widths, "
                                   f"e.g. (64, 64); got {hidden_sizes!r}")
-        self.bounded_to_unbounded = bool(bounded_to_unbounded)
+        self.bounded_to_unbounded = _flag("bounded_to_unbounded", bounded_to_unbounded)
         self.flow_config = FlowConfig(
             n_dims=self.dims, kind=flow_kind, n_layers=n_layers,
             hidden_sizes=tuple(hidden_sizes), n_bins=n_bins,
@@ -677,6 +686,16 @@ class Aspire:
             _check_writable(checkpoint_path)
         key_init, key_fit = jax.random.split(key)
         x = self._inside_bounds(x.astype(_float_dtype()))
+        flat = np.flatnonzero(np.ptp(x, axis=0) == 0)
+        if flat.size:
+            # Distinct in float64, one value in the dtype the flow computes in.
+            c = int(flat[0])
+            raise ValidationError(
+                f"training samples: parameter {self.parameters[c]!r} varies by less "
+                f"than {np.dtype(x.dtype).name} resolves at its magnitude (every row "
+                f"rounds to {x[0, c]!r}); a flow cannot be fitted to a point mass. "
+                "Enable float64 first (jax.config.update('jax_enable_x64', True)) or "
+                "subtract a reference value (e.g. a trigger time) from that column")
         self._check_eps_band(x)
         effective = (x.shape[0] if weights is None
                      else float(weights.sum() ** 2 / np.sum(weights**2)))

@@ -405,3 +405,19 @@ def test_importance_and_mcmc_in_batches_give_the_same_run(fitted):
             assert spent == 384 + 4  # three batches of 128, and the probe's 4
     with pytest.raises(ValidationError, match="batch_size"):
         fitted.sample_posterior(300, sampler="importance", key=3, batch_size=0)
+
+
+def test_settings_and_columns_that_would_mislead_the_fit_are_refused():
+    with pytest.raises(ValidationError, match="bounded_to_unbounded must be True or"):
+        problems.make_aspire(bounded_to_unbounded="no")
+    with pytest.raises(ValidationError, match="None and NaN are not bounds"):
+        problems.make_aspire(prior_bounds=[[0, None], [-1, 1], [-1, 1]])
+    # Distinct in float64, one value in float32: a GPS time known to 10 ms.
+    x = problems.earlier_samples().astype(np.float64)
+    x[:, 0] = 1e9 + 0.01 * np.random.default_rng(0).standard_normal(len(x))
+    aspire = problems.make_aspire()
+    if jax.config.jax_enable_x64:
+        pytest.skip("float64 resolves the column")
+    with pytest.warns(UserWarning, match="loses up to"), \
+            pytest.raises(ValidationError, match="varies by less than float32 resolves"):
+        aspire.fit(x, **problems.FIT_SETTINGS)

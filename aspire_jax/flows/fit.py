@@ -388,6 +388,35 @@ def _split_weights(w: np.ndarray | None, split: np.ndarray, n_val: int
     return w_train, w_val, int(min(n_train, max(1, math.floor(ess))))
 
 
+def _held_out_split(rng: np.random.Generator, x: np.ndarray,
+                    n_val: int) -> tuple[np.ndarray, int]:
+    """A permutation of the rows of ``x`` whose first rows are held out, and
+    how many: ``n_val``, or as near it as whole groups of identical rows
+    allow. Copies of a row (a thinned chain's repeated states, say) are kept
+    on one side: a copy of a training row among the held-out ones would score
+    the flow on what it was fitted to, and make the held-out loss, early
+    stopping and the gain over the Gaussian look better than they are."""
+    n = x.shape[0]
+    _, group, counts = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    if counts.size == n or n_val == 0:
+        return rng.permutation(n).astype(np.int32), n_val
+    group = group.reshape(-1)
+    order = rng.permutation(counts.size)
+    held = np.cumsum(counts[order])
+    # Whole groups up to the one that brings the count nearest n_val, and at
+    # least one group on each side.
+    k = int(np.searchsorted(held, n_val))
+    if k > 0 and (k == held.size or n_val - held[k - 1] <= held[k] - n_val):
+        k -= 1
+    k = min(max(k, 0), counts.size - 2) + 1
+    rank = np.empty(counts.size, np.int64)
+    rank[order] = np.arange(counts.size)
+    val = rank[group] < k
+    rows = rng.permutation(n)
+    split = np.concatenate([rows[val[rows]], rows[~val[rows]]]).astype(np.int32)
+    return split, int(val.sum())
+
+
 @functools.partial(jax.jit, static_argnames=("flow", "n_val", "settings"))
 def _prepare(params, order, x, *, flow, n_val, settings):
     """Unbounded training and validation sets (the first ``n_val`` rows of the
@@ -501,7 +530,7 @@ def fit(
 
     w = transforms._check_weights(weights, x.shape[0])
     n_val = _n_validation(x.shape[0], float(validation_fraction))
-    split = _host_rng(key, 0).permutation(x.shape[0]).astype(np.int32)
+    split, n_val = _held_out_split(_host_rng(key, 0), x, n_val)
     u_train, ld_train, u_val, ld_val, opt_state = _prepare(
         params, split, x, flow=flow, n_val=n_val, settings=settings)
     w_train, w_val, n_rows = _split_weights(w, split, n_val)
