@@ -671,31 +671,15 @@ class Aspire:
         # -inf to rows outside it, which need not be inside its bounds.
         x, weights = _training_weights(samples, x, self.parameters)
         x = self._check_rows(x, "training samples")
-        constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
-        if constant.size:
-            c = int(constant[0])
-            raise ValidationError(
-                f"training samples: parameter {self.parameters[c]!r} takes the single "
-                f"value {x[0, c]} in every row (and {constant.size} parameter(s) in "
-                "all are constant); a flow cannot be fitted to a point mass. Remove "
-                "fixed parameters from the analysis or pass the earlier posterior's "
-                "actual draws")
+        _refuse_point_mass(x, self.parameters)
         if checkpoint_path is not None:
             # Before training, so a bad path does not cost the fit.
             _check_h5_suffix(checkpoint_path)
             _check_writable(checkpoint_path)
         key_init, key_fit = jax.random.split(key)
         x = self._inside_bounds(x.astype(_float_dtype()))
-        flat = np.flatnonzero(np.ptp(x, axis=0) == 0)
-        if flat.size:
-            # Distinct in float64, one value in the dtype the flow computes in.
-            c = int(flat[0])
-            raise ValidationError(
-                f"training samples: parameter {self.parameters[c]!r} varies by less "
-                f"than {np.dtype(x.dtype).name} resolves at its magnitude (every row "
-                f"rounds to {x[0, c]!r}); a flow cannot be fitted to a point mass. "
-                "Enable float64 first (jax.config.update('jax_enable_x64', True)) or "
-                "subtract a reference value (e.g. a trigger time) from that column")
+        # Distinct as given, one value in the dtype the flow computes in.
+        _refuse_point_mass(x, self.parameters, rounded=True)
         self._check_eps_band(x)
         effective = (x.shape[0] if weights is None
                      else float(weights.sum() ** 2 / np.sum(weights**2)))
@@ -3237,6 +3221,28 @@ def _same_seed(key, seed: int) -> bool:
 
 # The samplers count evaluations in int32.
 _MAX_EVALUATIONS = 2**31 - 1
+
+
+def _refuse_point_mass(x: np.ndarray, names, rounded: bool = False) -> None:
+    """Refuse training samples with a constant column: exactly constant, or
+    (``rounded``) reduced to one value by the cast to the compute dtype."""
+    constant = np.flatnonzero(np.ptp(x, axis=0) == 0)
+    if not constant.size:
+        return
+    c = int(constant[0])
+    if rounded:
+        what = (f"varies by less than {np.dtype(x.dtype).name} resolves at its "
+                f"magnitude (every row rounds to {x[0, c]!r})")
+        advice = ("Enable float64 first (jax.config.update('jax_enable_x64', True)) "
+                  "or subtract a reference value (e.g. a trigger time) from that "
+                  "column")
+    else:
+        what = (f"takes the single value {x[0, c]} in every row (and "
+                f"{constant.size} parameter(s) in all are constant)")
+        advice = ("Remove fixed parameters from the analysis or pass the earlier "
+                  "posterior's actual draws")
+    raise ValidationError(f"training samples: parameter {names[c]!r} {what}; a flow "
+                          f"cannot be fitted to a point mass. {advice}")
 
 
 def _check_count(n, name):
