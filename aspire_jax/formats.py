@@ -161,6 +161,16 @@ def _column(values, name: str, where: str) -> np.ndarray | None:
     return arr.astype(np.float64 if wide else np.float32)
 
 
+def _add_column(columns: dict, name: str, values, where: str) -> None:
+    """Add a column, refusing a name already taken (two variables that
+    flatten to the same name: one would be lost)."""
+    if name in columns:
+        raise ValidationError(
+            f"{where} gives the column {name!r} twice (a variable of that name and "
+            "an element of a vector variable, say); one would be lost. Rename one")
+    columns[name] = _column(values, name, where)
+
+
 def _check_names_list(parameters) -> None:
     """``parameters`` must be None or a sequence of names, not one string."""
     if isinstance(parameters, str):
@@ -217,9 +227,30 @@ def _from_columns(
         raise ValidationError(f"columns of {where} differ in length: {lengths}")
     fields = {}
     for k in _FIELDS:
-        if k in columns and columns[k] is not None and k not in names:
-            fields[k] = columns[k]
-    for k, v in (scalars or {}).items():
+        if k in columns and k not in names:
+            if columns[k] is None:
+                warnings.warn(
+                    f"the {k!r} column of {where} is not one number per sample (it "
+                    "holds null or text entries) and is left out", UserWarning,
+                    stacklevel=3)
+            else:
+                fields[k] = columns[k]
+    scalars = dict(scalars or {})
+    for k in _SCALARS:
+        values = columns.get(k)
+        if values is None or k in names:
+            continue
+        # A column repeating one number (as a table of every sample's
+        # attributes carries it) is that number; a varying one is no evidence.
+        if values.size and np.all(values == values[0]):
+            if scalars.get(k) is None:
+                scalars[k] = float(values[0])
+        elif parameters is None:
+            raise ValidationError(
+                f"the {k!r} column of {where} varies from row to row; it must be "
+                "one number (write it as a '# log_evidence = ...' comment line, or "
+                "pass parameters=[...] to leave it out)")
+    for k, v in scalars.items():
         if v is not None and np.isfinite(v):
             fields[k] = float(v)
     x = np.stack([columns[p] for p in names], axis=1)
@@ -667,6 +698,22 @@ def write_bilby_result(path, samples: Samples, *, key=None, label: str | None = 
 # ---------------------------------------------------------------- tables
 
 
+def _scalar_comment(text: str, scalars: dict) -> bool:
+    """Read a ``# log_evidence = v`` (or ``_error``) comment line into
+    ``scalars``; whether ``text`` was one."""
+    body = text.strip().lstrip("#").strip()
+    m = re.match(r"^(log_evidence(?:_error)?)\s*[=:]\s*(\S+)$", body)
+    if not m:
+        return False
+    try:
+        scalars[m[1]] = float(m[2])
+    except ValueError:
+        raise ValidationError(
+            f"the comment line {text.strip()!r} must give {m[1]} as a number"
+        ) from None
+    return True
+
+
 def _header(lines: list[str], delimiter: str | None):
     """Index of the first data line, the column names and the scalars.
 
@@ -682,15 +729,7 @@ def _header(lines: list[str], delimiter: str | None):
             continue
         if text.startswith("#"):
             body = line.rstrip("\r\n").lstrip(" ").lstrip("#").strip(" ")
-            m = re.match(r"^(log_evidence(?:_error)?)\s*[=:]\s*(\S+)$", body.strip())
-            if m:
-                try:
-                    scalars[m[1]] = float(m[2])
-                except ValueError:
-                    raise ValidationError(
-                        f"the comment line {text!r} must give {m[1]} as a number"
-                    ) from None
-            else:
+            if not _scalar_comment(text, scalars):
                 comments.append(body)
             continue
         if _numeric_line(text):
@@ -785,8 +824,13 @@ def read_table(path, *, parameters=None) -> Samples:
         raise ValidationError(
             f"{path!r} names the columns {twice} more than once; one of each would "
             "be lost. Rename them")
-    rows = [ln for ln in lines[start:]
-            if ln.strip() and not ln.lstrip().startswith("#")]
+    rows = []
+    for ln in lines[start:]:
+        if ln.lstrip().startswith("#"):
+            # Wherever the evidence is given, it is read.
+            _scalar_comment(ln, scalars)
+        elif ln.strip():
+            rows.append(ln)
     if not rows:
         raise ValidationError(f"{path!r} has a header but no rows of values")
     try:
@@ -896,8 +940,19 @@ def _from_mapping(data: Mapping, parameters, where: str) -> Samples:
                     f"{where} has no parameters {missing}; it has {stored}")
             return samples[list(parameters)]
         return Samples.from_array(np.asarray(data["x"]), names, **fields)
-    columns = {str(k): _column(v, str(k), where) for k, v in data.items()
-               if k not in _SCALARS}
+    columns = {}
+    for k, v in data.items():
+        if k in _SCALARS:
+            continue
+        v = np.asarray(v)
+        if v.ndim > 1 and v.dtype.kind in "biuf":
+            # An array per sample: one column per element, as vector
+            # variables of other tools are flattened.
+            flat = v.reshape(v.shape[0], -1)
+            for i, col in enumerate(flat_parameter_names(str(k), v.shape[1:])):
+                _add_column(columns, col, flat[:, i], where)
+        else:
+            _add_column(columns, str(k), v, where)
     scalars = {}
     for k in _SCALARS:
         if k in data:
@@ -1132,14 +1187,16 @@ def from_arviz(idata, *, parameters=None, group: str = "posterior") -> Samples:
             continue
         flat = flat.reshape(flat.shape[0], -1)
         for i, col in enumerate(flat_parameter_names(str(name), shape)):
-            columns[col] = _column(flat[:, i], col, "the InferenceData")
+            _add_column(columns, col, flat[:, i], "the InferenceData")
     stats = _dataset(idata, "sample_stats")
     for field in ("log_likelihood", "log_prior"):
         value = _summed(_dataset(idata, field))
         if value is None and stats is not None and field in stats.data_vars:
             value = _flatten_var(stats[field])[0]
         if value is not None:
-            columns[field] = np.asarray(value, np.float32)
+            # In the precision it was stored in, as every reader keeps it.
+            columns[field] = _column(np.asarray(value).reshape(-1), field,
+                                     "the InferenceData")
     scalars = {k: _finite_or_none(ds.attrs.get(k)) for k in _SCALARS}
     return _from_columns(columns, parameters, "the InferenceData", scalars=scalars)
 
@@ -1163,7 +1220,13 @@ def read_netcdf(path, *, parameters=None, group: str = "posterior") -> Samples:
     """
     az = _import_arviz()
     path = _check_path(path)
-    return from_arviz(az.from_netcdf(path), parameters=parameters, group=group)
+    try:
+        idata = az.from_netcdf(path)
+    except (OSError, ValueError) as exc:
+        raise ValidationError(
+            f"{str(path)!r} is not a readable NetCDF file (empty, truncated or "
+            f"another format): {exc}") from exc
+    return from_arviz(idata, parameters=parameters, group=group)
 
 
 def to_arviz(samples: Samples, *, key=None):
@@ -1245,8 +1308,14 @@ def from_dataframe(frame, *, parameters=None) -> Samples:
     -------
     Samples
     """
-    columns = {str(c): _column(frame[c].to_numpy(), str(c), "the DataFrame")
-               for c in frame.columns}
+    names = [str(c) for c in frame.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValidationError(
+            f"the DataFrame names the columns {twice} more than once; one of each "
+            "would be lost. Rename them")
+    columns = {name: _column(frame.iloc[:, i].to_numpy(), name, "the DataFrame")
+               for i, name in enumerate(names)}
     scalars = {k: _finite_or_none(frame.attrs.get(k)) for k in _SCALARS}
     return _from_columns(columns, parameters, "the DataFrame", scalars=scalars)
 

@@ -68,9 +68,15 @@ def warn_float32_resolution(x, names, what: str = "samples") -> None:
     arr = np.asarray(x)
     if arr.dtype != np.float64 or arr.ndim != 2 or arr.shape[0] < 2:
         return
-    with np.errstate(invalid="ignore", over="ignore"):
+    # Columns with no finite value are skipped (numpy warns of all-NaN ones).
+    usable = np.isfinite(arr).any(axis=0)
+    if not usable.any():
+        return
+    with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         finite = np.where(np.isfinite(arr), arr, np.nan)
-        loss = np.nanmax(np.abs(finite - finite.astype(np.float32)), axis=0)
+        loss = np.where(usable, np.nanmax(np.abs(finite - finite.astype(np.float32)),
+                                          axis=0), 0.0)
         spread = np.nanstd(finite, axis=0)
     for j in np.flatnonzero(loss > 1e-3 * spread):
         if not np.isfinite(spread[j]) or spread[j] <= 0:
@@ -113,21 +119,25 @@ def _concrete(value) -> np.ndarray | None:
 
 
 def _warn_nan_rows(x, names) -> None:
-    """Warn when points hold NaN: every weighted moment and plot of them is
-    NaN. They are kept (a file may carry a column that is undefined in a few
-    rows); ``Aspire.fit`` refuses them."""
+    """Warn when points hold NaN or infinities: every weighted moment and plot
+    of them is then NaN or infinite. They are kept (a file may carry a column
+    that is undefined in a few rows); ``Aspire.fit`` refuses them."""
     values = _concrete(x)
     if values is None:
         return
-    bad = np.isnan(values)
+    bad = ~np.isfinite(values)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
         column = int(np.argmax(bad[rows[0]]))
+        what = "NaN" if np.isnan(values).any() else "infinite"
+        if np.isnan(values).any() and np.isinf(values).any():
+            what = "NaN or infinite"
         warnings.warn(
-            f"x is NaN in {rows.size} of {values.shape[0]} samples (first at index "
-            f"{int(rows[0])}, parameter {names[column]!r}): their means, spreads "
-            "and plots will be NaN; drop those rows (x[~np.isnan(x).any(axis=1)]) "
-            "before using them", UserWarning, stacklevel=3)
+            f"x is {what} in {rows.size} of {values.shape[0]} samples (first at "
+            f"index {int(rows[0])}, parameter {names[column]!r}): their means, "
+            "spreads and plots will not be finite; drop those rows "
+            "(x[np.isfinite(x).all(axis=1)]) before using them", UserWarning,
+            stacklevel=3)
 
 
 def _first_bad(name: str, values: np.ndarray, bad: np.ndarray, what: str) -> str:

@@ -575,3 +575,47 @@ def test_a_column_with_an_array_per_row_is_left_out_unless_asked_for(tmp_path):
     assert read_samples(path).parameters == ("mass_1",)
     with pytest.raises(ValidationError, match="not one number per sample"):
         read_samples(path, parameters=["waveform"])
+
+
+def test_columns_are_never_lost_silently(tmp_path):
+    """Each of these had read back with a column or the evidence missing."""
+    pd = pytest.importorskip("pandas")
+    with pytest.raises(ValidationError, match=r"names the columns \['mass'\] more"):
+        from_dataframe(pd.DataFrame([[30.0, 31.0, 0.5]], columns=["mass", "mass", "s"]))
+    # An array per sample in an .npz: one column per element.
+    path = tmp_path / "two.npz"
+    np.savez(path, mass=np.arange(4.0), spins=np.ones((4, 2)))
+    assert read_samples(path).parameters == ("mass", "spins[0]", "spins[1]")
+    # The evidence, wherever its comment line is, or as a repeated column.
+    path = tmp_path / "late.csv"
+    path.write_text("mass,spin\n# log_evidence = -3.5\n30,0.1\n31,0.2\n")
+    assert read_samples(path).log_evidence == -3.5
+    path.write_text("mass,log_evidence\n30,-3.5\n31,-3.5\n")
+    back = read_samples(path)
+    assert back.parameters == ("mass",) and back.log_evidence == -3.5
+    path.write_text("mass,log_evidence\n30,-3.5\n31,-3.6\n")
+    with pytest.raises(ValidationError, match="varies from row to row"):
+        read_samples(path)
+    # A field column with null entries is named as it is left out.
+    frame = pd.DataFrame({"mass": [30.0, 31.0],
+                          "log_likelihood": pd.Series([-1.0, None], dtype=object)})
+    with pytest.warns(UserWarning, match="'log_likelihood' column .* left out"):
+        assert from_dataframe(frame).log_likelihood is None
+
+
+def test_a_column_without_finite_values_warns_once():
+    # numpy's own "All-NaN slice" warning must not leak past ours.
+    x = np.array([[np.nan, 1.0], [np.nan, 2.0], [np.nan, 3.0]])
+    with pytest.warns(UserWarning, match="x is NaN in 3 of 3 samples"):
+        Samples.from_array(x, ["a", "b"])
+
+
+def test_arviz_names_that_collide_are_refused(tmp_path):
+    az = pytest.importorskip("arviz")
+    idata = az.from_dict(posterior={"v[0]": np.zeros((1, 5)), "v": np.ones((1, 5, 2))})
+    with pytest.raises(ValidationError, match="column 'v\\[0\\]' twice"):
+        from_arviz(idata)
+    path = tmp_path / "empty.nc"
+    path.write_bytes(b"")
+    with pytest.raises(ValidationError, match="not a readable NetCDF file"):
+        read_samples(path)
