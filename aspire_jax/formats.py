@@ -171,6 +171,16 @@ def _add_column(columns: dict, name: str, values, where: str) -> None:
     columns[name] = _column(values, name, where)
 
 
+def _select(samples: Samples, parameters, where: str) -> Samples:
+    """``samples`` restricted to ``parameters``, named as a reader's error."""
+    _check_names_list(parameters)
+    missing = [p for p in parameters if p not in samples.parameters]
+    if missing:
+        raise ValidationError(
+            f"{where} has no parameters {missing}; it has {list(samples.parameters)}")
+    return samples[list(parameters)]
+
+
 def _check_names_list(parameters) -> None:
     """``parameters`` must be None or a sequence of names, not one string."""
     if isinstance(parameters, str):
@@ -307,7 +317,7 @@ def _detect(path: str) -> str:
 
 def _from_object(obj, parameters) -> Samples:
     if isinstance(obj, Samples):
-        return obj if parameters is None else obj[list(parameters)]
+        return obj if parameters is None else _select(obj, parameters, "the Samples")
     if type(obj).__module__.split(".")[0] == "pandas" and hasattr(obj, "columns"):
         return from_dataframe(obj, parameters=parameters)
     if hasattr(obj, "posterior") and hasattr(obj, "search_parameter_keys"):
@@ -1085,7 +1095,7 @@ def read_hdf5(path, *, group: str | None = None, parameters=None) -> Samples:
                 "no bilby /posterior; pass group= to name the group")
     _check_names_list(parameters)
     samples = Samples.load(path, group)
-    return samples if parameters is None else samples[list(parameters)]
+    return samples if parameters is None else _select(samples, parameters, repr(path))
 
 
 # ---------------------------------------------------------------- ArviZ

@@ -619,3 +619,10 @@ def test_arviz_names_that_collide_are_refused(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(ValidationError, match="not a readable NetCDF file"):
         read_samples(path)
+
+
+def test_asking_for_a_missing_parameter_is_a_validation_error(tmp_path):
+    path = tmp_path / "s.h5"
+    Samples.from_array(np.ones((2, 1)), ["a"]).save(path)
+    with pytest.raises(ValidationError, match=r"has no parameters \['zz'\]"):
+        read_samples(path, parameters=["zz"])
