@@ -171,6 +171,28 @@ def _add_column(columns: dict, name: str, values, where: str) -> None:
     columns[name] = _column(values, name, where)
 
 
+# Column names other tools give to per-sample quantities that are not
+# parameters (LALInference's logl and logprior, weights, a saved index).
+_NOT_PARAMETERS = {"logl": "log_likelihood", "loglikelihood": "log_likelihood",
+                   "logprior": "log_prior", "logpost": "the log posterior",
+                   "log_posterior": "the log posterior", "weights": "weights",
+                   "weight": "weights", "logw": "log_weights",
+                   "unnamed: 0": "a saved index", "index": "a saved index"}
+
+
+def _warn_field_like(names, where: str) -> None:
+    """Warn when columns taken as parameters by default look like per-sample
+    quantities of another tool: a flow fitted on them would be wrong."""
+    odd = [(n, _NOT_PARAMETERS[n.lower()]) for n in names if n.lower() in _NOT_PARAMETERS]
+    if odd:
+        warnings.warn(
+            f"{where}: the column(s) {[n for n, _ in odd]} look like "
+            f"{', '.join(sorted({w for _, w in odd}))}, not parameters, but are taken "
+            "as parameters; pass parameters=[...] to choose them (aspire_jax reads "
+            "log_likelihood, log_prior, log_q and log_weights columns as such)",
+            UserWarning, stacklevel=3)
+
+
 def _select(samples: Samples, parameters, where: str) -> Samples:
     """``samples`` restricted to ``parameters``, named as a reader's error."""
     _check_names_list(parameters)
@@ -227,6 +249,7 @@ def _from_columns(
             k for k, v in columns.items()
             if v is not None and k not in _FIELDS + _SCALARS
         ]
+        _warn_field_like(names, where)
     if not names:
         raise ValidationError(
             f"{where} has no numeric parameter columns; its columns are "

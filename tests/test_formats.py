@@ -626,3 +626,11 @@ def test_asking_for_a_missing_parameter_is_a_validation_error(tmp_path):
     Samples.from_array(np.ones((2, 1)), ["a"]).save(path)
     with pytest.raises(ValidationError, match=r"has no parameters \['zz'\]"):
         read_samples(path, parameters=["zz"])
+
+
+def test_columns_named_like_another_tools_fields_are_pointed_out(tmp_path):
+    path = tmp_path / "posterior_samples.dat"
+    path.write_text("mass logl logprior\n30 -1.0 -2.0\n31 -1.5 -2.0\n")
+    with pytest.warns(UserWarning, match=r"\['logl', 'logprior'\] look like"):
+        read_samples(path)
+    assert read_samples(path, parameters=["mass"]).parameters == ("mass",)
