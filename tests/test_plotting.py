@@ -162,7 +162,8 @@ def test_ranges_follow_the_weights_and_odd_columns_plot():
     for bins in (0, 2.5, True):
         with pytest.raises(ValidationError, match="bins"):
             plot_marginals(s, bins=bins)
-    bad = Samples.from_array(np.where(np.arange(10)[:, None] == 3, np.inf, 1.0))
+    with pytest.warns(UserWarning, match="x is infinite in 1 of 10 samples"):
+        bad = Samples.from_array(np.where(np.arange(10)[:, None] == 3, np.inf, 1.0))
     with pytest.raises(ValidationError, match="non-finite"):
         corner_plot(bad)
     plt.close("all")
