@@ -966,12 +966,7 @@ def _from_mapping(data: Mapping, parameters, where: str) -> Samples:
             samples = Samples.from_array(np.asarray(data["x"]), stored, **fields)
             if parameters is None:
                 return samples
-            _check_names_list(parameters)
-            missing = [p for p in parameters if p not in stored]
-            if missing:
-                raise ValidationError(
-                    f"{where} has no parameters {missing}; it has {stored}")
-            return samples[list(parameters)]
+            return _select(samples, parameters, where)
         return Samples.from_array(np.asarray(data["x"]), names, **fields)
     columns = {}
     for k, v in data.items():
