@@ -451,13 +451,16 @@ def write_samples(path, samples: Samples, *, key=None, format: str | None = None
             format = "table"
     if format == "hdf5":
         group = options.pop("group", "samples")
-        _reject_unknown(options, "HDF5")
+        _reject_unknown(options, "HDF5", ("group",))
         samples.save(path, group)
     elif format == "bilby_json":
+        _reject_unknown(options, "bilby JSON", ("label", "meta_data"))
         write_bilby_result(path, samples, key=key, **options)
     elif format == "table":
+        _reject_unknown(options, "table", ("delimiter",))
         write_table(path, samples, **options)
     elif format == "npz":
+        _reject_unknown(options, ".npz")
         np.savez(path, **samples.to_numpy())
     elif format == "netcdf":
         to_arviz(samples, key=key).to_netcdf(os.fspath(path), **options)
@@ -489,9 +492,12 @@ def _decode_bilby(obj: dict):
     return obj
 
 
-def _reject_unknown(options: Mapping, what: str) -> None:
-    if options:
-        raise ValidationError(f"unknown options {sorted(options)} for {what} files")
+def _reject_unknown(options: Mapping, what: str, known: Sequence[str] = ()) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        takes = (f"; they take {', '.join(map(repr, known))}" if known
+                 else "; they take none")
+        raise ValidationError(f"unknown options {unknown} for {what} files{takes}")
 
 
 def _bilby_json(path: str) -> dict:
@@ -884,6 +890,14 @@ def read_table(path, *, parameters=None) -> Samples:
     return _from_columns(columns, parameters, repr(path), scalars=scalars)
 
 
+def _unreadable_names(names, delimiter: str) -> list[str]:
+    """The names that a ``delimiter``-separated header cannot hold and give back."""
+    return [n for n in names
+            if delimiter in n or "\n" in n or n != n.strip() or n.startswith("#")
+            or any(q in n for q in "\"'") or _is_number(n)
+            or (delimiter.isspace() and any(c.isspace() for c in n))]
+
+
 def write_table(path, samples: Samples, *, delimiter: str | None = None) -> None:
     """Write samples as a text table with a header line.
 
@@ -904,16 +918,18 @@ def write_table(path, samples: Samples, *, delimiter: str | None = None) -> None
     data = samples.to_numpy()
     # read_table takes these columns (and comment lines) for fields.
     _refuse_clash(samples.parameters, _FIELDS + _SCALARS, path)
-    unreadable = [n for n in samples.parameters
-                  if delimiter in n or "\n" in n or n != n.strip() or n.startswith("#")
-                  or any(q in n for q in "\"'") or _is_number(n)
-                  or (delimiter.isspace() and any(c.isspace() for c in n))]
+    unreadable = _unreadable_names(samples.parameters, delimiter)
     if unreadable:
+        other = "," if delimiter.isspace() else "\t"
+        # Another separator helps only if it reads every one of these names.
+        advice = ("" if _unreadable_names(unreadable, other) else
+                  "a .csv file (comma-separated), " if other == "," else
+                  "a .tsv file (tab-separated), ")
         raise ValidationError(
             f"parameter names {unreadable} cannot be written to a {delimiter!r}-"
             "separated header and read back (they hold the separator, quotes, a "
-            "leading '#' or white space at an end, or read as a number); use a "
-            ".tsv file (tab-separated), or .npz or .h5, or rename them")
+            "leading '#' or white space at an end, or read as a number); use "
+            f"{advice}.npz or .h5, or rename them")
     names = list(samples.parameters) + [k for k in _FIELDS if k in data]
     table = np.column_stack([data["x"]] + [data[k] for k in _FIELDS if k in data])
     comments = [f"# {k} = {float(data[k])!r}" for k in _SCALARS if k in data]
@@ -993,6 +1009,26 @@ def _from_mapping(data: Mapping, parameters, where: str) -> Samples:
     return _from_columns(columns, parameters, where, scalars=scalars)
 
 
+def _check_numpy_magic(path: str) -> None:
+    """Refuse a file that is neither ``.npy`` nor a zip archive by its first
+    bytes, before numpy would take it for a pickle."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path!r}: {exc}") from exc
+    if head.startswith((b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")):
+        return
+    if head[:1] == b"\x80":
+        raise ValidationError(
+            f"{path!r} is a Python pickle, which aspire_jax does not unpickle; "
+            "save plain numeric arrays with numpy.save or numpy.savez instead")
+    what = "empty" if not head else "neither a .npy file nor an .npz archive"
+    raise ValidationError(
+        f"{path!r} is {what} (by its first bytes); write it with numpy.save or "
+        "numpy.savez, or give a suffix that names its format (.csv, .txt, .h5, ...)")
+
+
 def read_array(path, *, parameters=None, format: str | None = None) -> Samples:
     """Read a ``.npy`` or ``.npz`` file (never unpickling).
 
@@ -1021,6 +1057,7 @@ def read_array(path, *, parameters=None, format: str | None = None) -> Samples:
     """
     path = _check_path(path)
     format = format or _suffix(path)[1:]
+    _check_numpy_magic(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:

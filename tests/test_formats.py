@@ -531,6 +531,43 @@ def test_names_a_table_cannot_hold_are_refused_and_tsv_keeps_them(tmp_path):
     np.testing.assert_array_equal(np.asarray(back.x), np.asarray(s.x))
 
 
+def test_table_advice_names_only_a_separator_that_reads_the_names(tmp_path):
+    spaced = Samples.from_array(np.ones((2, 2)), ["chirp mass", "q"])
+    with pytest.raises(ValidationError, match=r"use a \.csv file") as err:
+        write_table(tmp_path / "m.tsv", spaced)
+    assert ".tsv file" not in str(err.value)
+    write_table(tmp_path / "m.csv", spaced)
+    assert read_samples(tmp_path / "m.csv").parameters == spaced.parameters
+    both = Samples.from_array(np.ones((2, 1)), ["a, b c"])
+    for name in ("m.tsv", "m.csv"):
+        with pytest.raises(ValidationError, match="cannot be written") as err:
+            write_table(tmp_path / name, both)
+        assert "file (" not in str(err.value)
+
+
+def test_writers_refuse_unknown_options_by_name(tmp_path, weighted):
+    for name, known in (("s.csv", "delimiter"), ("s.json", "label"), ("s.npz", "none"),
+                        ("s.h5", "group")):
+        with pytest.raises(ValidationError, match=f"unknown options.*{known}"):
+            write_samples(tmp_path / name, weighted, key=0, delimeter=",")
+        assert not (tmp_path / name).exists()
+
+
+def test_files_that_are_not_numpy_arrays_are_named_for_what_they_are(tmp_path):
+    text = tmp_path / "table.npy"
+    text.write_text("a b\n1 2\n")
+    with pytest.raises(ValidationError, match="neither a .npy file nor an .npz"):
+        read_samples(text)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValidationError, match="is empty"):
+        read_samples(tmp_path / "empty.npz")
+    import pickle
+
+    (tmp_path / "p.npy").write_bytes(pickle.dumps([1.0, 2.0]))
+    with pytest.raises(ValidationError, match="is a Python pickle"):
+        read_samples(tmp_path / "p.npy")
+
+
 def test_two_sample_groups_need_a_choice(tmp_path):
     path = tmp_path / "two.h5"
     Samples.from_array(np.ones((2, 1)), ["x"]).save(path, "earlier")
