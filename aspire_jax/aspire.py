@@ -14,7 +14,6 @@ import math
 import numbers
 import os
 import secrets
-import shutil
 import stat
 import statistics
 import sys
@@ -33,6 +32,7 @@ from .errors import CheckpointError, TemperingError, ValidationError
 from .flows import DefensiveReference, Flow, FlowConfig, FlowHistory, fit as fit_flow
 from .flows.flow import gaussian_of
 from .flows.gaussian import GaussianReference, has_gaussian
+from .io.hdf5 import copy_file_durably
 from .history import History, SampleHistory
 from .kernels import kernel_settings
 from .io import (AspireFile, check_file_version, is_aspire_file,
@@ -869,7 +869,7 @@ class Aspire:
         """
         self._require_flow()
         mesh = as_mesh(mesh)
-        resume = self._resolve_resume(resume_from)
+        resume = self._resolve_resume(resume_from, sampler)
         if resume is None and self._resume_used:
             self._resume_used = False
             logger.warning(
@@ -900,6 +900,13 @@ class Aspire:
                 f"{', '.join(given)} applies to SMC runs; sampler={sampler!r} runs in "
                 "one call and writes no checkpoint. Drop it (save the result with "
                 "Samples.save) or use sampler='smc'")
+        if (self._auto is not None and sampler != "smc"
+                and not self._auto.get("told_one_call")):
+            self._auto["told_one_call"] = True
+            logger.warning(
+                "sampler=%r runs in one call and writes no checkpoint, inside "
+                "auto_checkpoint too (which checkpoints SMC runs and the fit); save "
+                "its result with Samples.save", sampler)
         store_sample_history = _flag("store_sample_history", store_sample_history)
         return_history = _flag("return_history", return_history)
         progress = _flag("progress", progress, allow_none=True)
@@ -928,6 +935,7 @@ class Aspire:
             # aspire's name for the standard (whitened) space.
             options["preconditioning"] = "standard"
         given_options, from_checkpoint = dict(options), set()
+        stored_count = False  # whether n_samples is the checkpoint's own
         if resume and resume.get("sampler_config"):
             stored = dict(resume["sampler_config"].get("options", {}))
             if sampler in ("smc", "mcmc"):
@@ -938,15 +946,6 @@ class Aspire:
                 stored.setdefault("reference", "flow")
             options = _merge_resume_options(stored, options)
             from_checkpoint = set(stored) - set(given_options)
-            stored_x64 = resume["sampler_config"].get("x64")
-            _check_x64_resumable(resume["sampler_config"])
-            if stored_x64 is not None and bool(stored_x64) != bool(
-                    jax.config.jax_enable_x64):
-                logger.warning(
-                    "the checkpoint's run computed with jax_enable_x64=%s and this "
-                    "process with %s: it goes on, but not bit for bit as it would "
-                    "have; set jax_enable_x64 as in that run for an exact resume",
-                    bool(stored_x64), bool(jax.config.jax_enable_x64))
             stored_seed = resume["sampler_config"].get("seed")
             if stored_seed is not None:
                 if key is not None and not _same_seed(key, int(stored_seed)):
@@ -963,10 +962,13 @@ class Aspire:
             stored_n = resume["sampler_config"].get("n_samples")
             if n_samples is None:
                 n_samples = stored_n
+                stored_count = stored_n is not None
             elif stored_n is not None and n_samples != stored_n:
                 raise ValidationError(
                     f"the checkpoint holds {stored_n} particles; n_samples={n_samples} "
                     "cannot resume it. Drop n_samples (or pass the same count)")
+        if resume is not None:
+            self._check_resume_precision(resume)
         if n_samples is None and resume is not None:
             n_samples = _stored_particle_count(resume)
         n_samples = 1000 if n_samples is None else n_samples
@@ -1031,6 +1033,12 @@ class Aspire:
                 logger.info("the %s checkpoints into %s, the file its flow came from "
                             "(pass checkpoint_path to choose another file, or False "
                             "for none)", run, checkpoint_path)
+        if (resume_from is not None and checkpoint_path is None and not no_file
+                and checkpoint_callback is None and sampler == "smc"):
+            logger.warning(
+                "the run resumed from resume_from writes no checkpoint: pass "
+                "checkpoint_path (the file it came from, say) to go on "
+                "checkpointing, or False to silence this")
         checkpoint_every = 1 if checkpoint_every is None else checkpoint_every
         if not is_int(checkpoint_every) or checkpoint_every < 1:
             raise ValidationError(f"checkpoint_every must be a positive integer; got "
@@ -1102,7 +1110,7 @@ class Aspire:
                            int(n_samples), _FEW_PARTICLES, what)
         self._last_sampler_config = dict(sampler=sampler, n_samples=int(n_samples),
                                          seed=seed, options=_jsonable(options),
-                                         x64=bool(jax.config.jax_enable_x64))
+                                         x64=self._flow_dtype() == np.float64)
         if sampler == "importance":
             out = self._run_importance(key, int(n_samples), reference,
                                        options.get("batch_size"))
@@ -1116,7 +1124,8 @@ class Aspire:
                 checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
                 save_config=checkpoint_save_config, save_flow=checkpoint_save_flow,
                 callback=checkpoint_callback, progress=progress, log_every=log_every,
-                mesh=mesh, reference=reference, keep_particles=store_sample_history)
+                mesh=mesh, reference=reference, keep_particles=store_sample_history,
+                stored_count=stored_count)
         samples, history = out
         return (samples, history) if return_history else samples
 
@@ -1554,7 +1563,7 @@ class Aspire:
 
     def _run_smc(self, key, n, options, *, resume, checkpoint_path, checkpoint_every,
                  save_config, save_flow, callback, progress, log_every, mesh=None,
-                 reference=None, keep_particles=False):
+                 reference=None, keep_particles=False, stored_count=False):
         options = dict(options)
         n_final = options.pop("n_final_samples", None)
         driver = options.pop("driver", "host")
@@ -1571,6 +1580,14 @@ class Aspire:
         for name in _REFERENCE_OPTIONS:
             options.pop(name, None)
         config = SMCConfig(n_particles=n, **options)
+        if resume is not None:
+            # Before the probe compiles anything.
+            x = _state_x(resume)
+            if x is not None and x.shape != (n, self.dims):
+                raise self._misfit_error(
+                    n, resume, stored_count,
+                    f"state.x has shape {x.shape}, this run's particles "
+                    f"({n}, {self.dims})")
         self._probe()
         if config.kernel == "mala":
             self._check_differentiable()
@@ -1585,7 +1602,7 @@ class Aspire:
         with self._host_errors("the initial draws of the SMC run"):
             if resume is not None:
                 state, history = self._restore_state(smc, key, resume, mesh,
-                                                     reference)
+                                                     reference, stored_count)
                 logger.info("resuming SMC at iteration %d, beta = %.4g",
                             int(state.iteration), float(state.beta))
             else:
@@ -1610,11 +1627,7 @@ class Aspire:
         writer = _CheckpointWriter(self, checkpoint_path, checkpoint_every,
                                    save_config, save_flow, callback)
         own_resume = resume is not None and resume is self._resume
-        writer.continues_resume = (
-            own_resume and checkpoint_path is not None
-            and self._resume_file is not None
-            and os.path.realpath(os.fspath(checkpoint_path))
-            == os.path.realpath(self._resume_file))
+        writer.continues_resume = own_resume and checkpoint_path is not None
         if checkpoint_path is not None and is_checkpoint_writer():
             # An unfinished run that the file holds, other than the one
             # resumed here, is kept aside before anything is written over it.
@@ -1659,6 +1672,17 @@ class Aspire:
                             break
                         state, info = step(state, flow_params)
                         on_step(state, jax.device_get(info))
+        except KeyboardInterrupt as exc:
+            last = writer.last_written
+            if last is not None:
+                exc.add_note(
+                    f"aspire_jax: the checkpoint {os.fspath(checkpoint_path)!r} holds "
+                    f"iteration {last}; Aspire.resume_from_file (or this instance's "
+                    "next sample_posterior, for a resumed run) goes on from there")
+            elif checkpoint_path is None:
+                exc.add_note("aspire_jax: this run wrote no checkpoint file (pass "
+                             "checkpoint_path for a run that can be resumed)")
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -1709,6 +1733,13 @@ class Aspire:
             # checkpoint; one stopped early can be resumed again.
             self._resume = self._resume_file = None
             self._resume_used = True
+        if self._auto is not None and (resume is not None or (
+                checkpoint_path is not None
+                and _same_file(checkpoint_path, self._auto["path"]))):
+            # auto_checkpoint(resume=True) resumes what its file held; a run
+            # that reached the posterior there uses that up, and later calls
+            # start afresh.
+            self._auto["resume"] = False
         return samples, history
 
     def _file_as_loaded(self, path) -> bool:
@@ -1940,8 +1971,12 @@ class Aspire:
             log_evidence_error=err), final_evals, final_invalid
 
     # --------------------------------------------------------------- resume
-    def _resolve_resume(self, resume_from):
+    def _resolve_resume(self, resume_from, sampler=None):
         if resume_from is None:
+            if isinstance(sampler, str) and _ALIASES.get(sampler, sampler) != "smc":
+                # A checkpoint the instance holds (loaded, or auto_checkpoint's)
+                # waits for the next SMC call; other samplers run afresh.
+                return None
             if self._resume is not None:
                 # Kept until a run has restored it (see _run_smc), so a call
                 # refused on its arguments leaves the instance ready to resume.
@@ -1981,7 +2016,54 @@ class Aspire:
             "resume_from must be checkpoint bytes, a checkpoint dict, a state dict or "
             f"an .h5/.hdf5 path; got {type(resume_from).__name__}")
 
-    def _restore_state(self, smc, key, resume, mesh=None, reference=None):
+    def _flow_dtype(self) -> np.dtype:
+        """The float dtype the flow, and so every run from it, computes in."""
+        return np.dtype(np.asarray(self.flow_params.transform.lower).dtype)
+
+    def _check_resume_precision(self, resume) -> None:
+        """Refuse, before any compile, a state whose precision this process or
+        this flow cannot continue; warn where the run goes on in float32 in a
+        64-bit process."""
+        state64 = _stored_float64(resume)
+        if state64 is None:
+            return
+        _check_x64_resumable(resume, state64)
+        flow64 = self._flow_dtype() == np.float64
+        if state64 != flow64:
+            bits = {True: "float64", False: "float32"}
+            raise CheckpointError(
+                f"the checkpoint's state is {bits[state64]} and this Aspire's flow "
+                f"{bits[flow64]}: a run goes on in the precision it started in, "
+                "with the flow it was sampled with. Load both with "
+                "Aspire.resume_from_file(path) in a process with "
+                f"jax_enable_x64={state64}")
+        if not state64 and jax.config.jax_enable_x64:
+            logger.warning(
+                "the checkpoint's run computes in float32 (its state and flow are "
+                "float32) and goes on in float32 in this 64-bit process; it repeats "
+                "the uninterrupted run bit for bit only if log_likelihood and "
+                "log_prior give the same float32 values with jax_enable_x64 on")
+
+    def _misfit_error(self, n, resume, stored_count, details) -> CheckpointError:
+        """The error for a stored state that does not fit a run of ``n``
+        particles: the file's fault where the count came from the file."""
+        x = _state_x(resume) if stored_count else None
+        if x is not None and x.ndim == 2 and x.shape[0] != n and (
+                x.shape[1] == self.dims):
+            # The particle count came from the file, and its state holds
+            # another: the file contradicts itself.
+            return CheckpointError(
+                f"the checkpoint's state does not fit the settings stored beside it "
+                f"in its sampler_config ({n} particles of {self.dims} parameters): "
+                f"the file was edited or damaged. Details: {details}")
+        return CheckpointError(
+            f"the checkpoint's state does not fit this run ({n} particles of "
+            f"{self.dims} parameters, the settings given now): it was made with "
+            "another particle count, dimension or sampler setting. Resume with the "
+            f"n_samples and options of that run. Details: {details}")
+
+    def _restore_state(self, smc, key, resume, mesh=None, reference=None,
+                       stored_count=False):
         if resume.get("state") is None and resume.get("state_dict") is None:
             raise CheckpointError("the checkpoint holds no SMC state to resume from")
         template = jax.eval_shape(smc.init, key, self.flow_params)
@@ -2003,12 +2085,7 @@ class Aspire:
                     "precision than this process computes in: set "
                     "jax.config.update('jax_enable_x64', ...) as in the run that "
                     f"wrote it, before any JAX work. Details: {exc}") from exc
-            raise CheckpointError(
-                f"the checkpoint's state does not fit this run ({n} particles of "
-                f"{self.dims} parameters, the settings given now): it was made "
-                "with another particle count, dimension or sampler setting. Resume "
-                "with the n_samples and options of that run. Details: "
-                f"{exc}") from exc
+            raise self._misfit_error(n, resume, stored_count, str(exc)) from exc
         _check_restored(state)
         self._check_cached_densities(state, reference)
         if float(state.beta) < 1.0 and int(state.status) != Status.RUNNING:
@@ -2029,6 +2106,18 @@ class Aspire:
         if len(history) > int(state.iteration):
             history = History("smc", {k: v[: int(state.iteration)]
                                       for k, v in history.data.items()})
+        if hist is None and int(state.iteration) > 0:
+            logger.warning(
+                "the checkpoint gives the state alone, without its history: the "
+                "run's history starts at iteration %d (pass the dict given to "
+                "checkpoint_callback, or the file, for the whole history)",
+                int(state.iteration))
+        elif hist is not None and len(history) < int(state.iteration):
+            raise CheckpointError(
+                f"the checkpoint's history is damaged: it holds {len(history)} "
+                f"iterations where the state is at iteration {int(state.iteration)} "
+                "(a history and a state of different checkpoints)")
+        _check_history_path(history, state)
         beta = np.asarray(history.data.get("beta", np.zeros(0)), np.float64)
         if beta.size and (not np.all((beta >= 0.0) & (beta <= 1.0))
                           or (beta.size == int(state.iteration)
@@ -2121,9 +2210,8 @@ class Aspire:
                     "posterior samples") from exc
         obj = cls._from_config(cfg, log_likelihood, log_prior)
         resume = _resume_from_path(path, f"{checkpoint_path}/{checkpoint_dset}")
-        if resume.get("state") is not None:
-            # Before the flow is read: its float64 arrays would be cut down.
-            _check_x64_resumable(resume.get("sampler_config") or {})
+        # Before the flow is read: its float64 arrays would be cut down.
+        _check_x64_resumable(resume)
         with AspireFile(path, "r") as f:
             if flow_path in f:
                 try:
@@ -2502,9 +2590,11 @@ class _CheckpointWriter:
                 logger.debug("checkpoint written to %s at iteration %d", self.path,
                              int(state.iteration))
                 if self.continues_resume:
-                    # The run resumed from this file: should it stop early,
-                    # the next call resumes from here, not from where it began.
+                    # The run resumed from the instance's checkpoint: should it
+                    # stop early, the next call resumes from here (and goes on
+                    # writing into this file), not from where it began.
                     self.aspire._resume = self._checkpoint_dict(blob, history, state)
+                    self.aspire._resume_file = os.fspath(self.path)
         if self.callback is not None and notify and not force:
             self.callback(self._checkpoint_dict(blob, history, state))
 
@@ -2540,6 +2630,10 @@ def _resume_from_path(path, dset=_STATE_DSET):
     blob = read_checkpoint_bytes(path, dset)
     out = dict(state=blob)
     with AspireFile(path, "r") as f:
+        if blob is not None and "history" not in f:
+            raise CheckpointError(
+                f"{os.fspath(path)!r} holds a state but no /history, which every "
+                "checkpoint writes beside it: the file was edited or damaged")
         if "history" in f:
             g = f["history"]
             h = {k: np.asarray(g[k]) for k in g.keys()}
@@ -2995,8 +3089,8 @@ def _set_aside_unfinished(path, continued: bytes | None = None) -> None:
     writes over it: re-running a script that was cut off, without asking to
     resume, must not cost the hours it ran. ``continued`` is the state of the
     run being resumed: a file that holds exactly it is that run's own file.
-    The copy is written to a temporary name and renamed, with the file's
-    permissions, so a failed copy leaves nothing half-written."""
+    The copy is synced and renamed into place, with the file's permissions,
+    before the file is written over (see :func:`copy_file_durably`)."""
     found = _unfinished_run(path)
     if found is None:
         return
@@ -3013,13 +3107,9 @@ def _set_aside_unfinished(path, continued: bytes | None = None) -> None:
     while os.path.lexists(aside):
         number += 1
         aside = f"{stem}.unfinished-{number}{suffix}"
-    tmp = f"{aside}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        shutil.copy2(source, tmp)
-        os.replace(tmp, aside)
+        copy_file_durably(source, aside)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise CheckpointError(
             f"{os.fspath(path)!r} holds an unfinished run (iteration {found[0]}, beta "
             f"{found[1]:.4g}) that this call would overwrite, and it could not be "
@@ -3077,12 +3167,32 @@ def _guard_group(h5, path: str, own: str, method: str, unchanged) -> None:
                       "aside as <name>.unfinished.h5)" if own == "flow" else ""))
 
 
-def _check_x64_resumable(sampler_config: Mapping) -> None:
-    """Refuse a run stored with ``x64=True`` in a process without float64."""
-    if sampler_config.get("x64") is True and not jax.config.jax_enable_x64:
+def _state_x(resume: Mapping) -> np.ndarray | None:
+    """The particles of a checkpoint's state; None without a readable state
+    (refused, if at all, where it is restored)."""
+    try:
+        saved = (state_dict_from_bytes(resume["state"])
+                 if resume.get("state") is not None else resume.get("state_dict"))
+        return np.asarray(saved["x"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _stored_float64(resume: Mapping) -> bool | None:
+    """Whether a checkpoint's state holds float64 particles; None without a
+    readable state."""
+    x = _state_x(resume)
+    return None if x is None else x.dtype == np.float64
+
+
+def _check_x64_resumable(resume: Mapping, state64: bool | None = None) -> None:
+    """Refuse a float64 state in a process without float64."""
+    if state64 is None:
+        state64 = _stored_float64(resume)
+    if state64 and not jax.config.jax_enable_x64:
         raise CheckpointError(
-            "the checkpoint's run computed with jax_enable_x64=True, and its "
-            "64-bit state cannot go on in this 32-bit process: set "
+            "the checkpoint's run computed in float64 (jax_enable_x64=True), and "
+            "its state cannot go on in this 32-bit process: set "
             "jax.config.update('jax_enable_x64', True) before any JAX work, "
             "as in that run")
 
@@ -3199,6 +3309,10 @@ def _check_writable(path, what: str = "checkpoint_path"):
             "not write (its root lacks the aspire_jax_version and "
             "file_format_version attributes); aspire_jax does not overwrite it. "
             "Choose another path")
+
+
+def _same_file(a, b) -> bool:
+    return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
 
 
 def _check_h5_suffix(path):
@@ -3396,6 +3510,35 @@ def _training_weights(samples, x: np.ndarray, parameters
     logger.info("training samples are weighted: effective sample size %.0f of %d "
                 "rows (%d of weight 0 dropped)", ess, lw.size, lw.size - w.size)
     return x[finite], w / np.mean(w)
+
+
+def _check_history_path(history, state) -> None:
+    """Refuse a history that covers the state's iterations but whose beta steps
+    or evaluation counts are not those of that state."""
+    data = history.data
+    if len(history) != int(state.iteration) or not len(history):
+        return
+    problem = None
+    beta = np.asarray(data.get("beta", []), np.float64)
+    delta = np.asarray(data.get("delta_beta", []), np.float64)
+    if beta.size and np.any(np.diff(beta) < 0):
+        problem = "its beta column decreases"
+    elif beta.size and delta.size == beta.size:
+        steps = np.diff(np.concatenate([[0.0], beta]))
+        if not np.allclose(steps, delta, rtol=1e-4, atol=1e-6):
+            problem = "its beta column is not the sum of its delta_beta steps"
+    if problem is None and "n_evaluations" in data:
+        n = int(state.x.shape[0])
+        # The initial draws: one evaluation a particle, padded to whole
+        # batches or devices, fewer than twice the particles.
+        initial = int(state.n_evaluations) - int(np.sum(data["n_evaluations"]))
+        if not n <= initial < 2 * n:
+            problem = (f"its n_evaluations column sums to "
+                       f"{int(np.sum(data['n_evaluations']))}, which leaves {initial} "
+                       f"of the state's {int(state.n_evaluations)} evaluations for the "
+                       f"initial draws of {n} particles")
+    if problem is not None:
+        raise CheckpointError(f"the checkpoint's history is damaged: {problem}")
 
 
 def _check_history_evidence(history, state) -> None:

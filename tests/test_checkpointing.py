@@ -464,6 +464,87 @@ def test_auto_checkpoint_resume_stopped_again_goes_on_from_its_file(
     assert not (tmp_path / "run.unfinished.h5").exists()
 
 
+def test_auto_checkpoint_resume_is_used_up_by_a_finished_run(tmp_path, caplog):
+    path = str(tmp_path / "auto.h5")
+    aspire = problems.make_aspire()
+    with aspire.auto_checkpoint(path, every=1, resume=True):
+        aspire.fit(problems.earlier_samples(), **problems.FIT_SETTINGS)
+        first = aspire.sample_posterior(300, key=6, **RUN)
+        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            drawn = aspire.sample_posterior(200, sampler="importance", key=3)
+        assert drawn.n_samples == 200
+        assert any("writes no checkpoint, inside auto_checkpoint" in r.getMessage()
+                   for r in caplog.records)
+        # A new run with another key and count, not a resume of the first.
+        second = aspire.sample_posterior(200, key=7, **RUN)
+    assert second.n_samples == 200
+    assert not np.array_equal(np.asarray(first.x)[:200], np.asarray(second.x))
+    # A later script over the same file resumes the run the file holds last.
+    again = _fresh_like(aspire)
+    with again.auto_checkpoint(path, every=1, resume=True):
+        third = again.sample_posterior(**RUN)
+        fourth = again.sample_posterior(200, key=8, **RUN)
+    np.testing.assert_array_equal(np.asarray(third.x), np.asarray(second.x))
+    assert not np.array_equal(np.asarray(fourth.x), np.asarray(third.x))
+
+
+def test_a_resumed_run_stopped_in_another_file_goes_on_from_there(
+        fitted, tmp_path, caplog):
+    path, other = tmp_path / "run.h5", tmp_path / "other.h5"
+    resumed = _stopped_at_iteration_2(fitted, path, 300, 56)
+
+    def stop(checkpoint):
+        if checkpoint["iteration"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as err:
+        resumed.sample_posterior(checkpoint_path=other, checkpoint_callback=stop)
+    assert any("holds iteration 3" in note for note in err.value.__notes__)
+    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+        end = resumed.sample_posterior(return_history=True)
+    assert any("resuming SMC at iteration 3" in r.getMessage() for r in caplog.records)
+    full = fitted.sample_posterior(300, key=56, return_history=True, **RUN)
+    _assert_same_run(full, end)
+    # It wrote on into the file it was stopped in.
+    assert read_checkpoint_bytes(other) != read_checkpoint_bytes(path)
+    assert len(Aspire.resume_from_file(
+        other, log_likelihood=problems.log_likelihood,
+        log_prior=problems.log_prior).sample_posterior(return_history=True)[1]) == len(
+            full[1])
+
+
+def test_a_history_that_is_not_the_states_is_refused(fitted, tmp_path, caplog):
+    blobs = []
+    fitted.sample_posterior(300, key=57, checkpoint_callback=blobs.append, **RUN)
+    late, early = blobs[2], blobs[0]
+    with pytest.raises(CheckpointError, match="holds 1 iterations where the state is"):
+        fitted.sample_posterior(resume_from=dict(late, history=early["history"]))
+    history = dict(late["history"])
+    beta = np.array(history["beta"], float)
+    beta[0] *= 1.01
+    with pytest.raises(CheckpointError, match="delta_beta"):
+        fitted.sample_posterior(resume_from=dict(late, history=dict(history, beta=beta)))
+    counts = np.array(history["n_evaluations"])
+    counts[0] += 1000
+    with pytest.raises(CheckpointError, match="n_evaluations column"):
+        fitted.sample_posterior(resume_from=dict(
+            late, history=dict(history, n_evaluations=counts)))
+    # The bytes alone: the history starts where the state is, and says so.
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _, rest = fitted.sample_posterior(resume_from=late["state"], return_history=True,
+                                          **RUN)
+    assert any("without its history" in r.getMessage() for r in caplog.records)
+    _, whole = fitted.sample_posterior(300, key=57, return_history=True, **RUN)
+    assert len(rest) == len(whole) - late["iteration"]
+    # A file without its history was edited.
+    path = tmp_path / "run.h5"
+    fitted.sample_posterior(300, key=57, checkpoint_path=path, **RUN)
+    with h5py.File(path, "a") as f:
+        del f["history"]
+    with pytest.raises(CheckpointError, match="no /history"):
+        fitted.sample_posterior(resume_from=str(path), **RUN)
+
+
 def test_resume_restores_kernel_settings(fitted, tmp_path):
     # Settings objects are stored as plain JSON; a resume must rebuild them.
     from aspire_jax.kernels import PCNSettings
@@ -550,8 +631,12 @@ def test_resume_settings_that_cannot_take_effect_are_refused(fitted, tmp_path):
         fitted.sample_posterior(300, resume_from=blobs[0], key=key, **RUN)
     resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
                                       log_prior=problems.log_prior)
-    with pytest.raises(ValidationError, match="cannot resume"):
-        resumed.sample_posterior(sampler="importance")
+    # Another sampler runs afresh and leaves the loaded checkpoint pending.
+    drawn = resumed.sample_posterior(200, sampler="importance", key=3)
+    assert drawn.n_samples == 200
+    again = resumed.sample_posterior(**RUN)
+    full = fitted.sample_posterior(300, key=9, **RUN)
+    np.testing.assert_array_equal(np.asarray(again.x), np.asarray(full.x))
 
 
 def test_a_resume_stopped_before_its_first_step_stays_pending(fitted, tmp_path):
@@ -925,23 +1010,20 @@ def test_a_resume_in_another_precision_is_named(fitted, caplog, tmp_path):
     assert mid["sampler_config"]["x64"] == bool(jax.config.jax_enable_x64)
     other = dict(mid["sampler_config"], x64=not jax.config.jax_enable_x64)
     if jax.config.jax_enable_x64:
-        # A 32-bit run goes on in 64 bits, named as not bit for bit.
+        # The state's own precision rules, not the recorded flag.
         with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
             fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
-        assert any("not bit for bit" in r.getMessage() for r in caplog.records)
+        assert not any("float32" in r.getMessage() for r in caplog.records)
     else:
-        # The same run, resumed in 64 bits.
+        # The same run, resumed in 64 bits, goes on in float32.
         with jax.enable_x64(True), caplog.at_level("WARNING", logger="aspire_jax.aspire"):
             post = fitted.sample_posterior(resume_from=mid)
         assert np.isfinite(float(post.log_evidence))
-        assert any("not bit for bit" in r.getMessage() for r in caplog.records)
+        assert np.asarray(post.x).dtype == np.float32
+        assert any("goes on in float32" in r.getMessage() for r in caplog.records)
         caplog.clear()
-        # A 64-bit state cannot go on in 32 bits: refused before anything
-        # is said of going on.
-        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
-            with pytest.raises(CheckpointError, match="cannot go on in this 32-bit"):
-                fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
-        assert not any("goes on" in r.getMessage() for r in caplog.records)
+        # The recorded flag alone changes nothing: the state is float32.
+        fitted.sample_posterior(resume_from=dict(mid, sampler_config=other))
         # From a file, before its float64 flow is read (JAX would warn of
         # cutting it down; warnings are errors here).
         path = tmp_path / "run64.h5"
@@ -952,9 +1034,19 @@ def test_a_resume_in_another_precision_is_named(fitted, caplog, tmp_path):
             with pytest.raises(TemperingError):  # stopped at once, unfinished
                 run64.sample_posterior(200, key=1, checkpoint_path=path,
                                        max_iterations=1, **RUN)
+            # A float32 state and a float64 flow: refused, naming both.
+            with pytest.raises(CheckpointError, match="state is float32 and this "
+                               "Aspire's flow float64"):
+                run64.sample_posterior(resume_from=mid)
         with pytest.raises(CheckpointError, match="cannot go on in this 32-bit"):
             Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
                                     log_prior=problems.log_prior)
+        # A 64-bit state cannot go on in 32 bits: refused before anything
+        # is said of going on.
+        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            with pytest.raises(CheckpointError, match="cannot go on in this 32-bit"):
+                fitted.sample_posterior(resume_from=str(path))
+        assert not any("goes on" in r.getMessage() for r in caplog.records)
     with pytest.raises(CheckpointError, match="x64 = 'yes'"):
         fitted.sample_posterior(resume_from=dict(
             mid, sampler_config=dict(other, x64="yes")))

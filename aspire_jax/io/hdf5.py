@@ -17,6 +17,7 @@ instant, or a disk that fills up, leaves either the previous or the new
 complete file.
 """
 
+import contextlib
 import errno
 import io
 import json
@@ -25,6 +26,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping
@@ -154,7 +156,10 @@ def check_file_version(f: h5py.File, p: str | Path) -> None:
     if version is None:
         return
     try:
-        version = int(np.asarray(version).reshape(()))
+        arr = np.asarray(version)
+        if arr.dtype.kind not in "iu":
+            raise TypeError("not an integer")
+        version = int(arr.reshape(()))
     except (TypeError, ValueError):
         raise CheckpointError(
             f"{str(p)!r} has a file_format_version of {version!r}, not an integer; "
@@ -570,10 +575,12 @@ def _build_file(target, state_bytes, groups, keep_existing, dset, skip) -> io.By
                 if keep_existing:
                     _copy_except(src, dst, skip)
         elif keep_existing and target.exists():
+            what = ("is a folder" if target.is_dir()
+                    else "is not a readable HDF5 file")
             raise _Fatal(
-                f"the existing {str(target)!r} is not a readable HDF5 file, so "
-                "its groups cannot be kept; pass keep_existing=False to "
-                "overwrite it"
+                f"the existing {str(target)!r} {what}, so the groups of a "
+                "checkpoint file cannot be kept there; move it away or choose "
+                "another path"
             )
         if state_bytes is not None:
             data = np.frombuffer(state_bytes, dtype=np.uint8)
@@ -773,6 +780,38 @@ def write_checkpoint_file(
         "file is unchanged and the state is still in memory; fix the cause (disk "
         "space, permissions, a process holding the file for writing) and save again"
     ) from error
+
+
+def copy_file_durably(source, dest) -> None:
+    """Copy ``source`` to ``dest`` (which must not exist) with its permissions,
+    through a synced temporary file renamed into place, then sync the folder:
+    a crash at any instant leaves either no ``dest`` or a complete one. The
+    temporary file is named as ``source``'s own checkpoint writes name theirs,
+    so one left by a killed process is removed by the next write to
+    ``source``.
+
+    Raises
+    ------
+    OSError
+        If the copy fails; nothing is left behind.
+    """
+    source = Path(os.path.realpath(source))
+    dest = Path(dest)
+    tmp = dest.with_name(
+        f"{_temp_prefix(source)}{os.getpid()}-{secrets.token_hex(4)}.h5")
+    try:
+        shutil.copy2(source, tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(dest.parent)
 
 
 def read_checkpoint_bytes(path, dset: str = _STATE_DSET) -> bytes | None:
