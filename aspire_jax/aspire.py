@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 SAMPLERS = ("smc", "importance", "mcmc")
 _ALIASES = {"minipcn_smc": "smc", "minipcn": "mcmc"}
 _REFERENCE_OPTIONS = ("reference", "defensive_weight", "defensive_scale")
+# The share of an SMC run's reference given to the heavy-tailed component of
+# DefensiveReference unless the call says otherwise.
+DEFENSIVE_WEIGHT = 0.1
 _REFERENCES = ("auto", "flow", "gaussian")
 # A trained flow should match a Gaussian fitted to the same samples at worst
 # (it starts from one); half a nat per dimension worse only happens when the
@@ -842,14 +845,18 @@ class Aspire:
             not beat it on held-out samples by more than 0.1 nats per
             dimension); the default is ``"auto"`` for SMC and ``"flow"`` for
             importance sampling. With the Gaussian, ``preconditioning="auto"``
-            moves in the standard space. They also take ``defensive_weight`` (default
-            0) and ``defensive_scale`` (default 1.5): start from the defensive
-            reference ``(1 - w) q + w q_s``, in which a share ``w`` of the flow's
-            draws come from its base widened ``s`` times
+            moves in the standard space. They also take ``defensive_weight``
+            (default 0.1 for SMC, 0 for importance sampling) and
+            ``defensive_scale`` (default 1.5): start from the defensive
+            reference ``(1 - w) q + w q_t``, in which a share ``w`` of the
+            reference's draws come from a Student-t base (3 degrees of freedom,
+            scale ``s``) pushed through the same map
             (:class:`~aspire_jax.flows.DefensiveReference`). It bounds the
-            heavy-tailed weights of a flow lighter-tailed than the new
-            posterior, which otherwise bias log Z low with too small an error
-            bar; ``defensive_weight=0.1`` is a good start.
+            heavy-tailed weights of a reference lighter-tailed than the new
+            posterior (narrower along some direction, or Gaussian where the
+            posterior falls off exponentially towards a bound), which otherwise
+            bias log Z low with too small an error bar. ``defensive_weight=0``
+            starts from the reference alone.
 
         Returns
         -------
@@ -944,6 +951,8 @@ class Aspire:
             if sampler == "smc":
                 # Runs stored without it started from the flow.
                 stored.setdefault("reference", "flow")
+                # Runs stored without it started from the reference alone.
+                stored.setdefault("defensive_weight", 0.0)
             options = _merge_resume_options(stored, options)
             from_checkpoint = set(stored) - set(given_options)
             stored_seed = resume["sampler_config"].get("seed")
@@ -1062,6 +1071,8 @@ class Aspire:
                 f"the checkpoint's sampler_config is damaged: it holds option(s) "
                 f"{stored_unknown} that sampler={sampler!r} does not take; it was "
                 "edited, or written by another version of aspire_jax")
+        if sampler == "smc":
+            options.setdefault("defensive_weight", DEFENSIVE_WEIGHT)
         _reject_options(options, allowed[sampler], sampler)
         reference = self._reference(options)
         if self.flow_history is not None and options.get("reference") != "gaussian":
@@ -1870,7 +1881,8 @@ class Aspire:
                 "the reference, fitted to those samples, is much narrower there "
                 "than the posterior, and log Z may come out low by more than its "
                 "error bar. Compare log Z over several keys and with more "
-                "particles; earlier samples confined near a subspace (a parameter "
+                "particles, or raise defensive_scale (1.5 by default) towards this "
+                "ratio; earlier samples confined near a subspace (a parameter "
                 "fixed or tied to another, or far from a bound the new posterior "
                 "presses against) make a poor starting point for a posterior that "
                 "is not", ratio)
@@ -1932,9 +1944,10 @@ class Aspire:
                 "kept away from: %s, counting what lies within %g posterior "
                 "standard deviations of the bound. The reference falls off faster "
                 "there than the posterior, and log Z may come out low by about its "
-                "error bar or more; compare log Z over several keys, or pass "
-                "defensive_weight=0.1 (see 'A bound is such a place too' in the user "
-                "guide)", "; ".join(pressed), PRESSED_WINDOW)
+                "error bar or more; compare log Z over several keys, or raise "
+                "defensive_weight (0.1 by default, 0.2-0.3) for more draws from "
+                "the reference's heavy tails (see 'A bound is such a place too' in "
+                "the user guide)", "; ".join(pressed), PRESSED_WINDOW)
 
     def _smc_samples(self, state, config, n_final, space):
         """The run's particles as Samples (moved to ``n_final`` if asked), and

@@ -27,7 +27,7 @@ _SEED_LIMIT = 2**63  # int seeds the library accepts: [0, 2**63)
 
 
 def _check_demo_settings(n_samples, n_training, n_epochs, seed, output, *,
-                         defensive_weight=0.0, reference="auto", flags: bool = False):
+                         defensive_weight=0.1, reference="auto", flags: bool = False):
     """Refuse demo settings that would fail only after the flow is fitted.
 
     Parameters
@@ -123,7 +123,7 @@ def _check_output_dir(output: str, what: str):
 def run_demo(case: str = "diabetes_linreg", *, n_samples: int = 4000,
              n_training: int = 5000, n_epochs: int = 150, seed: int = 0,
              output: str | None = "demo_output", plot: bool = True,
-             progress: bool | None = None, defensive_weight: float = 0.0,
+             progress: bool | None = None, defensive_weight: float = 0.1,
              reference: str = "auto") -> dict:
     """Fit a flow to the case's earlier samples, run SMC, compare to reference.
 
@@ -261,9 +261,10 @@ def main(argv=None) -> int:
     demo.add_argument("--output", default="demo_output",
                       help="directory for samples, summary and plots "
                            "(created if missing; '' writes nothing)")
-    demo.add_argument("--defensive-weight", type=float, default=0.0,
-                      help="share of the first particles drawn from the flow's "
-                           "widened base, in [0, 1) (0: the flow alone)")
+    demo.add_argument("--defensive-weight", type=float, default=0.1,
+                      help="share of the first particles drawn from the "
+                           "reference's heavy-tailed (Student-t) component, in "
+                           "[0, 1) (0: the reference alone)")
     demo.add_argument("--reference", default="auto", choices=_REFERENCES,
                       help="what SMC starts from: the flow, the Gaussian of the "
                            "same training samples, or 'auto' (the Gaussian unless "

@@ -29,7 +29,8 @@ Peers
 -----
 ``aspire_jax``
     Adaptive-tempered SMC with the defaults (t-pCN, adaptive MCMC length,
-    the reference that the facade's default ``reference="auto"`` picks and
+    the defensive reference of the facade's default ``defensive_weight=0.1``
+    around the reference that its default ``reference="auto"`` picks and
     the move space of its default ``preconditioning="auto"``, both from the
     flow's held-out gain over a Gaussian: the fitted flow, or the Gaussian of
     the same training samples where the flow gains no more than 0.1 nats per
@@ -245,7 +246,8 @@ def _smc_record(peer, seed, n, compiled, key, flow_params, problem, t_fit,
 def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
     import jax
 
-    from aspire_jax.flows import GaussianReference
+    from aspire_jax.aspire import DEFENSIVE_WEIGHT
+    from aspire_jax.flows import GaussianReference, defensive
     from aspire_jax.smc.importance import make_importance_sampler
     from aspire_jax.smc.state import SMCConfig
 
@@ -287,10 +289,13 @@ def _run_flow_peers(problem, peers, seeds, trains, n, fit_kwargs, records):
         keys = [jax.random.key(1000 + int(s)) for s in seeds]
         if peer == "aspire_jax_is":
             prog = jax.jit(make_importance_sampler(ll, lp, flow, n))
-        elif peer == "aspire_jax_flowspace" or reference == "flow":
-            prog = _smc_program(configs[peer], ll, lp, flow)
         else:
-            prog = _smc_program(configs[peer], ll, lp, GaussianReference(flow))
+            base = (flow if peer == "aspire_jax_flowspace" or reference == "flow"
+                    else GaussianReference(flow))
+            # The facade's default: a share of the draws from a heavy-tailed
+            # copy of the reference.
+            prog = _smc_program(configs[peer], ll, lp,
+                                defensive(base, DEFENSIVE_WEIGHT))
         compiled, t_compile = _compile(prog, keys[0], fitted[0][0].flow_params)
         t_first = _first_call(compiled, jax.random.key(999), fitted[0][0].flow_params)
         timings[peer] = (prog, t_compile, t_first, len(records))

@@ -1,16 +1,22 @@
-"""A defensive reference: the flow with a share of its draws widened.
+"""A defensive reference: the flow with a share of its draws from heavy tails.
 
 A flow trained on an earlier posterior is often lighter in its tails than the
-new posterior. The weights ``pi L / q`` of the first tempering steps are then
+new posterior: narrower along some direction, or Gaussian where the posterior
+falls off exponentially (towards a bound, through the log or logit map of a
+bounded parameter). The weights ``pi L / q`` of the tempering steps are then
 heavy-tailed: most runs miss the rare large weights, so the log-evidence comes
 out low and its error bar, estimated from the same particles, too small.
-Mixing a wider copy of the flow into the reference bounds those weights, in the
-spirit of defensive importance sampling (Hesterberg, 1995):
+Mixing a heavy-tailed copy of the flow into the reference bounds those
+weights, in the spirit of defensive importance sampling (Hesterberg, 1995):
 
-    q_def(x) = (1 - w) q(x) + w q_s(x),
+    q_def(x) = (1 - w) q(x) + w q_t(x),
 
-where ``q_s`` pushes ``N(0, s^2 I)`` instead of ``N(0, I)`` through the same
-bijection. Both share the map and its Jacobian, so ``log q_def`` costs one pass
+where ``q_t`` pushes the multivariate Student-t ``t_nu(0, s^2 I)`` instead of
+``N(0, I)`` through the same bijection. Its polynomial tails outweigh any
+Gaussian or exponential tail of the posterior in the latent space, so the
+weights stay bounded there; and a share ``w`` of the draws populates those
+tails, where the tempering schedule sees the weights it must temper. Both
+components share the map and its Jacobian, so ``log q_def`` costs one pass
 through the flow, as ``log q`` does; only the base density becomes a
 two-component mixture in the latent space.
 """
@@ -43,17 +49,20 @@ class DefensiveReference:
         A :class:`~aspire_jax.flows.Flow` (anything with ``to_latent``,
         ``from_latent`` and a parameter transform with ``lower``/``upper``).
     weight
-        Mixture weight of the wide component, in ``(0, 1)``.
+        Mixture weight of the heavy-tailed component, in ``(0, 1)``.
     scale
-        Standard deviation of the wide component's latent base, > 1.
+        Scale ``s`` of the heavy-tailed component's latent base, > 1.
+    df
+        Its degrees of freedom ``nu``, an integer >= 1 (default 3).
 
-    Both are static Python (or NumPy) numbers: like the flow's architecture
+    All are static Python (or NumPy) numbers: like the flow's architecture
     they shape the compiled program, so they cannot be traced values.
     """
 
     flow: object
     weight: float
     scale: float
+    df: int = 3
 
     def __post_init__(self):
         if isinstance(self.flow, DefensiveReference):
@@ -77,26 +86,39 @@ class DefensiveReference:
         if not float(self.scale) > 1.0 or not math.isfinite(float(self.scale)):
             raise ValidationError(
                 f"defensive scale must be a finite number > 1; got {self.scale!r}")
+        if (isinstance(self.df, bool) or not isinstance(self.df, numbers.Integral)
+                or self.df < 1):
+            raise ValidationError(
+                f"defensive df must be an integer >= 1; got {self.df!r}")
         object.__setattr__(self, "weight", float(self.weight))
         object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "df", int(self.df))
 
     @property
     def n_dims(self) -> int:
         return self.flow.n_dims
 
     def base_log_prob(self, z: Array) -> Array:
-        """Log density of the latent mixture ``(1 - w) N(0, I) + w N(0, s^2 I)``."""
+        """Log density of the latent mixture ``(1 - w) N(0, I) + w t_nu(0, s^2 I)``."""
+        d, nu, s = z.shape[-1], float(self.df), self.scale
         narrow = math.log1p(-self.weight) + _std_normal_log_prob(z)
-        wide = (math.log(self.weight) + _std_normal_log_prob(z / self.scale)
-                - z.shape[-1] * math.log(self.scale))
-        return jnp.logaddexp(narrow, wide)
+        norm = (math.lgamma(0.5 * (nu + d)) - math.lgamma(0.5 * nu)
+                - 0.5 * d * math.log(nu * math.pi) - d * math.log(s))
+        heavy = (math.log(self.weight) + norm
+                 - 0.5 * (nu + d) * jnp.log1p(jnp.sum(z**2, axis=-1) / (nu * s * s)))
+        return jnp.logaddexp(narrow, heavy)
 
     def draw_latent(self, key: PRNGKey, n: int, dtype) -> Array:
-        """``n`` latent draws of the mixture, shape ``(n, n_dims)``."""
+        """``n`` latent draws of the mixture, shape ``(n, n_dims)``: the
+        Student-t ones as ``s z / sqrt(chi2_nu / nu)``, the chi-square a sum
+        of ``nu`` squared normals of the same draw."""
         key_z, key_c = jax.random.split(key)
-        z = jax.random.normal(key_z, (n, self.n_dims), dtype)
-        wide = jax.random.uniform(key_c, (n, 1), dtype) < self.weight
-        return jnp.where(wide, self.scale * z, z)
+        e = jax.random.normal(key_z, (n, self.n_dims + self.df), dtype)
+        z = e[:, : self.n_dims]
+        chi2 = jnp.maximum(jnp.sum(e[:, self.n_dims:] ** 2, axis=1, keepdims=True),
+                           jnp.finfo(dtype).tiny)
+        heavy = jax.random.uniform(key_c, (n, 1), dtype) < self.weight
+        return jnp.where(heavy, self.scale * z * jnp.sqrt(self.df / chi2), z)
 
     def log_prob(self, params, x: Array) -> Array:
         """``log q_def(x)``; ``-inf`` outside the prior bounds."""
@@ -133,6 +155,7 @@ class DefensiveReference:
         return self.flow.from_unbounded(params, u)
 
 
-def defensive(flow, weight: float = 0.1, scale: float = 1.5) -> DefensiveReference:
+def defensive(flow, weight: float = 0.1, scale: float = 1.5,
+              df: int = 3) -> DefensiveReference:
     """``flow`` as a defensive reference; see :class:`DefensiveReference`."""
-    return DefensiveReference(flow, weight, scale)
+    return DefensiveReference(flow, weight, scale, df)

@@ -580,7 +580,8 @@ def _build_file(target, state_bytes, groups, keep_existing, dset, skip) -> io.By
             raise _Fatal(
                 f"the existing {str(target)!r} {what}, so the groups of a "
                 "checkpoint file cannot be kept there; move it away or choose "
-                "another path"
+                "another path (write_checkpoint_file overwrites it with "
+                "keep_existing=False)"
             )
         if state_bytes is not None:
             data = np.frombuffer(state_bytes, dtype=np.uint8)
