@@ -1071,7 +1071,8 @@ class Aspire:
                 f"the checkpoint's sampler_config is damaged: it holds option(s) "
                 f"{stored_unknown} that sampler={sampler!r} does not take; it was "
                 "edited, or written by another version of aspire_jax")
-        if sampler == "smc":
+        if sampler == "smc" and isinstance(self.flow, Flow):
+            # (A flow of another kind may lack the latent maps it needs.)
             options.setdefault("defensive_weight", DEFENSIVE_WEIGHT)
         _reject_options(options, allowed[sampler], sampler)
         reference = self._reference(options)
@@ -1195,6 +1196,18 @@ class Aspire:
                 "typically too small) whatever the efficiency (%.2f%%; Pareto k of "
                 "the largest weights %.2f); use sampler='smc'", curvature,
                 curvature_error, PARETO_K_LIMIT, 100 * r.ess / n, k)
+        elif k_read > PARETO_K_LIMIT and curvature + 2 * curvature_error < 0.0:
+            # log w curves down in every direction: the reference is wider
+            # than the posterior, the weights are bounded, and the large
+            # Pareto k only says how few draws carry them.
+            logger.warning(
+                "a few draws carry most of the importance weight (efficiency "
+                "%.2f%%, Pareto k of the largest weights %.2f), but the reference "
+                "is wider than the posterior (the curvature of log w in its latent "
+                "space is %.2f +- %.2f, below 0), so the weights are bounded: log Z "
+                "is consistent, and its error bar rough at so few effective draws; "
+                "use more draws, or sampler='smc'", 100 * r.ess / n, k, curvature,
+                curvature_error)
         elif k_read > PARETO_K_LIMIT:
             logger.warning(
                 "the importance weights are heavy-tailed (Pareto k of the largest "
@@ -1205,14 +1218,15 @@ class Aspire:
         elif ((curvature - 2 * curvature_error > ERROR_BAR_K_LIMIT
                and curvature <= CURVATURE_MAX)
               or (not math.isfinite(curvature) and k_read > ERROR_BAR_K_LIMIT)):
+            shape = (f"curvature of log w in the latent space {curvature:.2f} +- "
+                     f"{curvature_error:.2f}, " if math.isfinite(curvature) else "")
             logger.warning(
-                "the importance weights' variance is probably infinite (curvature "
-                "of log w in the latent space %.2f +- %.2f, Pareto k of the largest "
-                "weights %.2f; above %.1f either way): log Z is still consistent, but "
-                "its error bar understates the spread between runs (by a factor of "
-                "2 with a posterior 1.7 times wider than the reference); use "
-                "sampler='smc' for an error bar to rely on", curvature,
-                curvature_error, k, ERROR_BAR_K_LIMIT)
+                "the importance weights' variance is probably infinite (%sPareto k "
+                "of the largest weights %.2f; above %.1f either way): log Z is still "
+                "consistent, but its error bar understates the spread between runs "
+                "(by a factor of 2 with a posterior 1.7 times wider than the "
+                "reference); use sampler='smc' for an error bar to rely on", shape,
+                k, ERROR_BAR_K_LIMIT)
         elif r.ess / n < 0.01:
             logger.warning("importance efficiency is %.3f%%: the flow covers the "
                            "posterior poorly; use sampler='smc'", 100 * r.ess / n)
@@ -2031,7 +2045,13 @@ class Aspire:
 
     def _flow_dtype(self) -> np.dtype:
         """The float dtype the flow, and so every run from it, computes in."""
-        return np.dtype(np.asarray(self.flow_params.transform.lower).dtype)
+        transform = getattr(self.flow_params, "transform", None)
+        if transform is not None:
+            return np.dtype(np.asarray(transform.lower).dtype)
+        for leaf in jax.tree.leaves(self.flow_params):
+            if np.issubdtype(np.asarray(leaf).dtype, np.floating):
+                return np.dtype(np.asarray(leaf).dtype)
+        return np.dtype(_float_dtype())
 
     def _check_resume_precision(self, resume) -> None:
         """Refuse, before any compile, a state whose precision this process or

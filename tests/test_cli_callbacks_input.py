@@ -186,7 +186,7 @@ def test_demo_with_good_settings_makes_output_and_runs(monkeypatch, tmp_path, ca
                      "--quiet"]) == 0
     assert calls == [("diabetes_linreg", dict(n_samples=2, n_training=2, n_epochs=1,
                                               seed=5, output="a/b", plot=False,
-                                              defensive_weight=0.0,
+                                              defensive_weight=0.1,
                                               reference="auto"))]
 
 

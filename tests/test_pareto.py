@@ -74,6 +74,31 @@ def test_an_error_bar_from_weights_of_infinite_variance_is_named(sd, warned, cap
             assert not messages, key
 
 
+def test_a_reference_much_wider_than_the_posterior_is_not_called_heavy_tailed(
+        caplog):
+    # Earlier samples of sd 3 around a posterior of sd 0.485 in 6-d: about
+    # 1 % efficiency and a large Pareto k, but bounded weights (log w curves
+    # down in every direction), so no claim of heavy tails.
+    def log_likelihood(x):
+        return jnp.sum(-0.5 * ((x - 0.3) / 0.5) ** 2, axis=-1)
+
+    def log_prior(x):
+        return jnp.sum(-0.5 * (x / 2.0) ** 2 - jnp.log(2.0 * jnp.sqrt(2 * jnp.pi)),
+                       axis=-1)
+
+    aspire = Aspire(log_likelihood=log_likelihood, log_prior=log_prior, dims=6,
+                    flow_kind="affine", n_layers=2, hidden_sizes=(16,))
+    aspire.fit(np.random.default_rng(0).normal(0.3, 1.5, (2000, 6)), n_epochs=30,
+               key=0)
+    for key in range(2):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+            aspire.sample_posterior(1000, sampler="importance", key=key)
+        messages = " ".join(r.getMessage() for r in caplog.records)
+        assert "heavy-tailed" not in messages and "nan" not in messages, messages
+        assert "reference is wider than the posterior" in messages, messages
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_curvature_is_exact_for_a_gaussian_posterior(seed):
     # log w of N(m, S) against N(0, I) is exactly quadratic, with Hessian
