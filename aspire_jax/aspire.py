@@ -1960,8 +1960,8 @@ class Aspire:
                 "there than the posterior, and log Z may come out low by about its "
                 "error bar or more; compare log Z over several keys, or raise "
                 "defensive_weight (0.1 by default, 0.2-0.3) for more draws from "
-                "the reference's heavy tails (see 'A bound is such a place too' in "
-                "the user guide)", "; ".join(pressed), PRESSED_WINDOW)
+                "the reference's heavy tails (see 'The evidence and the posterior' "
+                "in the user guide)", "; ".join(pressed), PRESSED_WINDOW)
 
     def _smc_samples(self, state, config, n_final, space):
         """The run's particles as Samples (moved to ``n_final`` if asked), and
@@ -2067,9 +2067,8 @@ class Aspire:
             raise CheckpointError(
                 f"the checkpoint's state is {bits[state64]} and this Aspire's flow "
                 f"{bits[flow64]}: a run goes on in the precision it started in, "
-                "with the flow it was sampled with. Load both with "
-                "Aspire.resume_from_file(path) in a process with "
-                f"jax_enable_x64={state64}")
+                "with the flow it was sampled with: load both with "
+                "Aspire.resume_from_file(path), which keeps the run's precision")
         if not state64 and jax.config.jax_enable_x64:
             logger.warning(
                 "the checkpoint's run computes in float32 (its state and flow are "

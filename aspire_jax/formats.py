@@ -463,9 +463,19 @@ def write_samples(path, samples: Samples, *, key=None, format: str | None = None
         _reject_unknown(options, ".npz")
         np.savez(path, **samples.to_numpy())
     elif format == "netcdf":
-        to_arviz(samples, key=key).to_netcdf(os.fspath(path), **options)
+        idata = to_arviz(samples, key=key)
+        try:
+            idata.to_netcdf(os.fspath(path), **options)
+        except TypeError as exc:
+            if not options:
+                raise
+            raise ValidationError(
+                f"options {sorted(options)} are not taken by ArviZ's "
+                f"InferenceData.to_netcdf, which NetCDF files are written with: {exc}"
+            ) from exc
     else:
-        what = (f"unknown format {format!r}" if format is not None else
+        what = (f"unknown format {format!r} (formats: 'hdf5', 'bilby_json', "
+                "'table', 'npz', 'netcdf')" if format is not None else
                 "gzip-compressed files are read but not written"
                 if os.fspath(path).endswith(".gz") else "no format for its suffix")
         raise ValidationError(

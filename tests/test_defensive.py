@@ -191,3 +191,10 @@ def test_default_reference_keeps_the_error_bar_honest_towards_a_bound():
     z = np.asarray(z)
     assert abs(z.mean()) < 3.5 / np.sqrt(z.size), z
     assert np.sum(z**2) < 26.1, z  # chi2_8 0.999 quantile
+
+
+def test_degrees_of_freedom_are_bounded(fitted):
+    for bad in (0, 101, 2.5, True):
+        with pytest.raises(ValidationError, match="df must be an integer in"):
+            DefensiveReference(fitted.flow, 0.1, 1.5, df=bad)
+    assert DefensiveReference(fitted.flow, 0.1, 1.5, df=100).df == 100

@@ -34,6 +34,8 @@ from .flow import _inside_bounds, _std_normal_log_prob
 
 __all__ = ["DefensiveReference", "defensive"]
 
+_MAX_DF = 100
+
 
 @dataclasses.dataclass(frozen=True)
 class DefensiveReference:
@@ -87,9 +89,11 @@ class DefensiveReference:
             raise ValidationError(
                 f"defensive scale must be a finite number > 1; got {self.scale!r}")
         if (isinstance(self.df, bool) or not isinstance(self.df, numbers.Integral)
-                or self.df < 1):
+                or not 1 <= self.df <= _MAX_DF):
+            # Each draw sums df squared normals; past a hundred degrees of
+            # freedom the t is a Gaussian for this purpose.
             raise ValidationError(
-                f"defensive df must be an integer >= 1; got {self.df!r}")
+                f"defensive df must be an integer in [1, {_MAX_DF}]; got {self.df!r}")
         object.__setattr__(self, "weight", float(self.weight))
         object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "df", int(self.df))
