@@ -1211,10 +1211,10 @@ class Aspire:
         elif k_read > PARETO_K_LIMIT:
             logger.warning(
                 "the importance weights are heavy-tailed (Pareto k of the largest "
-                "weights %.2f > %.1f): a few draws carry much of the weight, and "
+                "weights %s > %.1f): a few draws carry much of the weight, and "
                 "log Z and its error bar cannot be trusted (both typically too "
                 "small) whatever the efficiency (%.2f%%); use sampler='smc'",
-                k, PARETO_K_LIMIT, 100 * r.ess / n)
+                _above(k, PARETO_K_LIMIT), PARETO_K_LIMIT, 100 * r.ess / n)
         elif ((curvature - 2 * curvature_error > ERROR_BAR_K_LIMIT
                and curvature <= CURVATURE_MAX)
               or (not math.isfinite(curvature) and k_read > ERROR_BAR_K_LIMIT)):
@@ -1222,11 +1222,12 @@ class Aspire:
                      f"{curvature_error:.2f}, " if math.isfinite(curvature) else "")
             logger.warning(
                 "the importance weights' variance is probably infinite (%sPareto k "
-                "of the largest weights %.2f; above %.1f either way): log Z is still "
+                "of the largest weights %s; above %.1f either way): log Z is still "
                 "consistent, but its error bar understates the spread between runs "
                 "(by a factor of 2 with a posterior 1.7 times wider than the "
                 "reference); use sampler='smc' for an error bar to rely on", shape,
-                k, ERROR_BAR_K_LIMIT)
+                _above(k, ERROR_BAR_K_LIMIT) if k > ERROR_BAR_K_LIMIT else f"{k:.2f}",
+                ERROR_BAR_K_LIMIT)
         elif r.ess / n < 0.01:
             logger.warning("importance efficiency is %.3f%%: the flow covers the "
                            "posterior poorly; use sampler='smc'", 100 * r.ess / n)
@@ -2512,6 +2513,8 @@ class Aspire:
         save_flow = _flag("save_flow", save_flow)
         resume = _flag("resume", resume)
         if resume and os.path.exists(path):
+            # Before the flow is read: its float64 arrays would be cut down.
+            _check_x64_resumable(_resume_from_path(path))
             with AspireFile(path, "r") as f:
                 has_flow = "flow" in f
                 has_state = _STATE_DSET in f
@@ -2736,13 +2739,20 @@ def _warn_batch_padding(batch_size, *counts, devices: int = 1) -> None:
         n_batches = -(-n // batch_size)
         even = -(-n // n_batches)
         even = -(-even // devices) * devices
+        if even != batch_size:
+            advice = (f"batch_size={even} runs {-(-n // even)} batches and pads "
+                      f"{evaluated_rows(n, even) - n}")
+        else:
+            # No smaller size gives as few batches: name the largest divisor.
+            divisor = max((d for d in range(devices, batch_size, devices)
+                           if n % d == 0), default=0)
+            advice = (f"batch_size={divisor} divides it" if divisor > 1
+                      else "a batch_size that divides it pads none")
         logger.warning(
             "batch_size=%d does not divide %d particles: each evaluation runs %d "
             "batches of %d rows, %d of them padding (%.0f%% more likelihood "
-            "evaluations, counted in n_likelihood_evaluations); batch_size=%d "
-            "runs %d batches and pads %d", batch_size, n, n_batches,
-            batch_size, pad, 100 * pad / n, even, -(-n // even),
-            evaluated_rows(n, even) - n)
+            "evaluations, counted in n_likelihood_evaluations); %s", batch_size, n,
+            n_batches, batch_size, pad, 100 * pad / n, advice)
     batched = any(is_int(n) and not isinstance(n, bool) and n > batch_size
                   for n in counts)
     if devices > 1 and batched and batch_size % devices:
@@ -2943,11 +2953,21 @@ def _warn_unmixed(history: History, config: SMCConfig, dims: int) -> None:
         logger.warning(
             "in %d of %d SMC iterations (%s) the MCMC moves stopped at %s with the "
             "particles still correlated with their starting points (mean "
-            "correlation up to %.2f, %s): the evidence and the posterior may be "
+            "correlation up to %s, %s): the evidence and the posterior may be "
             "biased by more than their error bars. %s%s", which.size, len(corr),
-            names, limit, float(corr[bad].max()), above, fix,
+            names, limit, _above(float(corr[bad].max()), threshold), above, fix,
             "" if config.kernel == "mala"
             else ", or use kernel='mala' for a differentiable likelihood")
+
+
+def _above(value: float, limit: float) -> str:
+    """``value`` with the fewest digits (two at least) that show it above
+    ``limit``."""
+    for digits in range(2, 7):
+        text = f"{value:.{digits}g}"
+        if float(text) > float(f"{limit:.{digits}g}"):
+            return text
+    return f"{value:.9g}"
 
 
 # Family-wise false-alarm rate of the drift test of plain MCMC.

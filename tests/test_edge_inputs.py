@@ -370,6 +370,13 @@ def test_padding_advice_under_a_mesh_is_a_multiple_of_the_devices(caplog):
     assert any("batch_size=68 runs 3 batches and pads 4" in m for m in said)
     assert any("not a multiple of the 4 devices" in m and "such as 72" in m
                for m in said)
+    # Where no smaller size gives as few batches, a divisor is named rather
+    # than the size given.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
+        _warn_batch_padding(7, 500)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "batch_size=5 divides it" in said and "batch_size=7 runs" not in said
     caplog.clear()
     with caplog.at_level("WARNING", logger="aspire_jax.aspire"):
         _warn_batch_padding(50, 200, devices=2)   # divides, and spreads evenly
@@ -421,3 +428,11 @@ def test_settings_and_columns_that_would_mislead_the_fit_are_refused():
     with pytest.warns(UserWarning, match="loses up to"), \
             pytest.raises(ValidationError, match="varies by less than float32 resolves"):
         aspire.fit(x, **problems.FIT_SETTINGS)
+
+
+def test_a_value_said_to_be_above_a_limit_reads_above_it():
+    from aspire_jax.aspire import _above
+
+    assert _above(0.0104, 0.01) == "0.0104"   # not "0.01, above 0.01"
+    assert _above(0.503, 0.5) == "0.503"
+    assert _above(0.29123, 0.1) == "0.29"
