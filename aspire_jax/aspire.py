@@ -2513,8 +2513,9 @@ class Aspire:
         save_flow = _flag("save_flow", save_flow)
         resume = _flag("resume", resume)
         if resume and os.path.exists(path):
+            stored = _resume_from_path(path)
             # Before the flow is read: its float64 arrays would be cut down.
-            _check_x64_resumable(_resume_from_path(path))
+            _check_x64_resumable(stored)
             with AspireFile(path, "r") as f:
                 has_flow = "flow" in f
                 has_state = _STATE_DSET in f
@@ -2528,8 +2529,8 @@ class Aspire:
                     "written unless save_flow=False). Load it with load_flow, or "
                     "pass resume=False to start afresh (the file is overwritten)")
             if load:
-                self._resume = _resume_from_path(path)
-                if self._resume.get("state") is None:
+                self._resume = stored
+                if stored.get("state") is None:
                     self._resume = None
                 else:
                     # The run writes on into this file: stopped again, it
