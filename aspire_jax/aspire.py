@@ -2137,6 +2137,11 @@ class Aspire:
             raise CheckpointError(f"the checkpoint's history is damaged: {exc}"
                                   ) from exc
         if len(history) > int(state.iteration):
+            # A later history of the same run: its first rows are this state's
+            # (the checks below refuse one whose path is not).
+            logger.info("the checkpoint's history holds %d iterations where its state "
+                        "is at iteration %d; the rows after it are dropped",
+                        len(history), int(state.iteration))
             history = History("smc", {k: v[: int(state.iteration)]
                                       for k, v in history.data.items()})
         if hist is None and int(state.iteration) > 0:
@@ -3093,6 +3098,12 @@ def _check_structure(stored: Mapping, given: Mapping):
                           ("defensive_weight", 0.0), ("defensive_scale", 1.5)):
         if name in ("preconditioning", "reference") and given.get(name) == "auto":
             continue
+        if name == "defensive_scale" and name in given and float(
+                given.get("defensive_weight", stored.get("defensive_weight", 0.0))) == 0.0:
+            raise CheckpointError(
+                "the checkpoint's run has no defensive component "
+                "(defensive_weight=0), so defensive_scale has no effect on it; "
+                "drop defensive_scale to resume it")
         if name in given and given[name] != stored.get(name, default):
             raise CheckpointError(
                 f"the checkpoint was made with {name}={stored.get(name, default)!r}; "

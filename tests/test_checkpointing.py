@@ -519,6 +519,15 @@ def test_a_history_that_is_not_the_states_is_refused(fitted, tmp_path, caplog):
     late, early = blobs[2], blobs[0]
     with pytest.raises(CheckpointError, match="holds 1 iterations where the state is"):
         fitted.sample_posterior(resume_from=dict(late, history=early["history"]))
+    # A later history of the same run is cut to the state's rows, and says so;
+    # the run goes on as from its own checkpoint.
+    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+        _, cut = fitted.sample_posterior(
+            resume_from=dict(early, history=late["history"]), return_history=True)
+    assert any("rows after it are dropped" in r.getMessage() for r in caplog.records)
+    _, own = fitted.sample_posterior(resume_from=early, return_history=True)
+    np.testing.assert_array_equal(cut.data["beta"], own.data["beta"])
+    caplog.clear()
     history = dict(late["history"])
     beta = np.array(history["beta"], float)
     beta[0] *= 1.01

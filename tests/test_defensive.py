@@ -97,6 +97,17 @@ def test_defensive_run_resumes_exactly(fitted):
         fitted.sample_posterior(resume_from=blobs[0], sampler_kwargs={"step_fn": "pcn"})
 
 
+def test_scale_given_to_resume_a_run_without_defensive_component(fitted):
+    blobs = []
+    fitted.sample_posterior(300, key=5, checkpoint_callback=blobs.append,
+                            defensive_weight=0.0, **RUN)
+    # The scale means nothing to a run of weight 0: named as such, not as a
+    # change of scale (1.5 is the default, 2.0 another value).
+    for scale in (1.5, 2.0):
+        with pytest.raises(CheckpointError, match="no defensive component"):
+            fitted.sample_posterior(resume_from=blobs[0], defensive_scale=scale)
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(defensive_weight=1.0), r"defensive_weight must be in \[0, 1\)"),
     (dict(defensive_weight=-0.1), r"defensive_weight must be in \[0, 1\)"),
