@@ -40,7 +40,7 @@ from .io import (AspireFile, check_file_version, is_aspire_file,
                  state_from_state_dict, state_to_bytes,
                  write_checkpoint_file, write_json_group)
 from .samples import (_CHECKPOINT_GROUPS, Samples, _default_names, _name_from_root,
-                      warn_float32_resolution)
+                      check_float32_values)
 from .sharding import (as_mesh, host_state, is_checkpoint_writer, jit_sharded_init,
                        jit_sharded_step, replicate, shard_state, sharded_template,
                        unshard_state)
@@ -459,9 +459,16 @@ class Aspire:
                     self._parameters = tuple(samples.parameters)
                     self._check_parameters()
             elif sorted(samples.parameters) != sorted(self.parameters):
+                unnamed = (tuple(samples.parameters) == _default_names(self.dims)
+                           and len(samples.parameters) == self.dims)
                 raise ValidationError(
                     f"{what} carry parameters {list(samples.parameters)} but this "
-                    f"Aspire has {list(self.parameters)}")
+                    f"Aspire has {list(self.parameters)}"
+                    + ("; those are the default names of Samples made without "
+                       "parameters=: name the columns there (Samples.from_array(x, "
+                       f"parameters={list(self.parameters)})) or pass the plain "
+                       "array, whose columns are taken in this Aspire's order"
+                       if unnamed else ""))
             x = np.asarray(samples.x)
             names = list(samples.parameters or ())
             if (sorted(names) == sorted(self.parameters)
@@ -668,7 +675,7 @@ class Aspire:
         elif checkpoint_path is None and self._auto is not None:
             checkpoint_path = self._auto["path"]
         x = self._as_array(samples, "training samples")
-        warn_float32_resolution(x, self.parameters, "training samples")
+        check_float32_values(x, self.parameters, "training samples")
         key, seed = _as_key(key)
         # Rows of weight 0 go first: reweighting to a narrower prior gives
         # -inf to rows outside it, which need not be inside its bounds.
@@ -1093,6 +1100,21 @@ class Aspire:
                     SMCConfig(n_particles=int(n_samples), **own)
                 except ValidationError:
                     raise exc from None
+                stored = {k: v for k, v in engine.items() if k in from_checkpoint}
+                try:
+                    SMCConfig(n_particles=int(n_samples), **stored)
+                except ValidationError:
+                    pass
+                else:
+                    # Each side is valid alone: the call's settings do not fit
+                    # the stored ones.
+                    given = ", ".join(f"{k}={v!r}" for k, v in sorted(own.items()))
+                    raise ValidationError(
+                        f"{exc}. The settings given now ({given or 'none'}) do not "
+                        "fit those the checkpoint's run was made with ("
+                        + ", ".join(f"{k}={v!r}" for k, v in sorted(stored.items()))
+                        + "); change the call's, or override the stored ones at "
+                        "the call") from exc
                 raise CheckpointError(
                     f"the checkpoint's sampler settings are damaged: {exc} (stored "
                     "in its sampler_config; pass a valid value at the call to "
@@ -1231,6 +1253,7 @@ class Aspire:
         elif r.ess / n < 0.01:
             logger.warning("importance efficiency is %.3f%%: the flow covers the "
                            "posterior poorly; use sampler='smc'", 100 * r.ess / n)
+        self._warn_prior_beyond_bounds(r.x, r.log_weights)
         samples = Samples.from_array(
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
             log_prior=r.log_prior, log_q=r.log_q, log_weights=r.log_weights,
@@ -1357,6 +1380,7 @@ class Aspire:
                         {j: tuple(self.prior_bounds[j]) for j, per in
                          enumerate(self.periodic) if per}, n_burnin, n_steps)
             _warn_acceptance_drop(r.acceptance, n_burnin, config)
+        self._warn_prior_beyond_bounds(r.x, np.where(stuck, -np.inf, 0.0))
         samples = Samples.from_array(
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
             log_prior=r.log_prior, log_q=r.log_q,
@@ -1723,9 +1747,13 @@ class Aspire:
         self._last_state = state
         writer.write(state, history, force=True)
         self._count_evaluations(int(state.n_evaluations))
-        logger.info("SMC finished: %d iterations, %d likelihood evaluations, "
+        before = self.n_likelihood_evaluations - int(state.n_evaluations)
+        logger.info("SMC finished: %d iterations, %d likelihood evaluations%s, "
                     "log Z = %.4f +- %.4f", int(state.iteration),
-                    self.n_likelihood_evaluations, float(state.log_evidence),
+                    self.n_likelihood_evaluations,
+                    f" ({before} of them before the run: checks of the functions' "
+                    "output and of the 'auto' choices)" if before > 0 else "",
+                    float(state.log_evidence),
                     np.sqrt(max(float(state.log_evidence_var), 0.0)))
         if float(state.beta) < 1.0:
             _warn_undefined(int(state.n_invalid), int(state.n_evaluations))
@@ -1745,6 +1773,7 @@ class Aspire:
         _warn_unmixed(history, config, self.dims)
         self._warn_narrow_reference(state)
         self._warn_pressed_bounds(state)
+        self._warn_prior_beyond_bounds(state.x, state.log_weights)
         with self._host_errors("the final move of the SMC run", writer):
             samples, final_evals, final_invalid = self._smc_samples(
                 state, config, n_final, space)
@@ -1963,6 +1992,72 @@ class Aspire:
                 "defensive_weight (0.1 by default, 0.2-0.3) for more draws from "
                 "the reference's heavy tails (see 'The evidence and the posterior' "
                 "in the user guide)", "; ".join(pressed), PRESSED_WINDOW)
+
+    def _warn_prior_beyond_bounds(self, x, log_weights=None) -> None:
+        """Log a warning when the posterior reaches a bound beyond which
+        ``log_prior`` is still finite.
+
+        Every sampler draws and moves points inside ``prior_bounds`` only
+        (the flow's parameter transform maps them onto the real line), so
+        what it returns is the posterior of the prior truncated to the
+        bounds. Where the posterior has weight near a bound (more than
+        ``PRESSED_SHARE`` within ``PRESSED_WINDOW`` of its standard
+        deviations) ``log_prior`` is evaluated at the particles nearest the
+        bound, moved a tenth of a standard deviation beyond it: a finite value
+        there says that the prior the user wrote has mass the run cannot
+        reach, and the samples and log Z are those of the truncated prior.
+        Costs one compiled call of ``log_prior`` on a few points, and only when
+        the posterior is near a finite bound.
+        """
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or not x.shape[0]:
+            return
+        if log_weights is None:
+            w = np.full(x.shape[0], 1.0 / x.shape[0])
+        else:
+            lw = np.asarray(log_weights, np.float64)
+            finite = np.isfinite(lw)
+            if not finite.any():
+                return
+            w = np.where(finite, np.exp(lw - np.max(lw[finite])), 0.0)
+            w = w / w.sum()
+        mean = w @ x
+        std = np.sqrt(w @ (x - mean) ** 2)
+        groups, points = [], []
+        for j, (name, periodic) in enumerate(zip(self.parameters, self.periodic)):
+            if periodic or not std[j] > 0:
+                continue
+            lo, hi = (float(b) for b in self.prior_bounds[j])
+            for side, bound, sign in (("lower", lo, 1.0), ("upper", hi, -1.0)):
+                if not math.isfinite(bound):
+                    continue
+                near = sign * (x[:, j] - (bound + sign * PRESSED_WINDOW * std[j])) < 0
+                share = float(w[near].sum())
+                if share <= PRESSED_SHARE:
+                    continue
+                nearest = x[np.argsort(sign * (x[:, j] - bound))[:8]].copy()
+                nearest[:, j] = bound - sign * 0.1 * std[j]
+                groups.append(f"{name!r} beyond its {side} bound {bound:g} "
+                              f"({100 * share:.0f}% of the posterior weight within "
+                              f"{PRESSED_WINDOW:g} standard deviations of it)")
+                points.append(nearest)
+        if not points:
+            return
+        try:
+            log_prior = np.asarray(jax.jit(self.log_prior)(
+                jnp.asarray(np.concatenate(points), _float_dtype())), np.float64)
+        except Exception:  # a prior that fails out of its domain is not finite there
+            return
+        finite = np.isfinite(log_prior).reshape(len(points), -1).any(axis=1)
+        if finite.any():
+            logger.warning(
+                "log_prior is finite where the posterior reaches past the prior "
+                "bounds: %s. The samplers draw and move points inside prior_bounds "
+                "only, so the samples and log Z are those of the prior truncated "
+                "to the bounds. If the prior has mass beyond them, widen "
+                "prior_bounds; if the truncation is meant, make log_prior return "
+                "-inf outside the bounds (normalised within them)",
+                "; ".join(g for g, f in zip(groups, finite) if f))
 
     def _smc_samples(self, state, config, n_final, space):
         """The run's particles as Samples (moved to ``n_final`` if asked), and
@@ -2542,6 +2637,10 @@ class Aspire:
                     # resumes from its latest checkpoint there.
                     self._resume_file = os.fspath(path)
         previous = self._auto
+        if previous is not None and previous["path"] != os.fspath(path):
+            logger.info("auto_checkpoint(%r) inside auto_checkpoint(%r): runs inside "
+                        "the inner block write to %r only, and to the outer file again "
+                        "after it", os.fspath(path), previous["path"], os.fspath(path))
         self._auto = dict(path=os.fspath(path), every=every, save_config=save_config,
                           save_flow=save_flow, resume=resume)
         try:

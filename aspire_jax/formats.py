@@ -1151,13 +1151,18 @@ def read_hdf5(path, *, group: str | None = None, parameters=None) -> Samples:
         with AspireFile(path, "r") as f:
             group = _samples_group(f)
             bilby = "posterior" in f
+            checkpoint = "checkpoint" in f
         if group is None:
             if bilby:
                 return read_bilby_result(path, parameters=parameters,
                                          format="bilby_hdf5")
             raise ValidationError(
                 f"{path!r} holds no samples: no group written by Samples.save and "
-                "no bilby /posterior; pass group= to name the group")
+                "no bilby /posterior; pass group= to name the group"
+                + (". It holds a run's checkpoint: Aspire.resume_from_file(path, "
+                   "log_likelihood=..., log_prior=...).sample_posterior() returns "
+                   "its posterior (a finished run is not run again)"
+                   if checkpoint else ""))
     _check_names_list(parameters)
     samples = Samples.load(path, group)
     return samples if parameters is None else _select(samples, parameters, repr(path))

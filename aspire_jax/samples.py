@@ -56,11 +56,13 @@ def _as_float(value, name: str) -> Array:
     return arr
 
 
-def warn_float32_resolution(x, names, what: str = "samples") -> None:
-    """Warn when JAX's float32 (the default) cannot resolve the values of a
-    column of ``x``: a float64 column whose rounding to float32 moves values
-    by more than 0.1 % of the column's spread, as GPS times of about 1e9 s
-    known to milliseconds are (float32 steps there are 128 s)."""
+def check_float32_values(x, names, what: str = "samples") -> None:
+    """Refuse a float64 column of ``x`` with finite values beyond float32's
+    range when JAX computes in float32 (the default), and warn when float32
+    cannot resolve the values of a column: a float64 column whose rounding to
+    float32 moves values by more than 0.1 % of the column's spread, as GPS
+    times of about 1e9 s known to milliseconds are (float32 steps there are
+    128 s)."""
     if jax.dtypes.canonicalize_dtype(np.float64) != np.float32:
         return
     if isinstance(x, jax.Array):  # already in the array dtype in use
@@ -72,6 +74,15 @@ def warn_float32_resolution(x, names, what: str = "samples") -> None:
     usable = np.isfinite(arr).any(axis=0)
     if not usable.any():
         return
+    big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
+    if big.any():
+        j = int(np.flatnonzero(big.any(axis=0))[0])
+        raise ValidationError(
+            f"{what}: {names[j]!r} holds values up to "
+            f"{np.max(np.abs(arr[:, j][big[:, j]])):.3g}, beyond the largest float32 "
+            f"({np.finfo(np.float32).max:.3g}), JAX's default dtype: rescale that "
+            "column, or enable float64 first "
+            "(jax.config.update('jax_enable_x64', True))")
     with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         finite = np.where(np.isfinite(arr), arr, np.nan)
@@ -576,7 +587,7 @@ class Samples:
                 f"x must have at least one parameter column; got shape {x.shape}"
             )
         names = _check_names(parameters, d)
-        warn_float32_resolution(x_in, names)
+        check_float32_values(x_in, names)
         _warn_nan_rows(x, names)
         values = {}
         for name, value in fields.items():
@@ -593,6 +604,11 @@ class Samples:
                 )
             if name in _PER_SAMPLE:
                 _check_field_values(name, arr)
+            elif (name == "log_evidence_error" and not isinstance(arr, jax.core.Tracer)
+                  and float(arr) < 0):
+                raise ValidationError(
+                    "log_evidence_error is a standard error and must not be "
+                    f"negative; got {float(arr)}")
             values[name] = arr
         return cls(x, names, **values)
 
@@ -637,11 +653,15 @@ class Samples:
             raise ValidationError(f"parameters {missing} are not keys of the dict")
         cols = [np.asarray(data[k]) for k in names]
         for k, c in zip(names, cols):
-            if c.shape != cols[0].shape or c.ndim != 1:
+            if c.ndim != 1:
                 raise ValidationError(
-                    f"column {k!r} has shape {c.shape}; every parameter column must"
-                    f" be 1-D like {names[0]!r} with shape {cols[0].shape}"
-                )
+                    f"column {k!r} has shape {c.shape}; every parameter column must "
+                    "be 1-D, one value a sample")
+            if c.shape != cols[0].shape:
+                raise ValidationError(
+                    f"column {k!r} has {c.shape[0]} values where {names[0]!r} has "
+                    f"{cols[0].shape[0]}; every parameter column needs one value a "
+                    "sample")
         return cls.from_array(np.stack(cols, axis=1), names, **fields)
 
     # -- sizes and weights ------------------------------------------------------

@@ -875,6 +875,13 @@ def test_damaged_settings_and_inputs_are_named_at_the_boundary(fitted, tmp_path)
     # ... and one given at the call, on the caller.
     with pytest.raises(ValidationError, match="target_efficiency"):
         fitted.sample_posterior(resume_from=mid, target_efficiency="high")
+    # Valid on each side but not together: neither is called damaged.
+    config["options"] = dict(mid["sampler_config"]["options"], max_beta_step=0.5)
+    with pytest.raises(ValidationError, match=r"given now \(max_iterations=1\) do "
+                       r"not fit.*max_beta_step=0.5") as info:
+        fitted.sample_posterior(resume_from=dict(mid, sampler_config=config),
+                                max_iterations=1)
+    assert not isinstance(info.value, CheckpointError)
     # Another program's HDF5 file.
     foreign = tmp_path / "other.h5"
     with h5py.File(foreign, "w") as f:
@@ -1152,3 +1159,30 @@ def test_checkpoint_path_false_leaves_the_resumed_file_alone(fitted, tmp_path):
     assert path.read_bytes() == before
     with pytest.raises(ValidationError, match="got True"):
         fitted.sample_posterior(300, key=54, checkpoint_path=True, **RUN)
+
+
+def test_reading_samples_from_a_checkpoint_file_points_to_resuming(fitted, tmp_path):
+    from aspire_jax.formats import read_samples
+
+    path = tmp_path / "run.h5"
+    done = fitted.sample_posterior(300, key=61, checkpoint_path=path, **RUN)
+    with pytest.raises(ValidationError, match="holds a run's checkpoint: "
+                       r"Aspire.resume_from_file\(path"):
+        read_samples(path)
+    # As the message says: the finished run's posterior, with no new evaluations.
+    resumed = Aspire.resume_from_file(path, log_likelihood=problems.log_likelihood,
+                                      log_prior=problems.log_prior)
+    again = resumed.sample_posterior()
+    np.testing.assert_array_equal(np.asarray(done.x), np.asarray(again.x))
+    assert float(again.log_evidence) == float(done.log_evidence)
+
+
+def test_nested_auto_checkpoint_says_which_file_is_written(fitted, tmp_path, caplog):
+    outer, inner = tmp_path / "outer.h5", tmp_path / "inner.h5"
+    with caplog.at_level("INFO", logger="aspire_jax.aspire"):
+        with fitted.auto_checkpoint(outer):
+            with fitted.auto_checkpoint(inner):
+                fitted.sample_posterior(300, key=62, **RUN)
+    assert any("write to" in r.getMessage() and "inner.h5" in r.getMessage()
+               for r in caplog.records)
+    assert inner.exists() and not outer.exists()

@@ -327,3 +327,15 @@ def test_demo_output_reads_back_with_names_and_evidence(tmp_path):
     assert back.log_evidence is not None
     np.testing.assert_allclose(np.asarray(back.mean()), result["mean"], rtol=1e-5,
                                atol=1e-6)
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    from aspire_jax import __version__
+
+    out = subprocess.run([sys.executable, "-m", "aspire_jax", "--version"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"aspire-jax {__version__}"

@@ -436,3 +436,67 @@ def test_a_value_said_to_be_above_a_limit_reads_above_it():
     assert _above(0.0104, 0.01) == "0.0104"   # not "0.01, above 0.01"
     assert _above(0.503, 0.5) == "0.503"
     assert _above(0.29123, 0.1) == "0.29"
+
+
+# ------------------------------------------------ a prior wider than its bounds
+def _truncation_case(prior_outside):
+    """The README's prior and likelihood with ``a`` bounded below at 0.5, where
+    the new posterior (mean 1, sd 0.49) has about 15 % of its mass below."""
+    def log_prior(x):
+        lp = jnp.sum(-0.5 * (x / 3.0) ** 2 - jnp.log(3.0 * jnp.sqrt(2 * jnp.pi)), -1)
+        return lp if prior_outside else jnp.where(x[:, 0] > 0.5, lp, -jnp.inf)
+
+    def log_likelihood(x):
+        return jnp.sum(-0.5 * ((x - 1.0) / 0.5) ** 2, axis=-1)
+
+    rng = np.random.default_rng(0)
+    old = rng.normal(0.9, 0.6, size=(4000, 2))
+    old = old[old[:, 0] > 0.5][:1000]
+    aspire = Aspire(log_likelihood=log_likelihood, log_prior=log_prior, dims=2,
+                    parameters=["a", "b"], prior_bounds={"a": (0.5, 10.0)},
+                    n_layers=2, hidden_sizes=(16,))
+    aspire.fit(old, n_epochs=20, key=0, progress=False)
+    return aspire
+
+
+@pytest.mark.parametrize("sampler, options", [("smc", RUN), ("importance", {}),
+                                              ("mcmc", dict(n_burnin=20, n_steps=5))])
+def test_a_prior_with_mass_beyond_its_bounds_is_named(sampler, options, caplog):
+    # The samplers stay inside prior_bounds: with a log_prior still finite
+    # below 0.5 the run returns the truncated posterior, and says so.
+    aspire = _truncation_case(prior_outside=True)
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        aspire.sample_posterior(500, sampler=sampler, key=1, progress=False,
+                                **options)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "log_prior is finite where the posterior reaches past" in text
+    assert "'a' beyond its lower bound 0.5" in text
+    assert "'b'" not in text.split("past the prior bounds:")[1].split(".")[0]
+
+
+def test_a_prior_truncated_at_its_bounds_is_not_named(caplog):
+    aspire = _truncation_case(prior_outside=False)
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        aspire.sample_posterior(500, key=1, progress=False, **RUN)
+    assert not any("log_prior is finite" in r.getMessage() for r in caplog.records)
+
+
+def test_values_beyond_float32_are_refused_before_any_work():
+    old = np.random.default_rng(0).normal(size=(200, problems.DIMS)) * 1e39
+    aspire = Aspire(log_likelihood=problems.log_likelihood, log_prior=lambda x: jnp.zeros(
+        x.shape[0]), dims=problems.DIMS)
+    with pytest.raises(ValidationError, match=r"'x_0' holds values up to .*beyond the "
+                       "largest float32"):
+        aspire.fit(old, n_epochs=1, key=0, progress=False)
+    with pytest.raises(ValidationError, match="beyond the largest float32"):
+        Samples.from_array(old)
+
+
+def test_unnamed_samples_given_to_a_named_aspire_are_explained():
+    aspire = Aspire(log_likelihood=problems.log_likelihood,
+                    log_prior=problems.log_prior, dims=problems.DIMS,
+                    parameters=["a", "b", "c"])
+    old = problems.earlier_samples(100, 0)
+    with pytest.raises(ValidationError, match=r"default names of Samples made "
+                       r"without parameters=.*parameters=\['a', 'b', 'c'\]"):
+        aspire.fit(Samples.from_array(old), n_epochs=1, key=0, progress=False)

@@ -289,8 +289,11 @@ def test_from_dict_flat_selects_parameters():
     assert s.parameters == ("b", "a")
     np.testing.assert_array_equal(s.x, [[3.0, 1.0], [4.0, 2.0]])
     np.testing.assert_array_equal(s.log_q, [0.0, -1.0])
-    with pytest.raises(ValidationError, match="column 'b' has shape"):
+    with pytest.raises(ValidationError, match="column 'b' has 1 values where 'a' has 2"):
         Samples.from_dict({"a": [1.0, 2.0], "b": [1.0]})
+    with pytest.raises(ValidationError, match=r"column 'a' has shape \(2, 2\); every "
+                       "parameter column must be 1-D"):
+        Samples.from_dict({"a": np.zeros((2, 2)), "b": [1.0, 2.0]})
     with pytest.raises(ValidationError, match="no parameter columns"):
         Samples.from_dict({"log_q": [1.0]})
 
@@ -616,3 +619,8 @@ def test_moments_of_parameters_of_order_1e_21():
         if np.asarray(s.x).dtype == np.float32:
             with pytest.warns(RuntimeWarning, match=r"variances of \['h0'\]"):
                 s.cov()
+
+
+def test_a_negative_evidence_error_is_refused():
+    with pytest.raises(ValidationError, match="log_evidence_error is a standard error"):
+        Samples.from_array(np.zeros((3, 2)), log_evidence=-1.0, log_evidence_error=-0.1)
