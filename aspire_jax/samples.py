@@ -56,13 +56,39 @@ def _as_float(value, name: str) -> Array:
     return arr
 
 
-def check_float32_values(x, names, what: str = "samples") -> None:
-    """Refuse a float64 column of ``x`` with finite values beyond float32's
-    range when JAX computes in float32 (the default), and warn when float32
-    cannot resolve the values of a column: a float64 column whose rounding to
-    float32 moves values by more than 0.1 % of the column's spread, as GPS
-    times of about 1e9 s known to milliseconds are (float32 steps there are
-    128 s)."""
+def check_float32_range(x, names=None, what: str = "samples") -> None:
+    """Refuse a float64 ``(n, d)`` array ``x`` with finite values beyond
+    float32's range when JAX computes in float32 (the default): cast, they
+    would turn into infinities. ``names`` name the columns (default
+    ``x_0``, ...)."""
+    if jax.dtypes.canonicalize_dtype(np.float64) != np.float32:
+        return
+    if isinstance(x, jax.Array):  # already in the array dtype in use
+        return
+    try:
+        arr = np.asarray(x)
+    except Exception:  # not an array: the caller's own checks say so
+        return
+    if arr.dtype != np.float64 or arr.ndim != 2:
+        return
+    big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
+    if big.any():
+        j = int(np.flatnonzero(big.any(axis=0))[0])
+        name = (names[j] if names is not None and len(names) == arr.shape[1]
+                else f"x_{j}")
+        raise ValidationError(
+            f"{what}: {name!r} holds values up to "
+            f"{np.max(np.abs(arr[:, j][big[:, j]])):.3g}, beyond the largest float32 "
+            f"({np.finfo(np.float32).max:.3g}), JAX's default dtype: rescale that "
+            "column, or enable float64 first "
+            "(jax.config.update('jax_enable_x64', True))")
+
+
+def warn_float32_resolution(x, names, what: str = "samples") -> None:
+    """Warn when JAX's float32 (the default) cannot resolve the values of a
+    column of ``x``: a float64 column whose rounding to float32 moves values
+    by more than 0.1 % of the column's spread, as GPS times of about 1e9 s
+    known to milliseconds are (float32 steps there are 128 s)."""
     if jax.dtypes.canonicalize_dtype(np.float64) != np.float32:
         return
     if isinstance(x, jax.Array):  # already in the array dtype in use
@@ -74,15 +100,6 @@ def check_float32_values(x, names, what: str = "samples") -> None:
     usable = np.isfinite(arr).any(axis=0)
     if not usable.any():
         return
-    big = np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max)
-    if big.any():
-        j = int(np.flatnonzero(big.any(axis=0))[0])
-        raise ValidationError(
-            f"{what}: {names[j]!r} holds values up to "
-            f"{np.max(np.abs(arr[:, j][big[:, j]])):.3g}, beyond the largest float32 "
-            f"({np.finfo(np.float32).max:.3g}), JAX's default dtype: rescale that "
-            "column, or enable float64 first "
-            "(jax.config.update('jax_enable_x64', True))")
     with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         finite = np.where(np.isfinite(arr), arr, np.nan)
@@ -573,6 +590,7 @@ class Samples:
                 f"{list(_PER_SAMPLE + _SCALARS)}"
             )
         x_in = x
+        check_float32_range(x, parameters)
         x = _as_float(x, "x")
         if x.ndim != 2:
             raise ValidationError(
@@ -587,7 +605,7 @@ class Samples:
                 f"x must have at least one parameter column; got shape {x.shape}"
             )
         names = _check_names(parameters, d)
-        check_float32_values(x_in, names)
+        warn_float32_resolution(x_in, names)
         _warn_nan_rows(x, names)
         values = {}
         for name, value in fields.items():

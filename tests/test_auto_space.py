@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import problems
-from aspire_jax import Aspire, AspireFile
+from aspire_jax import Aspire, AspireFile, ValidationError
 from aspire_jax.aspire import (AUTO_FLOW_GAIN_PER_DIM, AUTO_FLOW_MIN_DENSITY_RANK,
                                AUTO_FLOW_MIN_HELD_OUT_ESS)
 from aspire_jax.flows import FlowHistory
@@ -134,6 +134,18 @@ def test_a_reweighted_mixture_keeps_its_flow(seed):
     assert aspire._auto_rank < AUTO_FLOW_MIN_DENSITY_RANK
     assert aspire._auto_ess > 2 * AUTO_FLOW_MIN_HELD_OUT_ESS
     assert aspire.auto_preconditioning() == "flow"
+
+
+def test_the_density_test_names_a_prior_jax_cannot_trace():
+    # The "auto" choices evaluate the new functions on the held-out samples
+    # before any run checks them: a NumPy prior gets the same message there.
+    def numpy_prior(x):
+        return np.sum(-0.5 * (np.asarray(x) / 10.0) ** 2, axis=-1)
+
+    aspire = _aspire(2, log_likelihood=_banana_log_density, log_prior=numpy_prior)
+    aspire.fit(_banana(1000, 0), key=0, n_epochs=40, progress=False)
+    with pytest.raises(ValidationError, match="log_prior is not traceable by JAX"):
+        aspire.sample_posterior(200, key=1, progress=False)
 
 
 def test_a_flow_read_back_chooses_as_its_fit_did(tmp_path, caplog):

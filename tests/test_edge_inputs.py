@@ -439,21 +439,25 @@ def test_a_value_said_to_be_above_a_limit_reads_above_it():
 
 
 # ------------------------------------------------ a prior wider than its bounds
-def _truncation_case(prior_outside):
+def _truncation_case(prior_outside, bounds=(0.5, 10.0)):
     """The README's prior and likelihood with ``a`` bounded below at 0.5, where
-    the new posterior (mean 1, sd 0.49) has about 15 % of its mass below."""
+    the new posterior (mean 1, sd 0.49) has about 15 % of its mass below (or
+    within other ``bounds``)."""
+    lo, hi = bounds
+
     def log_prior(x):
         lp = jnp.sum(-0.5 * (x / 3.0) ** 2 - jnp.log(3.0 * jnp.sqrt(2 * jnp.pi)), -1)
-        return lp if prior_outside else jnp.where(x[:, 0] > 0.5, lp, -jnp.inf)
+        inside = (x[:, 0] > lo) & (x[:, 0] < hi)
+        return lp if prior_outside else jnp.where(inside, lp, -jnp.inf)
 
     def log_likelihood(x):
         return jnp.sum(-0.5 * ((x - 1.0) / 0.5) ** 2, axis=-1)
 
     rng = np.random.default_rng(0)
     old = rng.normal(0.9, 0.6, size=(4000, 2))
-    old = old[old[:, 0] > 0.5][:1000]
+    old = old[(old[:, 0] > lo) & (old[:, 0] < hi)][:1000]
     aspire = Aspire(log_likelihood=log_likelihood, log_prior=log_prior, dims=2,
-                    parameters=["a", "b"], prior_bounds={"a": (0.5, 10.0)},
+                    parameters=["a", "b"], prior_bounds={"a": bounds},
                     n_layers=2, hidden_sizes=(16,))
     aspire.fit(old, n_epochs=20, key=0, progress=False)
     return aspire
@@ -472,6 +476,17 @@ def test_a_prior_with_mass_beyond_its_bounds_is_named(sampler, options, caplog):
     assert "log_prior is finite where the posterior reaches past" in text
     assert "'a' beyond its lower bound 0.5" in text
     assert "'b'" not in text.split("past the prior bounds:")[1].split(".")[0]
+
+
+def test_a_cut_shared_by_two_bounds_is_named(caplog):
+    # 7.5 % of the posterior beyond each bound (1.44 posterior sds from its
+    # mean): 15 % in all, about 1 % within a quarter sd of each bound.
+    aspire = _truncation_case(prior_outside=True, bounds=(0.29, 1.71))
+    with caplog.at_level(logging.WARNING, logger="aspire_jax.aspire"):
+        aspire.sample_posterior(1000, key=1, progress=False, **RUN)
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "'a' beyond its lower bound 0.29" in text
+    assert "'a' beyond its upper bound 1.71" in text
 
 
 def test_a_prior_truncated_at_its_bounds_is_not_named(caplog):
