@@ -1382,11 +1382,11 @@ class Aspire:
                         {j: tuple(self.prior_bounds[j]) for j, per in
                          enumerate(self.periodic) if per}, n_burnin, n_steps)
             _warn_acceptance_drop(r.acceptance, n_burnin, config)
-        self._warn_prior_beyond_bounds(r.x, np.where(stuck, -np.inf, 0.0))
+        log_weights = np.where(stuck, -np.inf, 0.0) if stuck.any() else None
+        self._warn_prior_beyond_bounds(r.x, log_weights)
         samples = Samples.from_array(
             r.x, parameters=self.parameters, log_likelihood=r.log_likelihood,
-            log_prior=r.log_prior, log_q=r.log_q,
-            log_weights=(np.where(stuck, -np.inf, 0.0) if stuck.any() else None))
+            log_prior=r.log_prior, log_q=r.log_q, log_weights=log_weights)
         # One row a sweep. MCMC estimates no evidence and no weights, so
         # those fields are NaN; the evaluations are the sweep's own (the
         # starting draws', like SMC's, are not an iteration's).
@@ -1592,15 +1592,9 @@ class Aspire:
         """
         if log_w is None:
             log_w = self._held_out_log_weights(x, log_q)
-        finite = np.isfinite(log_w)
-        if not finite.any():
+        w = _capped_weights(log_w, 0.95, weights)
+        if w is None:
             return 0.0
-        w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
-        w = np.minimum(w, np.quantile(w, 0.95))
-        if weights is not None:
-            w = w * weights
-            if not np.any(w > 0):
-                return 0.0
         order = np.argsort(log_q)
         cumulative = np.cumsum(w[order]) / np.sum(w)
         median = log_q[order][min(int(np.searchsorted(cumulative, 0.5)), len(w) - 1)]
@@ -1928,7 +1922,7 @@ class Aspire:
         if not has_gaussian(self.flow_params):
             return
         keep = [i for i, p in enumerate(self.periodic) if not p]
-        w = _host_weights(state)
+        w = _host_weights(state.log_weights)
         if not keep or w is None:
             return
         u = np.asarray(self.flow.to_unbounded(self.flow_params, state.x)[0],
@@ -1961,6 +1955,25 @@ class Aspire:
                 "presses against) make a poor starting point for a posterior that "
                 "is not", ratio)
 
+    def _near_bounds(self, x: np.ndarray, w: np.ndarray):
+        """For each finite bound of a parameter that is not periodic, the
+        posterior weight (particles ``x``, normalised weights ``w``) within
+        ``PRESSED_WINDOW`` of its standard deviations of the bound: yields
+        ``(column, name, "lower"/"upper", bound, edge of the window,
+        share)`` where the window lies inside the bounds."""
+        mean = w @ x
+        std = np.sqrt(w @ (x - mean) ** 2)
+        for j, (name, periodic) in enumerate(zip(self.parameters, self.periodic)):
+            if periodic or not std[j] > 0:
+                continue
+            lo, hi = (float(b) for b in self.prior_bounds[j])
+            for side, bound, sign in (("lower", lo, 1.0), ("upper", hi, -1.0)):
+                edge = bound + sign * PRESSED_WINDOW * std[j]
+                if not math.isfinite(bound) or not lo < edge < hi:
+                    continue
+                share = float(w[sign * (x[:, j] - edge) < 0].sum())
+                yield j, name, side, bound, edge, share
+
     def _warn_pressed_bounds(self, state):
         """Log a warning when the new posterior presses against a bound that
         the earlier samples kept away from.
@@ -1977,41 +1990,31 @@ class Aspire:
         at a bound as the earlier samples did (a parameter left at its prior)
         says nothing.
         """
-        w = _host_weights(state)
+        w = _host_weights(state.log_weights)
         if not has_gaussian(self.flow_params) or w is None:
             return
         x = np.asarray(state.x, np.float64)
         mean = w @ x
-        std = np.sqrt(w @ (x - mean) ** 2)
         chol = np.asarray(self.flow_params.gaussian["chol"], np.float64)
         ref_mean = np.asarray(self.flow_params.gaussian["mean"], np.float64)
         ref_std = np.sqrt(np.sum(chol**2, axis=1))
         pressed = []
-        for j, (name, periodic) in enumerate(zip(self.parameters, self.periodic)):
-            if periodic or not std[j] > 0:
+        for j, name, side, bound, edge, share in self._near_bounds(x, w):
+            if share <= PRESSED_SHARE:
                 continue
-            lo, hi = (float(b) for b in self.prior_bounds[j])
-            for side, bound, sign in (("lower", lo, 1.0), ("upper", hi, -1.0)):
-                edge = bound + sign * PRESSED_WINDOW * std[j]
-                if not math.isfinite(bound) or not lo < edge < hi:
-                    continue
-                near = sign * (x[:, j] - edge) < 0
-                share = float(w[near].sum())
-                if share <= PRESSED_SHARE:
-                    continue
-                # The same interval in the unbounded coordinate (the maps are
-                # monotonic and act on each coordinate alone).
-                points = np.repeat(mean[None], 2, axis=0)
-                points[0, j] = edge
-                u = np.asarray(self.flow.to_unbounded(
-                    self.flow_params, points.astype(state.x.dtype))[0], np.float64)
-                z = (u[0, j] - ref_mean[j]) / ref_std[j]
-                towards_bound = u[0, j] < u[1, j]
-                ref_share = 0.5 * math.erfc((-z if towards_bound else z) / math.sqrt(2))
-                if share > PRESSED_RATIO * ref_share:
-                    pressed.append(f"{name} at its {side} bound {bound:g} "
-                                   f"({100 * share:.0f}% of the weight, "
-                                   f"{100 * ref_share:.2g}% of the reference)")
+            # The same interval in the unbounded coordinate (the maps are
+            # monotonic and act on each coordinate alone).
+            points = np.repeat(mean[None], 2, axis=0)
+            points[0, j] = edge
+            u = np.asarray(self.flow.to_unbounded(
+                self.flow_params, points.astype(state.x.dtype))[0], np.float64)
+            z = (u[0, j] - ref_mean[j]) / ref_std[j]
+            towards_bound = u[0, j] < u[1, j]
+            ref_share = 0.5 * math.erfc((-z if towards_bound else z) / math.sqrt(2))
+            if share > PRESSED_RATIO * ref_share:
+                pressed.append(f"{name} at its {side} bound {bound:g} "
+                               f"({100 * share:.0f}% of the weight, "
+                               f"{100 * ref_share:.2g}% of the reference)")
         if pressed:
             logger.warning(
                 "the new posterior presses against a bound that the earlier samples "
@@ -2042,35 +2045,22 @@ class Aspire:
         x = np.asarray(x, np.float64)
         if x.ndim != 2 or not x.shape[0]:
             return
-        if log_weights is None:
-            w = np.full(x.shape[0], 1.0 / x.shape[0])
-        else:
-            lw = np.asarray(log_weights, np.float64)
-            finite = np.isfinite(lw)
-            if not finite.any():
-                return
-            w = np.where(finite, np.exp(lw - np.max(lw[finite])), 0.0)
-            w = w / w.sum()
-        mean = w @ x
-        std = np.sqrt(w @ (x - mean) ** 2)
+        w = _host_weights(log_weights, x.shape[0])
+        if w is None:
+            return
         groups, points = [], []
-        for j, (name, periodic) in enumerate(zip(self.parameters, self.periodic)):
-            if periodic or not std[j] > 0:
+        for j, name, side, bound, edge, share in self._near_bounds(x, w):
+            if share <= BEYOND_BOUND_SHARE:
                 continue
-            lo, hi = (float(b) for b in self.prior_bounds[j])
-            for side, bound, sign in (("lower", lo, 1.0), ("upper", hi, -1.0)):
-                if not math.isfinite(bound):
-                    continue
-                near = sign * (x[:, j] - (bound + sign * PRESSED_WINDOW * std[j])) < 0
-                share = float(w[near].sum())
-                if share <= BEYOND_BOUND_SHARE:
-                    continue
-                nearest = x[np.argsort(sign * (x[:, j] - bound))[:8]].copy()
-                nearest[:, j] = bound - sign * 0.1 * std[j]
-                groups.append(f"{name!r} beyond its {side} bound {bound:g} "
-                              f"({100 * share:.0f}% of the posterior weight within "
-                              f"{PRESSED_WINDOW:g} standard deviations of it)")
-                points.append(nearest)
+            # The particles nearest the bound, moved a tenth of a posterior
+            # standard deviation beyond it (the window is PRESSED_WINDOW sds).
+            outward = (bound - edge) * 0.1 / PRESSED_WINDOW
+            nearest = x[np.argsort(np.abs(x[:, j] - bound))[:8]].copy()
+            nearest[:, j] = bound + outward
+            groups.append(f"{name!r} beyond its {side} bound {bound:g} "
+                          f"({100 * share:.0f}% of the posterior weight within "
+                          f"{PRESSED_WINDOW:g} standard deviations of it)")
+            points.append(nearest)
         if not points:
             return
         try:
@@ -2993,16 +2983,25 @@ def _held_out_ess(log_w: np.ndarray, weights: np.ndarray | None = None) -> float
     weighted by ``exp(log_w)`` (times their training ``weights``), with the
     weights capped at their 99th percentile so that a point or two where the
     flow's tail is too light cannot decide alone."""
+    w = _capped_weights(log_w, 0.99, weights)
+    if w is None:
+        return 0.0
+    base = np.ones_like(w) if weights is None else np.asarray(weights, np.float64)
+    return float((w.sum() ** 2 / np.sum(w**2)) / (base.sum() ** 2 / np.sum(base**2)))
+
+
+def _capped_weights(log_w: np.ndarray, quantile: float,
+                    weights: np.ndarray | None = None) -> np.ndarray | None:
+    """``exp(log_w)`` (0 where not finite), capped at its ``quantile`` and
+    multiplied by the training ``weights``; None when no weight is left."""
     finite = np.isfinite(log_w)
     if not finite.any():
-        return 0.0
+        return None
     w = np.where(finite, np.exp(log_w - np.max(log_w[finite])), 0.0)
-    w = np.minimum(w, np.quantile(w, 0.99))
-    base = np.ones_like(w) if weights is None else np.asarray(weights, np.float64)
-    w = w * base
-    if not np.any(w > 0) or not np.any(base > 0):
-        return 0.0
-    return float((w.sum() ** 2 / np.sum(w**2)) / (base.sum() ** 2 / np.sum(base**2)))
+    w = np.minimum(w, np.quantile(w, quantile))
+    if weights is not None:
+        w = w * weights
+    return w if np.any(w > 0) else None
 
 
 def _warn_resolution(log_likelihood, error: float) -> None:
@@ -3279,10 +3278,13 @@ def _check_structure(stored: Mapping, given: Mapping):
                 "mid-run. Resume with the same setting or start a new run")
 
 
-def _host_weights(state) -> np.ndarray | None:
-    """The normalised weights of a state's particles as float64 on the host;
-    None when no particle has weight."""
-    log_w = np.asarray(state.log_weights, np.float64)
+def _host_weights(log_weights, n: int | None = None) -> np.ndarray | None:
+    """Normalised weights from ``log_weights`` as float64 on the host (equal
+    weights for ``n`` particles when it is None); None when no particle has
+    weight."""
+    if log_weights is None:
+        return np.full(n, 1.0 / n)
+    log_w = np.asarray(log_weights, np.float64)
     finite = np.isfinite(log_w)
     if not finite.any():
         return None
