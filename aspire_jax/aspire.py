@@ -1545,6 +1545,7 @@ class Aspire:
         self._auto_rank: float | None = None
         self._auto_ess: float | None = None
         self._auto_weighted_gain: float | None = None
+        self._auto_gain_value: float | None = None
 
     def _auto_gain(self) -> float:
         """The flow's gain over its Gaussian, in nats per dimension, that the
@@ -1555,22 +1556,27 @@ class Aspire:
         of their number; else (too few held-out samples under the new
         posterior to judge by, or none, or no Gaussian) the plain held-out
         gain of the fit, NaN without a validation set."""
+        if self._auto_gain_value is not None:
+            return self._auto_gain_value
         h = self.flow_history
         gain = math.nan if h is None else h.gain_over_gaussian() / self.dims
         if (not math.isfinite(gain) or self._held_out is None
                 or h.held_out_log_q is None or not has_gaussian(self.flow_params)):
             logger.info("the flow gains %.3g nats per dimension over a Gaussian on "
                         "held-out samples", gain)
-            return gain
-        self._held_out_test()
-        weighted = self._auto_weighted_gain
-        used = self._auto_ess >= AUTO_FLOW_MIN_HELD_OUT_ESS and math.isfinite(weighted)
-        logger.info("the flow gains %.3g nats per dimension over a Gaussian on "
-                    "held-out samples, %.3g weighted as draws of the new posterior "
-                    "(%s)", gain, weighted,
-                    "used" if used else "not used: too few held-out samples lie "
-                    "under the new posterior")
-        return weighted if used else gain
+        else:
+            self._held_out_test()
+            weighted = self._auto_weighted_gain
+            used = (self._auto_ess >= AUTO_FLOW_MIN_HELD_OUT_ESS
+                    and math.isfinite(weighted))
+            logger.info("the flow gains %.3g nats per dimension over a Gaussian on "
+                        "held-out samples, %.3g weighted as draws of the new "
+                        "posterior (%s)", gain, weighted,
+                        "used" if used else "not used: too few held-out samples "
+                        "lie under the new posterior")
+            gain = weighted if used else gain
+        self._auto_gain_value = gain
+        return gain
 
     def _held_out_test(self) -> None:
         """Evaluate the new prior and likelihood on the held-out earlier
