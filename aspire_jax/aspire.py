@@ -3050,7 +3050,7 @@ AUTO_FLOW_MIN_DENSITY_RANK = 0.35
 # extrapolates. This test cannot see a new posterior that fills the gap
 # between the earlier modes, where no held-out sample lies (a 2-d mixture
 # split 50/50, 8 sds apart, and a new posterior N(between them, 3^2) keeps
-# 0.16-0.23); the weighted gain does: there the flow does no better than its
+# 0.09-0.23); the weighted gain does: there the flow does no better than its
 # Gaussian (-0.21 to 0.00 nats per dimension), and SMC starts from the
 # Gaussian, within 1.1 reported errors on 6 runs, where from the flow log Z
 # came out up to 7.7 errors off.
