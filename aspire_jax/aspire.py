@@ -1522,6 +1522,52 @@ class Aspire:
         self._auto_reference = choice
         return choice
 
+    def auto_diagnostics(self) -> dict:
+        """The numbers behind ``reference="auto"`` and ``preconditioning="auto"``.
+
+        Runs the held-out test if it has not run for this flow (one
+        likelihood evaluation per held-out sample, counted in the next run),
+        as the choices themselves do.
+
+        Returns
+        -------
+        dict
+            ``reference``, ``preconditioning``: the choices.
+            ``gain_per_dim``: the flow's gain over its Gaussian on the
+            held-out earlier samples as they are, in nats per dimension (NaN
+            without a validation set). ``weighted_gain_per_dim``: the same on
+            the held-out samples weighted as draws of the new posterior (NaN
+            without held-out samples or a Gaussian). ``gain_used``: the one
+            the choices compared with ``AUTO_FLOW_GAIN_PER_DIM``.
+            ``density_rank``, ``held_out_ess``: the tests of whether the new
+            posterior sits in the flow's tails (NaN without held-out
+            samples). ``n_held_out``: the number of held-out samples.
+
+        Raises
+        ------
+        ValidationError
+            If there is no flow yet.
+        """
+        self._require_flow()
+        reference = self.auto_reference()
+        preconditioning = self.auto_preconditioning()
+        h = self.flow_history
+        nan = math.nan
+
+        def number(v):
+            return nan if v is None else float(v)
+
+        return {
+            "reference": reference,
+            "preconditioning": preconditioning,
+            "gain_per_dim": nan if h is None else h.gain_over_gaussian() / self.dims,
+            "weighted_gain_per_dim": number(self._auto_weighted_gain),
+            "gain_used": number(self._auto_gain_value),
+            "density_rank": number(self._auto_rank),
+            "held_out_ess": number(self._auto_ess),
+            "n_held_out": 0 if self._held_out is None else len(self._held_out),
+        }
+
     def _resolve_reference(self, value) -> str:
         _check_reference_name(value)
         if value == "auto":

@@ -163,10 +163,12 @@ def test_a_new_posterior_between_the_earlier_modes_starts_from_the_gaussian(seed
     history = aspire.fit(_two_modes(2, shift, 0.5, seed), key=seed, n_epochs=60,
                          progress=False)
     assert history.gain_over_gaussian() / 2 > 2 * AUTO_FLOW_GAIN_PER_DIM
-    assert aspire.auto_reference() == "gaussian"
-    assert aspire._auto_ess > AUTO_FLOW_MIN_HELD_OUT_ESS
-    assert aspire._auto_weighted_gain < AUTO_FLOW_GAIN_PER_DIM
-    assert aspire.auto_preconditioning() == "standard"
+    d = aspire.auto_diagnostics()
+    assert d["reference"] == "gaussian" and d["preconditioning"] == "standard"
+    assert d["gain_per_dim"] == pytest.approx(history.gain_over_gaussian() / 2)
+    assert d["held_out_ess"] > AUTO_FLOW_MIN_HELD_OUT_ESS
+    assert d["gain_used"] == d["weighted_gain_per_dim"] < AUTO_FLOW_GAIN_PER_DIM
+    assert d["n_held_out"] == 400
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -190,8 +192,23 @@ def test_the_weighted_gain_sees_a_grown_minor_mode(seed):
     history = aspire.fit(_two_modes(d, shift, 0.05, seed), key=seed, n_epochs=60,
                          progress=False)
     assert history.gain_over_gaussian() / d < AUTO_FLOW_GAIN_PER_DIM / 2
-    aspire.auto_reference()
-    assert aspire._auto_weighted_gain > AUTO_FLOW_GAIN_PER_DIM
+    assert aspire.auto_diagnostics()["weighted_gain_per_dim"] > AUTO_FLOW_GAIN_PER_DIM
+
+
+def test_auto_diagnostics_need_a_flow_and_say_what_is_missing():
+    aspire = _aspire(2)
+    with pytest.raises(ValidationError, match="no flow yet"):
+        aspire.auto_diagnostics()
+    # Without a validation set there is no gain and no held-out test: the
+    # flow is kept, and the numbers say why.
+    aspire.fit(_banana(500, 0), key=0, n_epochs=3, validation_fraction=0.0,
+               progress=False)
+    d = aspire.auto_diagnostics()
+    assert d["reference"] == "flow" and d["preconditioning"] == "standard"
+    assert d["n_held_out"] == 0
+    assert all(math.isnan(d[k]) for k in ("gain_per_dim", "weighted_gain_per_dim",
+                                           "gain_used", "density_rank",
+                                           "held_out_ess"))
 
 
 def test_the_density_test_names_a_prior_jax_cannot_trace():
