@@ -195,6 +195,24 @@ def test_the_weighted_gain_sees_a_grown_minor_mode(seed):
     assert aspire.auto_diagnostics()["weighted_gain_per_dim"] > AUTO_FLOW_GAIN_PER_DIM
 
 
+def test_the_choices_are_made_again_for_new_functions(caplog):
+    # The choices depend on the new posterior: replacing the likelihood after
+    # they were made (here, one whose posterior lies off the earlier banana)
+    # makes them again, and the held-out test is counted again.
+    aspire = _banana_aspire()
+    aspire.fit(_banana(2000, 0), key=0, n_epochs=60, progress=False)
+    assert aspire.auto_diagnostics()["reference"] == "flow"
+    aspire.log_likelihood = lambda x: jnp.sum(
+        -0.5 * ((x - jnp.array([3.0, -2.0])) / 0.3) ** 2, axis=-1)
+    with caplog.at_level("INFO", logger="aspire_jax"):
+        d = aspire.auto_diagnostics()
+    assert "made again" in caplog.text
+    assert d["reference"] == "gaussian" and d["preconditioning"] == "standard"
+    assert d["held_out_ess"] < AUTO_FLOW_MIN_HELD_OUT_ESS
+    assert aspire._uncounted_evaluations == 2 * d["n_held_out"]
+    assert aspire.auto_diagnostics() == d
+
+
 def test_auto_diagnostics_need_a_flow_and_say_what_is_missing():
     aspire = _aspire(2)
     with pytest.raises(ValidationError, match="no flow yet"):
