@@ -1584,16 +1584,14 @@ class Aspire:
         self._require_flow()
         reference = self.auto_reference()
         preconditioning = self.auto_preconditioning()
-        h = self.flow_history
-        nan = math.nan
 
         def number(v):
-            return nan if v is None else float(v)
+            return math.nan if v is None else float(v)
 
         return {
             "reference": reference,
             "preconditioning": preconditioning,
-            "gain_per_dim": nan if h is None else h.gain_over_gaussian() / self.dims,
+            "gain_per_dim": self._plain_gain(),
             "weighted_gain_per_dim": number(self._auto_weighted_gain),
             "gain_used": number(self._auto_gain_value),
             "density_rank": number(self._auto_rank),
@@ -1639,7 +1637,7 @@ class Aspire:
         if self._auto_gain_value is not None:
             return self._auto_gain_value
         h = self.flow_history
-        gain = math.nan if h is None else h.gain_over_gaussian() / self.dims
+        gain = self._plain_gain()
         if not math.isfinite(gain):
             logger.info("no held-out gain of the flow over its Gaussian to judge by "
                         "(fitted without a validation set, or read without its fit "
@@ -1665,6 +1663,12 @@ class Aspire:
         self._auto_gain_value = gain
         return gain
 
+    def _plain_gain(self) -> float:
+        """The flow's gain over its Gaussian on the held-out samples as they
+        are, in nats per dimension (NaN without a validation set)."""
+        h = self.flow_history
+        return math.nan if h is None else h.gain_over_gaussian() / self.dims
+
     def _held_out_test(self) -> None:
         """Evaluate the new prior and likelihood on the held-out earlier
         samples once per flow (one likelihood evaluation each, counted in the
@@ -1674,16 +1678,15 @@ class Aspire:
             return
         h = self.flow_history
         x, log_q = self._held_out, np.asarray(h.held_out_log_q, np.float64)
-        gaussian = has_gaussian(self.flow_params)
-        log_w = self._held_out_log_weights(x, log_q, with_gaussian=gaussian)
-        if gaussian:
-            log_w, log_g = log_w
+        log_w, log_g = self._held_out_densities(x, log_q)
         self._uncounted_evaluations += len(x)
         self._auto_rank = self._density_rank(x, log_q, self._held_out_weights, log_w)
-        self._auto_ess = _held_out_ess(log_w, self._held_out_weights)
+        # Capped at their 99th percentile, so that a point or two where the
+        # flow's tail is too light cannot decide alone.
+        w = _capped_weights(log_w, 0.99, self._held_out_weights)
+        self._auto_ess = _held_out_ess(w, self._held_out_weights)
         self._auto_weighted_gain = (
-            _weighted_gain(log_q - log_g, log_w, self._held_out_weights) / self.dims
-            if gaussian else math.nan)
+            math.nan if log_g is None else _weighted_gain(log_q - log_g, w) / self.dims)
 
     def _in_flow_bulk(self) -> bool:
         """Whether the new posterior sits where the flow was trained, not in
@@ -1708,12 +1711,14 @@ class Aspire:
         self.n_likelihood_evaluations = n_run + self._uncounted_evaluations
         self._uncounted_evaluations = 0
 
-    def _held_out_log_weights(self, x: np.ndarray, log_q: np.ndarray,
-                              with_gaussian: bool = False):
+    def _held_out_densities(self, x: np.ndarray, log_q: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray | None]:
         """``log pi + log L - log q`` at the held-out samples ``x`` (one
-        likelihood evaluation each); with ``with_gaussian``, also the log
-        density of the flow's Gaussian there, from the same compiled call."""
-        gaussian = GaussianReference(self.flow) if with_gaussian else None
+        likelihood evaluation each) and the log density of the flow's
+        Gaussian there (None if the flow holds none), from one compiled
+        call."""
+        gaussian = (GaussianReference(self.flow) if has_gaussian(self.flow_params)
+                    else None)
 
         def densities(x, params):
             values = (self.log_prior(x), self.log_likelihood(x))
@@ -1728,8 +1733,7 @@ class Aspire:
             self._check_user_functions(np.asarray(x))
             raise
         lp, ll, *log_g = (np.asarray(v, np.float64) for v in values)
-        log_w = lp + ll - log_q
-        return (log_w, log_g[0]) if with_gaussian else log_w
+        return lp + ll - log_q, (log_g[0] if log_g else None)
 
     def _density_rank(self, x: np.ndarray, log_q: np.ndarray,
                       weights: np.ndarray | None = None,
@@ -1747,10 +1751,10 @@ class Aspire:
         so that a few held-out points where the flow's density is too low
         (where its training samples were sparse) cannot decide alone. A
         held-out point the new target rules out has weight 0. ``log_w``:
-        the values of :meth:`_held_out_log_weights`, if already evaluated.
+        the first values of :meth:`_held_out_densities`, if already evaluated.
         """
         if log_w is None:
-            log_w = self._held_out_log_weights(x, log_q)
+            log_w = self._held_out_densities(x, log_q)[0]
         w = _capped_weights(log_w, 0.95, weights)
         if w is None:
             return 0.0
@@ -3141,26 +3145,22 @@ AUTO_FLOW_MIN_DENSITY_RANK = 0.35
 AUTO_FLOW_MIN_HELD_OUT_ESS = 0.05
 
 
-def _weighted_gain(log_ratio: np.ndarray, log_w: np.ndarray,
-                   weights: np.ndarray | None = None) -> float:
+def _weighted_gain(log_ratio: np.ndarray, w: np.ndarray | None) -> float:
     """Mean of ``log q - log g`` (``log_ratio``) over held-out samples weighted
-    as draws of the new posterior (``exp(log_w)`` capped at its 99th
-    percentile, times the training ``weights``): how much better the flow
-    than the Gaussian describes the new posterior, up to the new posterior's
-    own entropy, which cancels. NaN when no weight is left."""
-    w = _capped_weights(log_w, 0.99, weights)
+    as draws of the new posterior (``w``, from :func:`_capped_weights`): how
+    much better the flow than the Gaussian describes the new posterior, up to
+    the new posterior's own entropy, which cancels. NaN when no weight is
+    left."""
     finite = np.isfinite(log_ratio)
     if w is None or not np.any(w[finite] > 0):
         return math.nan
     return float(np.sum(w[finite] * log_ratio[finite]) / np.sum(w[finite]))
 
 
-def _held_out_ess(log_w: np.ndarray, weights: np.ndarray | None = None) -> float:
+def _held_out_ess(w: np.ndarray | None, weights: np.ndarray | None = None) -> float:
     """Effective sample size, as a share of their own, of held-out samples
-    weighted by ``exp(log_w)`` (times their training ``weights``), with the
-    weights capped at their 99th percentile so that a point or two where the
-    flow's tail is too light cannot decide alone."""
-    w = _capped_weights(log_w, 0.99, weights)
+    weighted by ``w`` (from :func:`_capped_weights`, which includes their
+    training ``weights``)."""
     if w is None:
         return 0.0
     base = np.ones_like(w) if weights is None else np.asarray(weights, np.float64)
